@@ -1,0 +1,37 @@
+import django_filters
+from django.db.models import Exists, OuterRef
+
+from ..models import Product, StockLevel, Store
+
+
+class ProductFilter(django_filters.FilterSet):
+    store = django_filters.ModelChoiceFilter(
+        queryset=Store.objects.all(), method="filter_store", help_text="Products stocked by this store."
+    )
+    in_stock = django_filters.BooleanFilter(
+        method="filter_in_stock", help_text="Quantity > 0 (in `store` if given, else in any store)."
+    )
+    price_min = django_filters.NumberFilter(field_name="price", lookup_expr="gte")
+    price_max = django_filters.NumberFilter(field_name="price", lookup_expr="lte")
+
+    class Meta:
+        model = Product
+        fields = ["category", "active", "sku"]
+
+    def filter_store(self, queryset, name, store):
+        return queryset.filter(Exists(StockLevel.objects.filter(product_id=OuterRef("pk"), store=store)))
+
+    def filter_in_stock(self, queryset, name, value):
+        stocked = StockLevel.objects.filter(product_id=OuterRef("pk"), quantity__gt=0)
+        store = self.form.cleaned_data.get("store")
+        if store is not None:
+            stocked = stocked.filter(store=store)
+        return queryset.filter(Exists(stocked) if value else ~Exists(stocked))
+
+
+class StockLevelFilter(django_filters.FilterSet):
+    min_quantity = django_filters.NumberFilter(field_name="quantity", lookup_expr="gte")
+
+    class Meta:
+        model = StockLevel
+        fields = ["store", "product"]

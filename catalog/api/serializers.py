@@ -1,0 +1,65 @@
+from django.conf import settings
+from rest_framework import serializers
+
+from ..models import EmbeddingStatus, Product, StockLevel, Store
+
+
+class StoreSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Store
+        fields = ["id", "code", "name", "city", "active", "created_at", "updated_at"]
+        read_only_fields = ["created_at", "updated_at"]
+
+
+def embedding_status(product: Product) -> str:
+    embedding = getattr(product, "embedding", None)
+    if embedding is None:
+        return EmbeddingStatus.PENDING
+    stale = embedding.content_hash != product.content_hash or embedding.model_name != settings.EMBEDDING_MODEL_NAME
+    if stale and embedding.status != EmbeddingStatus.FAILED:
+        return EmbeddingStatus.PENDING
+    return embedding.status
+
+
+class ProductSerializer(serializers.ModelSerializer):
+    price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0)
+    currency = serializers.ChoiceField(choices=settings.CURRENCIES, default=settings.DEFAULT_CURRENCY)
+    embedding_status = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Product
+        fields = [
+            "id", "sku", "name", "description", "category", "price", "currency", "active",
+            "embedding_status", "created_at", "updated_at",
+        ]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def get_embedding_status(self, product) -> str:
+        return embedding_status(product)
+
+
+class StockLevelSerializer(serializers.ModelSerializer):
+    quantity = serializers.IntegerField(min_value=0)
+
+    class Meta:
+        model = StockLevel
+        fields = ["id", "product", "store", "quantity", "updated_at"]
+        read_only_fields = ["updated_at"]
+
+
+class SearchQuerySerializer(serializers.Serializer):
+    q = serializers.CharField(max_length=500, trim_whitespace=True)
+    limit = serializers.IntegerField(min_value=1, max_value=100, default=20)
+    store = serializers.IntegerField(required=False, min_value=1)
+    in_stock = serializers.BooleanField(required=False, allow_null=True, default=None)
+    category = serializers.CharField(required=False, max_length=100)
+
+    def validate_store(self, value):
+        if not Store.objects.filter(id=value).exists():
+            raise serializers.ValidationError(f"Unknown store {value}.")
+        return value
+
+
+class SearchHitSerializer(serializers.Serializer):
+    score = serializers.FloatField()
+    product = ProductSerializer()

@@ -1,0 +1,132 @@
+import hashlib
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from pgvector.django import HnswIndex, VectorField
+
+
+class Store(models.Model):
+    code = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=200)
+    city = models.CharField(max_length=100, blank=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+def embedding_text(*, name: str, category: str, description: str) -> str:
+    return f"{name}. {category}. {description}".strip()
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Product(models.Model):
+    sku = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    category = models.CharField(max_length=100, blank=True, db_index=True)
+    price = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3, default=settings.DEFAULT_CURRENCY)
+    active = models.BooleanField(default=True)
+    # Hash of the text the embedding should be made from; derived in save().
+    content_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(price__gte=0), name="product_price_not_negative"),
+            models.CheckConstraint(condition=Q(currency__regex=r"^[A-Z]{3}$"), name="product_currency_iso"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.sku})"
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._loaded_content_hash = instance.__dict__.get("content_hash")
+        return instance
+
+    def embedding_text(self) -> str:
+        return embedding_text(name=self.name, category=self.category, description=self.description)
+
+    def save(self, *args, **kwargs):
+        self.content_hash = text_hash(self.embedding_text())
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and {"name", "description", "category"} & set(update_fields):
+            kwargs["update_fields"] = {*update_fields, "content_hash"}
+        # Read by the post_save receiver: only a text change needs a new embedding.
+        self.text_changed = getattr(self, "_loaded_content_hash", None) != self.content_hash
+        super().save(*args, **kwargs)
+        self._loaded_content_hash = self.content_hash
+
+
+class StockLevel(models.Model):
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="stock_levels")
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="stock_levels")
+    quantity = models.IntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["store_id", "product_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["product", "store"], name="stock_unique_product_store"),
+            models.CheckConstraint(condition=Q(quantity__gte=0), name="stock_quantity_not_negative"),
+        ]
+
+    def __str__(self):
+        return f"{self.product.sku} @ {self.store.code}: {self.quantity}"
+
+
+class EmbeddingStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class ProductEmbedding(models.Model):
+    """The semantic-search vector of one product.
+
+    ``content_hash`` and ``model_name`` say what the vector was made from; when
+    they differ from the product's current hash or the configured model, the
+    embedding is stale and the embed task will redo it.
+    """
+
+    product = models.OneToOneField(Product, on_delete=models.CASCADE, primary_key=True, related_name="embedding")
+    vector = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS, null=True, blank=True)
+    model_name = models.CharField(max_length=200, blank=True)
+    content_hash = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=20, choices=EmbeddingStatus.choices, default=EmbeddingStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    embedded_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["product_id"]
+        indexes = [
+            HnswIndex(
+                name="embedding_vector_hnsw",
+                fields=["vector"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+            models.Index(fields=["status"], name="embedding_status_idx"),
+        ]
+
+    def __str__(self):
+        return f"embedding of {self.product_id} ({self.status})"

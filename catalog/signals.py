@@ -1,0 +1,14 @@
+from django.db.models.signals import post_save
+
+from celeste.background.queue import enqueue
+
+from .models import Product
+
+
+def product_saved(sender, instance: Product, created: bool, **kwargs):
+    if instance.text_changed:
+        enqueue("catalog.embed_products")
+
+
+def connect():
+    post_save.connect(product_saved, sender=Product, dispatch_uid="catalog.product_saved")

@@ -1,0 +1,59 @@
+"""Periodic tasks as django-celery-beat rows, so staff see, pause and re-time
+them in the admin. Created if missing; an existing row is never overwritten."""
+
+import json
+
+from django.conf import settings
+
+
+def periodic_tasks() -> list[dict]:
+    return [
+        {
+            "name": "Outbox relay",
+            "task": "background.relay_outbox",
+            "every": settings.OUTBOX_RELAY_INTERVAL_SECONDS,
+        },
+        {
+            "name": "Embedding sweeper",
+            "task": "catalog.sweep_stale_embeddings",
+            "every": settings.EMBEDDING_SWEEP_INTERVAL_SECONDS,
+        },
+    ]
+
+
+def ensure_periodic_tasks() -> int:
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    created = 0
+    for spec in periodic_tasks():
+        interval, _ = IntervalSchedule.objects.get_or_create(every=spec["every"], period=IntervalSchedule.SECONDS)
+        _, was_created = PeriodicTask.objects.get_or_create(
+            name=spec["name"],
+            defaults={
+                "task": spec["task"],
+                "interval": interval,
+                "kwargs": json.dumps({}),
+                # A stale tick is worthless: drop it rather than pile up while workers are away.
+                "expire_seconds": spec["every"] * 2,
+            },
+        )
+        created += was_created
+    return created
+
+
+def ensure_task_switches() -> int:
+    from celeste.celery import app as celery_app
+
+    from .models import TaskSwitch
+
+    names = [n for n in celery_app.tasks if not n.startswith("celery.")]
+    existing = set(TaskSwitch.objects.filter(task_name__in=names).values_list("task_name", flat=True))
+    TaskSwitch.objects.bulk_create([TaskSwitch(task_name=n) for n in names if n not in existing])
+    return len(names) - len(existing)
+
+
+def on_post_migrate(sender, **kwargs):
+    if sender.label != "background":
+        return
+    ensure_periodic_tasks()
+    ensure_task_switches()

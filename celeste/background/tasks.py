@@ -1,0 +1,36 @@
+import logging
+
+from celery import Task, shared_task
+from django.conf import settings
+
+from .errors import PermanentError
+from .queue import failed_task_record, outbox_relay
+
+logger = logging.getLogger(__name__)
+
+
+class CelesteTask(Task):
+    """Base for every Celeste task: retries transient errors with exponential
+    backoff and jitter; a permanent error or exhausted retries land in the inbox."""
+
+    autoretry_for = (Exception,)
+    dont_autoretry_for = (PermanentError,)
+    retry_backoff = settings.TASK_RETRY_BACKOFF_SECONDS
+    retry_backoff_max = settings.CELERY_TASK_MAX_RETRY_DELAY
+    retry_jitter = True
+    max_retries = settings.TASK_MAX_RETRIES
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        failed_task_record(
+            task_name=self.name,
+            task_id=task_id or "",
+            kwargs=kwargs,
+            exc=exc,
+            tb=str(einfo),
+            attempts=self.request.retries + 1,
+        )
+
+
+@shared_task(name="background.relay_outbox", base=CelesteTask, max_retries=0)
+def relay_outbox() -> int:
+    return outbox_relay()
