@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "django_celery_results",
     "celeste.background",
+    "celeste.devserver",
     "catalog",
     "orders",
     "notifications",

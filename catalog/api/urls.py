@@ -1,8 +1,8 @@
-from rest_framework.routers import DefaultRouter
+from celeste.api.routers import Router
 
 from .views import ProductViewSet, StockLevelViewSet, StoreViewSet
 
-router = DefaultRouter(trailing_slash="/?")
+router = Router()
 router.register("stores", StoreViewSet)
 router.register("products", ProductViewSet)
 router.register("stock-levels", StockLevelViewSet)

@@ -1,0 +1,110 @@
+"""Start real Celery workers as subprocesses (tests and benchmarks)."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+
+def database_url_for_current_connection() -> str:
+    """A DATABASE_URL for the database this process is connected to (the test
+    database under pytest), so a worker subprocess sees the same rows."""
+    from urllib.parse import quote
+
+    params = connection.settings_dict
+    host = quote(params["HOST"] or "", safe="")
+    port = f":{params['PORT']}" if params.get("PORT") else ""
+    auth = params["USER"] + (f":{quote(params['PASSWORD'], safe='')}" if params.get("PASSWORD") else "")
+    return f"postgres://{auth}@{host}{port}/{params['NAME']}"
+
+
+class Worker:
+    def __init__(self, proc: subprocess.Popen, log_path: Path):
+        self.proc = proc
+        self.log_path = log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool children) at once."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@contextmanager
+def celery_worker(*, queues: str = "slow,fast", concurrency: int = 1, env: dict | None = None, log_dir: Path):
+    """Run ``celery worker`` against this process's database and broker until the block ends."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"worker-{time.time_ns()}.log"
+    child_env = {
+        **os.environ,
+        "DATABASE_URL": database_url_for_current_connection(),
+        "REDIS_URL": settings.REDIS_URL,
+        "DJANGO_SETTINGS_MODULE": "celeste.settings",
+        **(env or {}),
+    }
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "celeste", "worker", "-Q", queues,
+             "--concurrency", str(concurrency), "--pool", "prefork", "-l", "info",
+             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=BASE_DIR, env=child_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    worker = Worker(proc, log_path)
+    try:
+        _wait_until_ready(worker)
+        yield worker
+    finally:
+        worker.stop()
+
+
+def _wait_until_ready(worker: Worker, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while " ready." not in worker.log():
+        if worker.proc.poll() is not None:
+            raise RuntimeError(f"celery worker exited early:\n{worker.log()[-5000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"celery worker not ready after {timeout}s:\n{worker.log()[-5000:]}")
+        time.sleep(0.1)
+
+
+@contextmanager
+def celery_beat(*, env: dict | None = None, log_dir: Path):
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"beat-{time.time_ns()}.log"
+    child_env = {
+        **os.environ,
+        "DATABASE_URL": database_url_for_current_connection(),
+        "REDIS_URL": settings.REDIS_URL,
+        **(env or {}),
+    }
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "celeste", "beat", "-l", "info",
+             "--schedule", str(log_dir / "beat-schedule"), "--max-interval", "1"],
+            cwd=BASE_DIR, env=child_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    beat = Worker(proc, log_path)
+    try:
+        yield beat
+    finally:
+        beat.stop()
