@@ -2,6 +2,7 @@
 see README "Configuration" for the full list."""
 
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -24,6 +25,9 @@ ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
 # --- Embedded default: our own Postgres+pgvector and Redis under var/ -----------
+# Under pytest the suite gets its own embedded servers, never the dev data.
+if "pytest" in sys.modules:
+    os.environ.setdefault("CELESTE_VAR_DIR", str(BASE_DIR / "var" / "test"))
 DATABASE_URL = os.environ.get("DATABASE_URL")
 REDIS_URL = os.environ.get("REDIS_URL")
 if not (DATABASE_URL and REDIS_URL):

@@ -1,0 +1,129 @@
+"""Test fixtures. The suite runs on its own embedded Postgres+pgvector and Redis
+under var/test (started by settings on first use, see celeste/devserver/embedded.py)."""
+
+import time
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from celeste.background import switches
+from celeste.background.models import TaskSwitch
+from celeste.devserver import embedded
+from celeste.devserver.processes import celery_beat, celery_worker
+
+from .factories import UserFactory
+
+LOG_DIR = embedded.var_dir() / "logs"
+# Knobs for worker subprocesses: fast retries, switches read fresh, no warm-up.
+WORKER_ENV = {
+    "TASK_SWITCH_CACHE_SECONDS": "0",
+    "TASK_MAX_RETRIES": "1",
+    "TASK_RETRY_BACKOFF_SECONDS": "1",
+    "OUTBOX_RELAY_MIN_AGE_SECONDS": "0",
+    "OUTBOX_RELAY_INTERVAL_SECONDS": "1",
+    "EMBEDDING_WARM_ON_START": "0",
+}
+
+
+@pytest.fixture(autouse=True)
+def _test_settings(settings):
+    settings.TASK_SWITCH_CACHE_SECONDS = 0
+    settings.OUTBOX_RELAY_MIN_AGE_SECONDS = 0
+    switches.forget_cached_switches()
+
+
+@pytest.fixture(scope="session")
+def embedded_root() -> Path:
+    return embedded.var_dir()
+
+
+@pytest.fixture
+def redis(embedded_root):
+    """The test Redis, emptied before each test so queues and counters start at zero."""
+    if not embedded.redis_ping(embedded_root):
+        embedded.start_redis(embedded_root)
+    client = redis_lib.Redis.from_url(settings.REDIS_URL)
+    client.flushall()
+    yield client
+    if not embedded.redis_ping(embedded_root):  # a test stopped it: bring it back for the next
+        embedded.start_redis(embedded_root)
+
+
+def queued_messages(redis, queue: str = "slow") -> int:
+    return redis.llen(queue)
+
+
+@pytest.fixture
+def worker(transactional_db, redis):
+    """A real Celery worker (both queues, one process) on the test database."""
+    with celery_worker(env=WORKER_ENV, log_dir=LOG_DIR) as running:
+        yield running
+
+
+@pytest.fixture
+def start_worker(transactional_db, redis):
+    """Start workers on demand (for tests that kill or restart them)."""
+    started = []
+
+    def start(**env):
+        context = celery_worker(env={**WORKER_ENV, **env}, log_dir=LOG_DIR)
+        running = context.__enter__()
+        started.append(context)
+        return running
+
+    yield start
+    for context in reversed(started):
+        context.__exit__(None, None, None)
+
+
+@pytest.fixture
+def beat(transactional_db, redis):
+    with celery_beat(env=WORKER_ENV, log_dir=LOG_DIR) as running:
+        yield running
+
+
+@pytest.fixture
+def set_switch():
+    def set_mode(task_name: str, mode: str):
+        TaskSwitch.objects.update_or_create(task_name=task_name, defaults={"mode": mode})
+        switches.forget_cached_switches()
+
+    return set_mode
+
+
+def wait_for(predicate, *, timeout: float = 60, interval: float = 0.2, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+@pytest.fixture
+def staff_user(db):
+    return UserFactory(is_staff=True)
+
+
+@pytest.fixture
+def staff_client(staff_user):
+    client = APIClient()
+    client.force_authenticate(staff_user)
+    return client
+
+
+@pytest.fixture
+def customer_client(db):
+    client = APIClient()
+    client.force_authenticate(UserFactory())
+    return client
