@@ -1,0 +1,35 @@
+# Celeste production image: web (default CMD), Celery workers and beat all run from it.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    DJANGO_SETTINGS_MODULE=celeste.settings \
+    WEB_CONCURRENCY=2
+
+WORKDIR /app
+
+# torch==2.13.0 is pinned; the extra index supplies its CPU-only build (2.13.0+cpu),
+# which pip prefers over PyPI's CUDA build for the same version.
+COPY requirements.txt .
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
+
+COPY . .
+
+# Static files are collected at build time. Both URLs are set (to dummies: nothing
+# connects during collectstatic) so settings do not start the embedded servers.
+# staticfiles/ and var/ must be writable by the runtime user: `manage.py bootstrap`
+# runs collectstatic again, and looks for var/admin-credentials.txt (creating var/).
+RUN useradd --create-home --uid 10001 --user-group celeste \
+ && DATABASE_URL=postgres://build:build@127.0.0.1:5432/build \
+    REDIS_URL=redis://127.0.0.1:6379/0 \
+    python manage.py collectstatic --noinput \
+ && mkdir -p /app/var \
+ && chown -R celeste:celeste /app/staticfiles /app/var
+
+USER celeste
+EXPOSE 8000
+
+# gunicorn takes its worker count from WEB_CONCURRENCY.
+CMD ["gunicorn", "celeste.wsgi", "--bind", "0.0.0.0:8000", "--threads", "4", "--access-logfile", "-"]
