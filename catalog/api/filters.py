@@ -1,14 +1,34 @@
 import django_filters
+from django import forms
 from django.db.models import Exists, OuterRef
 
 from ..models import Product, StockLevel, Store
+
+
+class StrictBooleanField(forms.Field):
+    """true/false/1/0/yes/no; anything else is a 400 rather than silently ignored."""
+
+    def to_python(self, value):
+        if value in (None, ""):
+            return None
+        text = str(value).strip().lower()
+        if text in {"true", "1", "yes"}:
+            return True
+        if text in {"false", "0", "no"}:
+            return False
+        raise forms.ValidationError("Expected true or false.")
+
+
+class StrictBooleanFilter(django_filters.BooleanFilter):
+    field_class = StrictBooleanField
 
 
 class ProductFilter(django_filters.FilterSet):
     store = django_filters.ModelChoiceFilter(
         queryset=Store.objects.all(), method="filter_store", help_text="Products stocked by this store."
     )
-    in_stock = django_filters.BooleanFilter(
+    active = StrictBooleanFilter()
+    in_stock = StrictBooleanFilter(
         method="filter_in_stock", help_text="Quantity > 0 (in `store` if given, else in any store)."
     )
     price_min = django_filters.NumberFilter(field_name="price", lookup_expr="gte")
@@ -16,7 +36,7 @@ class ProductFilter(django_filters.FilterSet):
 
     class Meta:
         model = Product
-        fields = ["category", "active", "sku"]
+        fields = ["category", "sku"]
 
     def filter_store(self, queryset, name, store):
         return queryset.filter(Exists(StockLevel.objects.filter(product_id=OuterRef("pk"), store=store)))

@@ -46,6 +46,13 @@ class StockLevelSerializer(serializers.ModelSerializer):
         fields = ["id", "product", "store", "quantity", "updated_at"]
         read_only_fields = ["updated_at"]
 
+    def validate(self, attrs):
+        if self.instance is not None:
+            for field in ("product", "store"):
+                if field in attrs and attrs[field] != getattr(self.instance, field):
+                    raise serializers.ValidationError({field: "Cannot be changed; create a stock level for it instead."})
+        return attrs
+
 
 class SearchQuerySerializer(serializers.Serializer):
     q = serializers.CharField(max_length=500, trim_whitespace=True)

@@ -79,5 +79,6 @@ class StockLevelViewSet(viewsets.ModelViewSet):
         serializer.instance = services.stock_level_set(**serializer.validated_data)
 
     def perform_update(self, serializer):
-        data = {"product": serializer.instance.product, "store": serializer.instance.store, **serializer.validated_data}
-        serializer.instance = services.stock_level_set(**data)
+        level = serializer.instance
+        quantity = serializer.validated_data.get("quantity", level.quantity)
+        serializer.instance = services.stock_level_set(product=level.product, store=level.store, quantity=quantity)

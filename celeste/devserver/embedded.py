@@ -184,16 +184,23 @@ def postgres_running(root: Path | None = None) -> bool:
     return _database_marker(root).exists()
 
 
-def ensure_services(root: Path | None = None) -> dict[str, str]:
-    """Start whichever embedded server is not running; return their URLs."""
+def ensure_services(root: Path | None = None, *, postgres: bool = True, redis: bool = True) -> dict[str, str]:
+    """Start the wanted embedded servers that are not running; return their URLs."""
     root = root or var_dir()
-    if not (postgres_running(root) and redis_ping(root)):
+    need_postgres = postgres and not postgres_running(root)
+    need_redis = redis and not redis_ping(root)
+    if need_postgres or need_redis:
         with _lock(root):
-            if not postgres_running(root):
+            if need_postgres and not postgres_running(root):
                 start_postgres(root)
-            if not redis_ping(root):
+            if need_redis and not redis_ping(root):
                 start_redis(root)
-    return {"DATABASE_URL": database_url(root), "REDIS_URL": redis_url(root)}
+    urls = {}
+    if postgres:
+        urls["DATABASE_URL"] = database_url(root)
+    if redis:
+        urls["REDIS_URL"] = redis_url(root)
+    return urls
 
 
 def stop_services(root: Path | None = None) -> None:

@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from tqdm import tqdm
 
-from catalog.models import EmbeddingStatus, ProductEmbedding
+from catalog.models import EmbeddingStatus, Product, ProductEmbedding
 from catalog.services import embeddings_create_missing, embeddings_embed_stale, stale_embeddings
 
 
@@ -20,7 +20,11 @@ class Command(BaseCommand):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
         if dry_run:
-            todo = stale_embeddings().count() if not all else ProductEmbedding.objects.filter(product__active=True).count()
+            if all:
+                todo = Product.objects.filter(active=True).count()
+            else:
+                missing = Product.objects.filter(active=True, embedding__isnull=True).count()
+                todo = stale_embeddings().count() + missing
             self.stdout.write(f"Would embed {todo} product(s) (dry run, nothing changed).")
             return
         embeddings_create_missing()

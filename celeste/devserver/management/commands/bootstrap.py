@@ -27,17 +27,22 @@ class Command(BaseCommand):
 
     def _ensure_admin(self):
         User = get_user_model()
+        embedded_mode = not os.environ.get("DATABASE_URL")
+        saved = var_dir() / "admin-credentials.txt" if embedded_mode else None
         if User.objects.filter(is_superuser=True).exists():
-            saved = var_dir() / "admin-credentials.txt"
-            if saved.exists():
+            if saved and saved.exists():
                 self.stdout.write(f"Admin login: {saved.read_text().strip()}  (from {saved})")
             return
         username = os.environ.get("CELESTE_ADMIN_USERNAME", "admin")
-        password = os.environ.get("CELESTE_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
         email = os.environ.get("CELESTE_ADMIN_EMAIL", "admin@example.com")
+        password = os.environ.get("CELESTE_ADMIN_PASSWORD")
+        if password:
+            User.objects.create_superuser(username=username, email=email, password=password)
+            self.stdout.write(self.style.SUCCESS(f"Created admin user {username!r} (password from CELESTE_ADMIN_PASSWORD)."))
+            return
+        password = secrets.token_urlsafe(12)
         User.objects.create_superuser(username=username, email=email, password=password)
-        if "CELESTE_ADMIN_PASSWORD" not in os.environ and not os.environ.get("DATABASE_URL"):
-            saved = var_dir() / "admin-credentials.txt"
+        if saved:
             saved.write_text(f"{username} / {password}\n")
             saved.chmod(0o600)
         self.stdout.write(self.style.SUCCESS(f"Created admin user: {username} / {password}"))
