@@ -176,6 +176,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int(
         "CELERY_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT + CELERY_TASK_MAX_RETRY_DELAY + 300
     ),
+    # A publisher gives up on a dead broker within a fraction of a second (the
+    # outbox keeps the message); workers reconnect by their own retry loop.
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
 }
 # Publishing must fail fast when Redis is down: the outbox keeps the message.
 CELERY_TASK_PUBLISH_RETRY = False

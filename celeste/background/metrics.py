@@ -5,6 +5,8 @@ import functools
 import logging
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
@@ -13,7 +15,10 @@ PREFIX = "celeste:metrics:"
 
 @functools.cache
 def _client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+    # No retry backoff: while Redis is down a metric is skipped, not waited for.
+    return redis.Redis.from_url(
+        settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+    )
 
 
 def incr(name: str, amount: int = 1) -> None:

