@@ -57,13 +57,16 @@ def publish_message(message: OutboxMessage) -> bool:
     return True
 
 
-def outbox_relay(*, limit: int = 500) -> int:
+def outbox_relay(*, limit: int = 500, min_age_seconds: float | None = None) -> int:
     """Publish what the after-commit publishers left behind. Returns how many went out.
 
-    Rows younger than OUTBOX_RELAY_MIN_AGE_SECONDS belong to their own publisher
-    for now; SKIP LOCKED lets several relays run at once without double sends.
+    Rows younger than ``min_age_seconds`` (default OUTBOX_RELAY_MIN_AGE_SECONDS)
+    belong to their own publisher for now; SKIP LOCKED lets several relays run
+    at once without double sends.
     """
-    cutoff = timezone.now() - timezone.timedelta(seconds=settings.OUTBOX_RELAY_MIN_AGE_SECONDS)
+    if min_age_seconds is None:
+        min_age_seconds = settings.OUTBOX_RELAY_MIN_AGE_SECONDS
+    cutoff = timezone.now() - timezone.timedelta(seconds=min_age_seconds)
     published = []
     with transaction.atomic():
         rows = (

@@ -1,0 +1,52 @@
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from celeste.background.models import FailedTask, FailedTaskStatus, OutboxMessage
+from celeste.devserver import embedded
+
+from ..conftest import queued_messages
+from ..factories import ProductFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run(*args) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def test_relay_outbox_drains_what_waited_for_the_broker(redis, embedded_root):
+    embedded.stop_redis(embedded_root)
+    ProductFactory()
+    ProductFactory()
+    embedded.start_redis(embedded_root)
+
+    assert "Published 2 message(s)" in run("relay_outbox")
+    assert OutboxMessage.objects.count() == 0
+    assert queued_messages(redis) == 2
+
+
+def test_relay_outbox_fails_loudly_while_the_broker_is_down(redis, embedded_root):
+    embedded.stop_redis(embedded_root)
+    ProductFactory()
+
+    with pytest.raises(CommandError, match="1 still waiting"):
+        run("relay_outbox")
+    assert OutboxMessage.objects.count() == 1
+
+
+def test_retry_failed_tasks_replays_open_jobs_of_one_task(redis):
+    embed = FailedTask.objects.create(task_name="catalog.embed_products", error="boom")
+    other = FailedTask.objects.create(task_name="catalog.sweep_stale_embeddings", error="boom")
+
+    assert "Would retry 1 job(s)" in run("retry_failed_tasks", "--task", "catalog.embed_products", "--dry-run")
+    assert queued_messages(redis) == 0
+
+    assert "Re-enqueued 1 job(s)" in run("retry_failed_tasks", "--task", "catalog.embed_products")
+    embed.refresh_from_db()
+    other.refresh_from_db()
+    assert (embed.status, other.status) == (FailedTaskStatus.RETRIED, FailedTaskStatus.OPEN)
+    assert queued_messages(redis, "slow") == 1
