@@ -138,6 +138,7 @@ REST_FRAMEWORK = {
         "rest_framework.filters.SearchFilter",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "celeste.api.exceptions.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Celeste API",
@@ -191,6 +192,7 @@ CELERY_TASK_DEFAULT_QUEUE = "fast"
 CELERY_TASK_ROUTES = {
     "catalog.embed_products": {"queue": "slow"},
 }
+# Everything else (outbox relay, sweeper, order cache, notifications) is fast work.
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
@@ -224,6 +226,10 @@ EMBEDDING_STALE_AFTER_SECONDS = env_int("EMBEDDING_STALE_AFTER_SECONDS", 300)
 EMBEDDING_WARM_ON_START = env_bool("EMBEDDING_WARM_ON_START", True)
 SEARCH_QUERY_CACHE_SIZE = env_int("SEARCH_QUERY_CACHE_SIZE", 1024)
 SEARCH_EF_SEARCH = env_int("SEARCH_EF_SEARCH", 100)
+ORDER_CACHE_TTL_SECONDS = env_int("ORDER_CACHE_TTL_SECONDS", 3600)
+# Comma-separated: during a rotation the provider signs with both secrets.
+PAYMENT_WEBHOOK_SECRETS = env_list("PAYMENT_WEBHOOK_SECRETS", "whsec_dev_only_change_me")
+PAYMENT_WEBHOOK_TOLERANCE_SECONDS = env_int("PAYMENT_WEBHOOK_TOLERANCE_SECONDS", 300)
 CURRENCIES = env_list("CELESTE_CURRENCIES", "EUR,USD,GBP")
 DEFAULT_CURRENCY = CURRENCIES[0]
 

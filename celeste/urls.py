@@ -9,4 +9,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/v1/auth/token/", obtain_auth_token, name="api-token"),
     path("api/v1/", include("catalog.api.urls")),
+    path("api/v1/", include("orders.api.urls")),
 ]

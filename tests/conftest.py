@@ -30,6 +30,7 @@ WORKER_ENV = {
 
 @pytest.fixture(autouse=True)
 def _test_settings(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed, not security
     settings.TASK_SWITCH_CACHE_SECONDS = 0
     settings.OUTBOX_RELAY_MIN_AGE_SECONDS = 0
     switches.forget_cached_switches()

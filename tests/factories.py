@@ -57,3 +57,29 @@ class StockLevelFactory(factory.django.DjangoModelFactory):
     @classmethod
     def _create(cls, model_class, *args, **kwargs):
         return services.stock_level_set(**kwargs)
+
+
+class AddressFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "orders.Address"
+
+    user = factory.SubFactory(UserFactory)
+    recipient = "Ada Lovelace"
+    line1 = "Unter den Linden 1"
+    city = "Berlin"
+    postal_code = "10117"
+    country = "DE"
+
+
+def place_order(*, user=None, store=None, lines=((Decimal("2.50"), 2),), stock=10):
+    """An order of fresh products, each stocked with ``stock`` units, placed through the service."""
+    from orders.services import order_place
+
+    user = user or UserFactory()
+    store = store or StoreFactory()
+    items = []
+    for price, quantity in lines:
+        product = ProductFactory(price=price)
+        services.stock_level_set(product=product, store=store, quantity=stock)
+        items.append((product, quantity))
+    return order_place(user=user, store=store, address=AddressFactory(user=user), items=items)

@@ -1,0 +1,43 @@
+"""The enriched-order cache: the full ``?include=products,stores,addresses``
+JSON of an order, filled by a task after payment, dropped on any change."""
+
+import json
+import logging
+
+import redis
+from django.conf import settings
+from rest_framework.utils.encoders import JSONEncoder
+
+from celeste.background import metrics
+from celeste.background.redis import client
+
+logger = logging.getLogger(__name__)
+
+
+def _key(order_id: int) -> str:
+    return f"celeste:orders:enriched:v1:{order_id}"
+
+
+def enriched_order_get(order_id: int) -> dict | None:
+    """The cached JSON, or None (a miss, or Redis unreachable: callers build it)."""
+    try:
+        blob = client().get(_key(order_id))
+    except redis.RedisError:
+        logger.warning("orders.cache_unavailable", extra={"order_id": order_id})
+        blob = None
+    metrics.incr("orders.enriched_cache.hit" if blob else "orders.enriched_cache.miss")
+    return json.loads(blob) if blob else None
+
+
+def enriched_order_set(order_id: int, data: dict) -> None:
+    client().set(_key(order_id), json.dumps(data, cls=JSONEncoder), ex=settings.ORDER_CACHE_TTL_SECONDS)
+
+
+def enriched_order_forget(*order_ids: int) -> None:
+    if not order_ids:
+        return
+    try:
+        client().delete(*(_key(order_id) for order_id in order_ids))
+    except redis.RedisError:
+        # Cannot drop it now: the TTL bounds how long a stale copy could live.
+        logger.error("orders.cache_invalidation_failed", extra={"order_ids": list(order_ids)})

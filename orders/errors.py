@@ -1,0 +1,10 @@
+class OrderConflict(Exception):
+    """The request is valid but the order's state forbids it (answered with 409)."""
+
+
+class InvalidTransition(OrderConflict):
+    pass
+
+
+class OutOfStock(OrderConflict):
+    pass

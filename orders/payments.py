@@ -1,0 +1,139 @@
+"""The payment provider's signed webhook.
+
+Header ``Celeste-Signature: t=<unix time>,v1=<hex>[,v1=<hex>…]`` where each v1 is
+HMAC-SHA256 over ``"{t}.{raw body}"`` with one of the shared secrets (several
+during a secret rotation).
+"""
+
+import hashlib
+import hmac
+import logging
+import time
+from decimal import Decimal, InvalidOperation
+
+from django.db import IntegrityError, transaction
+
+from . import services
+from .models import Order, OrderStatus, Payment, PaymentStatus
+
+logger = logging.getLogger(__name__)
+SIGNATURE_HEADER = "Celeste-Signature"
+PAYMENT_SUCCEEDED = "payment.succeeded"
+
+
+class SignatureError(Exception):
+    pass
+
+
+class EventError(ValueError):
+    """The signed body is not a well-formed event."""
+
+
+def signature_header(*, body: bytes, secrets: list[str], timestamp: int | None = None) -> str:
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    signed = f"{timestamp}.".encode() + body
+    parts = [f"t={timestamp}"] + [
+        f"v1={hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()}" for secret in secrets
+    ]
+    return ",".join(parts)
+
+
+def signature_verify(*, body: bytes, header: str, secrets: list[str], tolerance: int, now: float | None = None):
+    """Raise SignatureError unless one v1 matches one secret and t is fresh."""
+    timestamp, candidates = None, []
+    for part in (header or "").split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t":
+            timestamp = value
+        elif key == "v1":
+            candidates.append(value)
+    if not timestamp or not timestamp.isdigit() or not candidates:
+        raise SignatureError("Malformed or missing signature header.")
+    now = time.time() if now is None else now
+    if abs(now - int(timestamp)) > tolerance:
+        raise SignatureError("Signature timestamp is outside the tolerance window.")
+    signed = f"{timestamp}.".encode() + body
+    expected = [hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest() for secret in secrets]
+    # Compare every pair in constant time; no early exit on the first match.
+    matched = False
+    for candidate in candidates:
+        for digest in expected:
+            matched |= hmac.compare_digest(candidate, digest)
+    if not matched:
+        raise SignatureError("No signature matches.")
+
+
+def _parse(payload) -> dict:
+    if not isinstance(payload, dict):
+        raise EventError("The event must be a JSON object.")
+    event_id, event_type, data = payload.get("id"), payload.get("type"), payload.get("data")
+    if not isinstance(event_id, str) or not event_id or len(event_id) > 255:
+        raise EventError("'id' must be a non-empty string.")
+    if not isinstance(event_type, str) or not event_type:
+        raise EventError("'type' must be a non-empty string.")
+    if not isinstance(data, dict):
+        raise EventError("'data' must be an object.")
+    parsed = {"id": event_id, "type": event_type, "provider": str(data.get("provider", "test"))[:50]}
+    if event_type == PAYMENT_SUCCEEDED:
+        if not isinstance(data.get("order_number"), str):
+            raise EventError("'data.order_number' is required.")
+        try:
+            amount = Decimal(str(data.get("amount")))
+        except InvalidOperation:
+            raise EventError("'data.amount' must be a decimal string.") from None
+        if not amount.is_finite() or not isinstance(data.get("currency"), str):
+            raise EventError("'data.amount' and 'data.currency' are required.")
+        parsed.update(order_number=data["order_number"], amount=amount, currency=data["currency"].upper())
+    return parsed
+
+
+@transaction.atomic
+def payment_event_process(*, payload: dict) -> tuple[Payment, bool]:
+    """Record one provider event and act on it. Returns (payment, created);
+    a replayed event id returns the first record and changes nothing.
+
+    Raises EventError (nothing stored) for a malformed event.
+    """
+    event = _parse(payload)
+    order = None
+    if event["type"] == PAYMENT_SUCCEEDED:
+        # The order lock serialises concurrent deliveries of the same event.
+        order = Order.objects.select_for_update().filter(number=event["order_number"]).first()
+    existing = Payment.objects.filter(provider_event_id=event["id"]).first()
+    if existing:
+        return existing, False
+
+    payment = Payment(
+        provider=event["provider"], provider_event_id=event["id"], event_type=event["type"], raw_payload=payload,
+        order=order, amount=event.get("amount"), currency=event.get("currency", ""),
+    )
+    if event["type"] != PAYMENT_SUCCEEDED:
+        payment.status = PaymentStatus.IGNORED
+    else:
+        payment.error = _refusal(order, event)
+        payment.status = PaymentStatus.REFUSED if payment.error else PaymentStatus.SUCCEEDED
+    try:
+        with transaction.atomic():
+            payment.save()
+    except IntegrityError:  # the same event id won a race without an order lock
+        return Payment.objects.get(provider_event_id=event["id"]), False
+
+    if payment.status == PaymentStatus.SUCCEEDED:
+        services.order_mark_paid(order_id=order.id)
+    elif order is not None and payment.status == PaymentStatus.REFUSED:
+        services.order_record_payment_error(order=order, error=payment.error)
+    logger.info("payment.event", extra={"event_id": event["id"], "status": payment.status})
+    return payment, True
+
+
+def _refusal(order: Order | None, event: dict) -> str:
+    if order is None:
+        return f"Unknown order {event['order_number']}."
+    if order.status != OrderStatus.PENDING:
+        return f"Order {order.number} is {order.status}, not pending."
+    if event["currency"] != order.currency or event["amount"] != order.total:
+        return (f"Amount {event['amount']} {event['currency']} does not match the order total "
+                f"{order.total} {order.currency}.")
+    return ""
+
+

@@ -1,0 +1,176 @@
+"""Order writes. Status changes happen here and nowhere else (API, admin and
+tasks all call these), each under a row lock."""
+
+import logging
+from decimal import Decimal
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from catalog.models import Product, StockLevel, Store
+
+from .errors import InvalidTransition, OutOfStock
+from .models import TRANSITIONS, Address, Order, OrderItem, OrderStatus
+
+logger = logging.getLogger(__name__)
+
+ADDRESS_FIELDS = ("label", "recipient", "line1", "line2", "city", "postal_code", "country", "phone")
+
+
+# --- addresses ------------------------------------------------------------------
+
+
+@transaction.atomic
+def address_create(*, user, **fields) -> Address:
+    return Address.objects.create(user=user, **fields)
+
+
+@transaction.atomic
+def address_update(*, address: Address, **fields) -> Address:
+    for field, value in fields.items():
+        if field not in ADDRESS_FIELDS:
+            raise ValueError(f"Unknown address field {field!r}")
+        setattr(address, field, value)
+    address.save()
+    return address
+
+
+# --- placing --------------------------------------------------------------------
+
+
+def _next_order_number() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nextval('orders_order_number_seq')")
+        (value,) = cursor.fetchone()
+    return f"CEL-{value:08d}"
+
+
+@transaction.atomic
+def order_place(*, user, store: Store, address: Address, items: list[tuple[Product, int]]) -> Order:
+    """Place an order and take its stock.
+
+    Preconditions: ``address`` belongs to ``user``; items name distinct active
+    products with quantity ≥ 1. Prices come from the catalog, never the client.
+    Stock rows are locked in product-id order (no deadlocks between two
+    orders), checked, and decremented in the same transaction: of two buyers
+    racing for the last unit exactly one wins, the other gets OutOfStock.
+    """
+    wanted = {product.id: (product, quantity) for product, quantity in items}
+    levels = {
+        level.product_id: level
+        for level in StockLevel.objects.select_for_update()
+        .filter(store=store, product_id__in=wanted)
+        .order_by("product_id")
+    }
+    for product_id, (product, quantity) in sorted(wanted.items()):
+        level = levels.get(product_id)
+        available = level.quantity if level else 0
+        if available < quantity:
+            raise OutOfStock(f"Only {available} of {product.name!r} ({product.sku}) left in {store.name}.")
+    currencies = {product.currency for product, _ in wanted.values()}
+    if len(currencies) != 1:
+        raise ValueError("All items of an order must share one currency.")
+
+    lines = []
+    for product_id, (product, quantity) in sorted(wanted.items()):
+        level = levels[product_id]
+        level.quantity -= quantity
+        level.save(update_fields=["quantity", "updated_at"])
+        lines.append((product, quantity, product.price * quantity))
+    subtotal = sum((line_total for *_, line_total in lines), Decimal("0.00"))
+    order = Order.objects.create(
+        number=_next_order_number(),
+        user=user,
+        store=store,
+        address=address,
+        currency=currencies.pop(),
+        subtotal=subtotal,
+        total=subtotal,
+    )
+    OrderItem.objects.bulk_create(
+        OrderItem(
+            order=order, product=product, product_name=product.name, sku=product.sku,
+            unit_price=product.price, quantity=quantity, line_total=line_total,
+        )
+        for product, quantity, line_total in lines
+    )
+    logger.info("order.placed", extra={"order_id": order.id, "store_id": store.id})
+    return order
+
+
+# --- status machine -------------------------------------------------------------
+
+
+def _transition(order_id: int, to: str, *, timestamp_field: str) -> Order:
+    order = Order.objects.select_for_update().get(id=order_id)
+    if to not in TRANSITIONS[order.status]:
+        raise InvalidTransition(
+            f"Order {order.number} is {order.status}; it cannot become {to}."
+        )
+    order.status = to
+    setattr(order, timestamp_field, timezone.now())
+    order.save()
+    logger.info("order.status_changed", extra={"order_id": order.id, "status": to})
+    return order
+
+
+@transaction.atomic
+def order_mark_paid(*, order_id: int) -> Order:
+    order = _transition(order_id, OrderStatus.PAID, timestamp_field="paid_at")
+    if order.payment_error:
+        order.payment_error = ""
+        order.save(update_fields=["payment_error", "updated_at"])
+    return order
+
+
+@transaction.atomic
+def order_confirm(*, order_id: int) -> Order:
+    return _transition(order_id, OrderStatus.CONFIRMED, timestamp_field="confirmed_at")
+
+
+@transaction.atomic
+def order_ship(*, order_id: int) -> Order:
+    return _transition(order_id, OrderStatus.SHIPPED, timestamp_field="shipped_at")
+
+
+@transaction.atomic
+def order_deliver(*, order_id: int) -> Order:
+    return _transition(order_id, OrderStatus.DELIVERED, timestamp_field="delivered_at")
+
+
+@transaction.atomic
+def order_cancel(*, order_id: int) -> Order:
+    """Cancel and return the items' stock to the order's store."""
+    order = _transition(order_id, OrderStatus.CANCELLED, timestamp_field="cancelled_at")
+    items = list(order.items.all())
+    levels = {
+        level.product_id: level
+        for level in StockLevel.objects.select_for_update()
+        .filter(store_id=order.store_id, product_id__in=[item.product_id for item in items])
+        .order_by("product_id")
+    }
+    for item in items:
+        level = levels.get(item.product_id)
+        if level is None:  # the stock row was deleted since: recreate it
+            StockLevel.objects.create(product_id=item.product_id, store_id=order.store_id, quantity=item.quantity)
+        else:
+            level.quantity += item.quantity
+            level.save(update_fields=["quantity", "updated_at"])
+    return order
+
+
+TRANSITION_SERVICES = {
+    "mark_paid": order_mark_paid,
+    "confirm": order_confirm,
+    "ship": order_ship,
+    "deliver": order_deliver,
+    "cancel": order_cancel,
+}
+
+
+@transaction.atomic
+def order_record_payment_error(*, order: Order, error: str) -> Order:
+    """Keep why a payment was refused on the order, for staff. Precondition: ``order`` is locked."""
+    order.payment_error = error
+    order.save(update_fields=["payment_error", "updated_at"])
+    return order
