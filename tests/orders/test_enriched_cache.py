@@ -1,0 +1,175 @@
+"""Enriched orders pre-cached after payment, invalidated on every change."""
+
+import json
+from decimal import Decimal
+
+import pytest
+
+from celeste.background import metrics
+from celeste.devserver import embedded
+from orders import services
+from orders.cache import enriched_order_get, enriched_order_set
+from orders.enriched import enriched_order_build, enriched_order_refresh
+from orders.models import OrderItem
+from orders.payments import SIGNATURE_HEADER, signature_header
+from orders.selectors import orders_with_relations
+from orders.tasks import cache_enriched_order
+
+from ..conftest import wait_for
+from ..factories import UserFactory, place_order
+
+ALL = {"include": "products,stores,addresses"}
+
+
+def detail(client, order):
+    response = client.get(f"/api/v1/orders/{order.id}/", ALL)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def cached(order):
+    return enriched_order_get(order.id)
+
+
+@pytest.fixture
+def owner():
+    return UserFactory()
+
+
+@pytest.fixture
+def owner_client(api_client, owner):
+    api_client.force_authenticate(owner)
+    return api_client
+
+
+@pytest.fixture
+def paid_order(owner, redis):
+    order = place_order(user=owner, lines=((Decimal("3.00"), 1), (Decimal("1.50"), 2)))
+    services.order_mark_paid(order_id=order.id)
+    assert enriched_order_refresh(order_id=order.id)
+    return order
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_payment_fills_the_cache_through_a_real_worker(worker, owner, owner_client, settings):
+    settings.PAYMENT_WEBHOOK_SECRETS = ["whsec_cache_test"]
+    order = place_order(user=owner)
+    body = json.dumps({"id": "evt_cache", "type": "payment.succeeded",
+                       "data": {"order_number": order.number, "amount": str(order.total), "currency": "EUR"}}).encode()
+
+    response = owner_client.post("/api/v1/payments/webhook", data=body, content_type="application/json",
+                                 headers={SIGNATURE_HEADER: signature_header(body=body, secrets=["whsec_cache_test"])})
+    assert response.status_code == 200
+
+    entry = wait_for(lambda: cached(order), timeout=60, message="the enriched order in Redis")
+    hits = metrics.value("orders.enriched_cache.hit")
+    served = detail(owner_client, order)
+    assert metrics.value("orders.enriched_cache.hit") == hits + 1
+    assert served == entry["order"]
+    assert served["status"] == "paid"
+    assert served == enriched_order_build(orders_with_relations().get(id=order.id))
+
+
+@pytest.mark.django_db
+def test_cached_and_cold_answers_are_identical(paid_order, owner_client, redis):
+    hot = detail(owner_client, paid_order)
+    redis.flushall()
+    misses = metrics.value("orders.enriched_cache.miss")
+
+    cold = detail(owner_client, paid_order)
+
+    assert hot == cold
+    assert metrics.value("orders.enriched_cache.miss") == misses + 1
+
+
+@pytest.mark.django_db
+def test_a_hit_is_counted(paid_order, owner_client):
+    hits = metrics.value("orders.enriched_cache.hit")
+
+    detail(owner_client, paid_order)
+
+    assert metrics.value("orders.enriched_cache.hit") == hits + 1
+
+
+@pytest.mark.django_db
+def test_the_cache_task_is_idempotent(paid_order):
+    first = cached(paid_order)
+
+    cache_enriched_order.apply(kwargs={"order_id": paid_order.id}).get()
+    cache_enriched_order.apply(kwargs={"order_id": paid_order.id}).get()
+
+    assert cached(paid_order) == first
+
+
+@pytest.mark.django_db
+def test_another_customers_cached_order_is_still_a_404(paid_order, api_client):
+    api_client.force_authenticate(UserFactory())
+
+    assert api_client.get(f"/api/v1/orders/{paid_order.id}/", ALL).status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_status_change_invalidates(paid_order, owner_client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        services.order_confirm(order_id=paid_order.id)
+
+    assert cached(paid_order) is None
+    assert detail(owner_client, paid_order)["status"] == "confirmed"
+
+
+@pytest.mark.django_db
+def test_an_order_change_invalidates(paid_order, owner_client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        services.order_record_payment_error(order=paid_order, error="chargeback")
+
+    assert cached(paid_order) is None
+    assert detail(owner_client, paid_order)["payment_error"] == "chargeback"
+
+
+@pytest.mark.django_db
+def test_an_item_change_invalidates(paid_order, owner_client, django_capture_on_commit_callbacks):
+    item = OrderItem.objects.filter(order=paid_order).first()
+    with django_capture_on_commit_callbacks(execute=True):
+        item.product_name = "Corrected name"
+        item.save()
+
+    assert cached(paid_order) is None
+    assert "Corrected name" in [i["product_name"] for i in detail(owner_client, paid_order)["items"]]
+
+
+@pytest.mark.django_db
+def test_an_address_change_invalidates(paid_order, owner_client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        services.address_update(address=paid_order.address, city="Hamburg")
+
+    assert cached(paid_order) is None
+    assert detail(owner_client, paid_order)["address"]["city"] == "Hamburg"
+
+
+@pytest.mark.django_db
+def test_a_copy_that_missed_its_invalidation_is_never_served(paid_order, owner_client):
+    entry = cached(paid_order)
+    services.order_confirm(order_id=paid_order.id)  # no on-commit: the invalidation never ran
+    enriched_order_set(paid_order.id, entry)
+
+    assert detail(owner_client, paid_order)["status"] == "confirmed"
+    assert cached(paid_order) is None
+
+
+@pytest.mark.django_db
+def test_a_product_change_is_not_served_stale(paid_order, owner_client):
+    product = OrderItem.objects.filter(order=paid_order).first().product
+    product.description = "New description"
+    product.save()
+
+    served = detail(owner_client, paid_order)
+
+    assert "New description" in [i["product"]["description"] for i in served["items"]]
+
+
+@pytest.mark.django_db
+def test_with_redis_down_the_detail_still_answers_from_the_database(paid_order, owner_client, embedded_root):
+    embedded.stop_redis(embedded_root)
+
+    assert detail(owner_client, paid_order)["status"] == "paid"

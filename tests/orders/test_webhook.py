@@ -1,0 +1,162 @@
+"""The signed payment webhook."""
+
+import json
+import time
+from decimal import Decimal
+
+import pytest
+
+from orders.models import Order, OrderStatus, Payment, PaymentStatus
+from orders.payments import SIGNATURE_HEADER, signature_header
+
+from ..factories import place_order
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/payments/webhook"
+SECRET = "whsec_test_current"
+
+
+@pytest.fixture(autouse=True)
+def _secrets(settings):
+    settings.PAYMENT_WEBHOOK_SECRETS = [SECRET, "whsec_test_previous"]
+
+
+def event(order: Order, *, event_id="evt_1", amount=None, currency=None, type_="payment.succeeded") -> dict:
+    return {"id": event_id, "type": type_, "data": {
+        "order_number": order.number, "amount": str(amount if amount is not None else order.total),
+        "currency": currency or order.currency, "provider": "testpay"}}
+
+
+def deliver(client, payload, *, secrets=(SECRET,), timestamp=None, header=None, body=None):
+    body = body if body is not None else json.dumps(payload).encode()
+    header = header if header is not None else signature_header(body=body, secrets=list(secrets), timestamp=timestamp)
+    return client.post(URL, data=body, content_type="application/json", headers={SIGNATURE_HEADER: header})
+
+
+@pytest.fixture
+def order():
+    return place_order(lines=((Decimal("4.25"), 2),))
+
+
+def test_valid_payment_marks_the_order_paid(api_client, order):
+    response = deliver(api_client, event(order))
+
+    assert response.status_code == 200
+    assert response.json() == {"received": True, "duplicate": False, "outcome": "succeeded", "detail": ""}
+    order.refresh_from_db()
+    assert order.status == OrderStatus.PAID
+    payment = Payment.objects.get()
+    assert (payment.order, payment.amount, payment.status) == (order, Decimal("8.50"), PaymentStatus.SUCCEEDED)
+    assert payment.raw_payload["id"] == "evt_1"
+
+
+def test_a_signature_made_with_the_previous_secret_is_accepted_during_rotation(api_client, order):
+    assert deliver(api_client, event(order), secrets=("whsec_test_previous",)).status_code == 200
+
+
+def test_several_v1_signatures_are_accepted_if_one_matches(api_client, order):
+    assert deliver(api_client, event(order), secrets=("whsec_unknown", SECRET)).status_code == 200
+
+
+def test_a_replayed_event_returns_200_and_changes_nothing(api_client, order):
+    deliver(api_client, event(order))
+    paid_at = Order.objects.get(id=order.id).paid_at
+
+    again = deliver(api_client, event(order))
+
+    assert again.status_code == 200
+    assert again.json()["duplicate"] is True
+    assert Payment.objects.count() == 1
+    assert Order.objects.get(id=order.id).paid_at == paid_at
+
+
+def test_a_wrong_amount_is_recorded_and_refused(api_client, order):
+    response = deliver(api_client, event(order, amount="1.00"))
+
+    assert response.status_code == 200
+    assert response.json()["outcome"] == "refused"
+    order.refresh_from_db()
+    assert order.status == OrderStatus.PENDING
+    assert "does not match the order total 8.50" in order.payment_error
+    assert Payment.objects.get().status == PaymentStatus.REFUSED
+
+
+def test_a_wrong_currency_is_refused(api_client, order):
+    deliver(api_client, event(order, currency="USD"))
+
+    assert Order.objects.get(id=order.id).status == OrderStatus.PENDING
+
+
+def test_a_later_correct_payment_clears_the_error(api_client, order):
+    deliver(api_client, event(order, event_id="evt_bad", amount="1.00"))
+    deliver(api_client, event(order, event_id="evt_good"))
+
+    order.refresh_from_db()
+    assert (order.status, order.payment_error) == (OrderStatus.PAID, "")
+
+
+def test_payment_for_an_already_paid_order_is_refused(api_client, order):
+    deliver(api_client, event(order, event_id="evt_1"))
+
+    response = deliver(api_client, event(order, event_id="evt_2"))
+
+    assert response.json()["outcome"] == "refused"
+    assert "is paid, not pending" in response.json()["detail"]
+
+
+def test_unknown_order_is_recorded_and_refused(api_client, order):
+    payload = event(order)
+    payload["data"]["order_number"] = "CEL-99999999"
+
+    response = deliver(api_client, payload)
+
+    assert response.json()["outcome"] == "refused"
+    assert Payment.objects.get().order is None
+
+
+def test_other_event_types_are_recorded_and_ignored(api_client, order):
+    response = deliver(api_client, event(order, type_="payment.pending"))
+
+    assert response.json()["outcome"] == "ignored"
+    assert Order.objects.get(id=order.id).status == OrderStatus.PENDING
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "t=abc,v1=00",
+        "v1=deadbeef",
+        lambda body: signature_header(body=body, secrets=["whsec_forged"]),
+        lambda body: signature_header(body=body + b" ", secrets=[SECRET]),
+    ],
+)
+def test_forged_or_malformed_signatures_are_a_401_and_store_nothing(api_client, order, header):
+    body = json.dumps(event(order)).encode()
+    header = header(body) if callable(header) else header
+
+    response = deliver(api_client, None, body=body, header=header)
+
+    assert response.status_code == 401
+    assert not Payment.objects.exists()
+    assert Order.objects.get(id=order.id).status == OrderStatus.PENDING
+
+
+@pytest.mark.parametrize("age", [301, -301])
+def test_stale_or_future_timestamps_are_a_401(api_client, order, age):
+    response = deliver(api_client, event(order), timestamp=int(time.time()) - age)
+
+    assert response.status_code == 401
+    assert not Payment.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[]", b'{"id": "evt_x"}', b'{"id": "evt_x", "type": "payment.succeeded", "data": {"order_number": "X"}}'],
+)
+def test_malformed_but_signed_events_are_a_400_and_store_nothing(api_client, order, body):
+    response = deliver(api_client, None, body=body)
+
+    assert response.status_code == 400
+    assert not Payment.objects.exists()
