@@ -237,6 +237,44 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# --- Notifications ---
+# Without an SMTP server configured, the embedded dev setup prints emails to the worker log.
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend" if not env_str("DATABASE_URL", "")
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Celeste <shop@example.com>")
+# Web Push (VAPID keys: `manage.py generate_vapid_keys`).
+VAPID_PRIVATE_KEY = env_str("VAPID_PRIVATE_KEY", "")
+VAPID_PUBLIC_KEY = env_str("VAPID_PUBLIC_KEY", "")
+VAPID_SUBJECT = env_str("VAPID_SUBJECT", "mailto:shop@example.com")
+PUSH_TIMEOUT_SECONDS = env_int("PUSH_TIMEOUT_SECONDS", 10)
+NOTIFY_RATE_LIMIT_PER_HOUR = env_int("NOTIFY_RATE_LIMIT_PER_HOUR", 30)
+CAMPAIGN_CHUNK_SIZE = env_int("CAMPAIGN_CHUNK_SIZE", 500)
+CAMPAIGN_MAX_PER_SECOND = env_float("CAMPAIGN_MAX_PER_SECOND", 0)  # 0 = as fast as SMTP takes them
+PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+
+# --- Odoo ---
+# ERP sync (integrations/odoo). No ODOO_URL: the integration is off and its tasks record "skipped".
+ODOO_URL = env_str("ODOO_URL", "")
+ODOO_DB = env_str("ODOO_DB", "")
+ODOO_USER = env_str("ODOO_USER", "")
+ODOO_API_KEY = env_str("ODOO_API_KEY", "")
+ODOO_TIMEOUT_SECONDS = env_float("ODOO_TIMEOUT_SECONDS", 10)
+# Task runs per sync job (first run included) before it lands in the failed-task inbox.
+ODOO_SYNC_MAX_ATTEMPTS = env_int("ODOO_SYNC_MAX_ATTEMPTS", 5)
+# Quick in-call retries of idempotent XML-RPC calls (never `create`) before the task-level retry.
+ODOO_CALL_RETRIES = env_int("ODOO_CALL_RETRIES", 2)
+ODOO_INVENTORY_BATCH_SIZE = env_int("ODOO_INVENTORY_BATCH_SIZE", 100)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

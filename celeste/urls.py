@@ -10,4 +10,5 @@ urlpatterns = [
     path("api/v1/auth/token/", obtain_auth_token, name="api-token"),
     path("api/v1/", include("catalog.api.urls")),
     path("api/v1/", include("orders.api.urls")),
+    path("api/v1/", include("notifications.api.urls")),
 ]

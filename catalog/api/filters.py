@@ -1,22 +1,9 @@
 import django_filters
-from django import forms
 from django.db.models import Exists, OuterRef
 
+from celeste.api.params import StrictBooleanField
+
 from ..models import Product, StockLevel, Store
-
-
-class StrictBooleanField(forms.Field):
-    """true/false/1/0/yes/no; anything else is a 400 rather than silently ignored."""
-
-    def to_python(self, value):
-        if value in (None, ""):
-            return None
-        text = str(value).strip().lower()
-        if text in {"true", "1", "yes"}:
-            return True
-        if text in {"false", "0", "no"}:
-            return False
-        raise forms.ValidationError("Expected true or false.")
 
 
 class StrictBooleanFilter(django_filters.BooleanFilter):

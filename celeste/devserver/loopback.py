@@ -1,0 +1,174 @@
+"""Real protocol servers on loopback for tests, benchmarks and local demos:
+an SMTP server (aiosmtpd) and a Web Push receiver that checks VAPID and
+decrypts RFC 8291 payloads. Neither is a mock: clients talk real SMTP/HTTP."""
+
+import base64
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from aiosmtpd.controller import Controller
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+
+def b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# --- SMTP ---------------------------------------------------------------------
+
+
+class _SMTPHandler:
+    def __init__(self, server: "SMTPServer"):
+        self.server = server
+
+    async def handle_DATA(self, smtp_server, session, envelope):
+        if self.server.fail_with:
+            self.server.refused += 1
+            return self.server.fail_with
+        with self.server.lock:
+            self.server.messages.append(
+                {"from": envelope.mail_from, "to": list(envelope.rcpt_tos), "message": message_from_bytes(envelope.content)}
+            )
+        return "250 Message accepted for delivery"
+
+
+class SMTPServer:
+    """``fail_with = "451 4.3.0 Try again later"`` makes it refuse every message."""
+
+    def __init__(self):
+        self.messages: list[dict] = []
+        self.lock = threading.Lock()
+        self.fail_with: str | None = None
+        self.refused = 0
+        self.port = free_port()
+        self.controller = Controller(_SMTPHandler(self), hostname="127.0.0.1", port=self.port, ready_timeout=10)
+
+    def start(self) -> "SMTPServer":
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def recipients(self) -> list[str]:
+        with self.lock:
+            return [rcpt for m in self.messages for rcpt in m["to"]]
+
+
+# --- Web Push -------------------------------------------------------------------
+
+
+@dataclass
+class PushClient:
+    """A browser's side of a subscription: its key pair and auth secret."""
+
+    endpoint: str
+    private_key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+    auth_secret: bytes = field(default_factory=lambda: os.urandom(16))
+
+    @property
+    def p256dh(self) -> str:
+        return b64url(self.private_key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint))
+
+    @property
+    def auth(self) -> str:
+        return b64url(self.auth_secret)
+
+
+class PushReceiver:
+    """A push service: POST /push/<name>. Answers with ``status[name]`` (default 201)
+    after checking the VAPID JWT and decrypting the payload with the client's keys."""
+
+    def __init__(self, vapid_public_key: str):
+        self.vapid_public_key = vapid_public_key
+        self.clients: dict[str, PushClient] = {}
+        self.status: dict[str, int] = {}
+        self.received: list[dict] = []
+        self.rejected: list[str] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                name = self.path.rsplit("/", 1)[-1]
+                code = receiver.handle(name, self.headers, body)
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def start(self) -> "PushReceiver":
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def new_client(self, name: str) -> PushClient:
+        client = PushClient(endpoint=f"{self.origin}/push/{name}")
+        self.clients[name] = client
+        return client
+
+    def handle(self, name: str, headers, body: bytes) -> int:
+        try:
+            self._check_vapid(headers.get("Authorization", ""))
+            if headers.get("Content-Encoding") != "aes128gcm":
+                raise ValueError("Content-Encoding must be aes128gcm")
+            import http_ece
+
+            client = self.clients[name]
+            payload = json.loads(http_ece.decrypt(body, private_key=client.private_key,
+                                                  auth_secret=client.auth_secret, version="aes128gcm"))
+        except Exception as exc:  # anything wrong with the request is a 400, and remembered
+            with self.lock:
+                self.rejected.append(f"{name}: {exc!r}")
+            return 400
+        status = self.status.get(name, 201)
+        if status < 300:
+            with self.lock:
+                self.received.append({"client": name, "payload": payload})
+        return status
+
+    def _check_vapid(self, authorization: str) -> None:
+        scheme, _, params = authorization.partition(" ")
+        if scheme.lower() != "vapid":
+            raise ValueError(f"expected a vapid Authorization header, got {authorization[:30]!r}")
+        values = dict(part.strip().split("=", 1) for part in params.split(","))
+        if values["k"] != self.vapid_public_key:
+            raise ValueError("VAPID key k is not the application server's key")
+        head, claims, signature = values["t"].split(".")
+        raw = b64url_decode(signature)
+        public_key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b64url_decode(values["k"]))
+        der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+        public_key.verify(der, f"{head}.{claims}".encode(), ec.ECDSA(hashes.SHA256()))
+        decoded = json.loads(b64url_decode(claims))
+        if decoded["aud"] != self.origin:
+            raise ValueError(f"JWT aud {decoded['aud']!r} is not {self.origin!r}")
+        if decoded["exp"] < time.time() or not decoded.get("sub"):
+            raise ValueError("JWT expired or without sub")

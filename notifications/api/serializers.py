@@ -1,0 +1,41 @@
+from rest_framework import serializers
+
+from ..models import Channel, Notification, PushSubscription
+
+
+class NotificationSerializer(serializers.ModelSerializer):
+    read = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Notification
+        fields = ["id", "event", "order", "title", "body", "data", "read", "read_at", "created_at"]
+
+    def get_read(self, notification) -> bool:
+        return notification.read_at is not None
+
+
+class PreferenceSerializer(serializers.Serializer):
+    channel = serializers.ChoiceField(choices=Channel.choices)
+    enabled = serializers.BooleanField()
+
+
+class PushKeysSerializer(serializers.Serializer):
+    p256dh = serializers.RegexField(r"^[A-Za-z0-9_-]{80,100}=*$", error_messages={
+        "invalid": "Expected the base64url P-256 public key of the subscription."})
+    auth = serializers.RegexField(r"^[A-Za-z0-9_-]{16,24}=*$", error_messages={
+        "invalid": "Expected the base64url 16-byte auth secret of the subscription."})
+
+
+class PushSubscriptionSerializer(serializers.ModelSerializer):
+    endpoint = serializers.URLField(max_length=1000)
+    keys = PushKeysSerializer(write_only=True)
+
+    class Meta:
+        model = PushSubscription
+        fields = ["id", "endpoint", "keys", "active", "last_success_at", "created_at"]
+        read_only_fields = ["active", "last_success_at", "created_at"]
+
+    def validate_endpoint(self, value):
+        if not value.startswith("https://"):
+            raise serializers.ValidationError("Push endpoints must use https.")
+        return value

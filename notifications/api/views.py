@@ -1,0 +1,114 @@
+from django.conf import settings
+from django.core import signing
+from django.contrib.auth import get_user_model
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import mixins, permissions, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from celeste.api.params import boolean_param
+from orders.api.views import IsStaff
+
+from .. import services
+from ..models import Channel, PushSubscription
+from .serializers import NotificationSerializer, PreferenceSerializer, PushSubscriptionSerializer
+
+
+class NotificationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """The signed-in user's notification center (another user's notification is a 404)."""
+
+    serializer_class = NotificationSerializer
+    permission_classes = [permissions.IsAuthenticated]
+    filter_backends = []
+
+    def get_queryset(self):
+        notifications = services.in_app_notifications(self.request.user)
+        unread = boolean_param(self.request, "unread")
+        if unread is not None:
+            notifications = notifications.filter(read_at__isnull=unread)
+        return notifications
+
+    @extend_schema(parameters=[OpenApiParameter("unread", bool)])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(responses=inline_serializer("UnreadCount", {"unread": serializers.IntegerField()}))
+    @action(detail=False, methods=["get"], url_path="unread-count")
+    def unread_count(self, request):
+        return Response({"unread": services.in_app_notifications(request.user).filter(read_at__isnull=True).count()})
+
+    @extend_schema(request=None)
+    @action(detail=True, methods=["post"])
+    def read(self, request, pk=None):
+        notification = services.notification_mark_read(notification=self.get_object())
+        return Response(self.get_serializer(notification).data)
+
+    @extend_schema(request=None, responses=inline_serializer("MarkedRead", {"marked": serializers.IntegerField()}))
+    @action(detail=False, methods=["post"], url_path="read-all")
+    def read_all(self, request):
+        return Response({"marked": services.notifications_mark_all_read(user=request.user)})
+
+    @extend_schema(request=PreferenceSerializer(many=True), responses=PreferenceSerializer(many=True))
+    @action(detail=False, methods=["get", "put"])
+    def preferences(self, request):
+        """Every channel with on/off (default on). PUT a list to change some."""
+        if request.method == "PUT":
+            changes = PreferenceSerializer(data=request.data, many=True)
+            changes.is_valid(raise_exception=True)
+            for change in changes.validated_data:
+                services.preference_set(user_id=request.user.id, **change)
+        return Response([
+            {"channel": channel, "enabled": services.channel_enabled(user_id=request.user.id, channel=channel)}
+            for channel in Channel.values
+        ])
+
+    @extend_schema(parameters=[OpenApiParameter("hours", int)])
+    @action(detail=False, methods=["get"], url_path="delivery-rates", permission_classes=[IsStaff])
+    def delivery_rates(self, request):
+        """Staff: sent / attempted per channel over the last hour."""
+        return Response(services.delivery_rates(hours=1))
+
+
+class PushSubscriptionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.DestroyModelMixin,
+                              viewsets.GenericViewSet):
+    """Web Push subscriptions of the signed-in user. Unsubscribe = DELETE."""
+
+    serializer_class = PushSubscriptionSerializer
+    permission_classes = [permissions.IsAuthenticated]
+    filter_backends = []
+
+    def get_queryset(self):
+        return PushSubscription.objects.filter(user=self.request.user, active=True)
+
+    def perform_create(self, serializer):
+        keys = serializer.validated_data["keys"]
+        serializer.instance = services.push_subscription_save(
+            user=self.request.user, endpoint=serializer.validated_data["endpoint"], **keys
+        )
+
+    def perform_destroy(self, subscription):
+        services.push_subscription_deactivate(subscription_id=subscription.id, reason="Unsubscribed by the user.")
+
+    @extend_schema(responses=inline_serializer("VapidKey", {"public_key": serializers.CharField()}))
+    @action(detail=False, methods=["get"], url_path="vapid-public-key", permission_classes=[permissions.AllowAny])
+    def vapid_public_key(self, request):
+        """The applicationServerKey a browser needs to subscribe."""
+        if not settings.VAPID_PUBLIC_KEY:
+            return Response({"detail": "Web Push is not configured."}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response({"public_key": settings.VAPID_PUBLIC_KEY})
+
+
+class UnsubscribeView(APIView):
+    """The link in every campaign email: turns email off for its user."""
+
+    authentication_classes = []
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(parameters=[OpenApiParameter("token", str, required=True)])
+    def get(self, request):
+        try:
+            user = services.email_unsubscribe(token=request.query_params.get("token", ""))
+        except (signing.BadSignature, KeyError, TypeError, get_user_model().DoesNotExist):
+            return Response({"detail": "This unsubscribe link is invalid."}, status=status.HTTP_400_BAD_REQUEST)
+        return Response({"detail": f"{user.email or user.username} will receive no more emails."})

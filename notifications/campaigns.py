@@ -1,0 +1,225 @@
+"""Bulk email campaigns: fan out in chunks, one SMTP connection per chunk,
+throttled, idempotent per recipient (a retried chunk never emails anyone twice)."""
+
+import logging
+import smtplib
+import time
+from itertools import islice
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import EmailMessage, get_connection
+from django.db import transaction
+from django.db.models import Count, Q
+from django.template import Context, Template, TemplateSyntaxError
+from django.utils import timezone
+
+from celeste.background.queue import enqueue
+
+from .models import Campaign, CampaignAudience, CampaignRecipient, CampaignStatus, Channel, NotificationPreference
+from .models import RecipientStatus as Status
+from .services import unsubscribe_url
+
+logger = logging.getLogger(__name__)
+# Recipients are claimed (queued → sending) this many at a time: a killed worker
+# leaves at most this many in doubt, and the claim costs one query per batch.
+CLAIM_BATCH = 50
+
+
+class CampaignError(Exception):
+    pass
+
+
+class CampaignTemplateError(CampaignError):
+    pass
+
+
+def campaign_template(campaign: Campaign) -> Template:
+    try:
+        return Template(campaign.body)
+    except TemplateSyntaxError as exc:
+        raise CampaignTemplateError(f"The body is not a valid template: {exc}") from exc
+
+
+def campaign_message(campaign: Campaign, template: Template, user, *, connection=None) -> EmailMessage:
+    link = unsubscribe_url(user_id=user.id)
+    body = template.render(Context({"name": user.first_name or user.username, "unsubscribe_url": link}))
+    return EmailMessage(
+        subject=campaign.subject, body=body, to=[user.email], connection=connection,
+        headers={"List-Unsubscribe": f"<{link}>"},
+    )
+
+
+def campaign_audience(campaign: Campaign):
+    """Ids of opted-in customers with an email address (and recent orders in the chosen stores)."""
+    users = get_user_model().objects.filter(is_active=True).exclude(email="")
+    opted_out = NotificationPreference.objects.filter(channel=Channel.EMAIL, enabled=False).values("user_id")
+    users = users.exclude(id__in=opted_out)
+    if campaign.audience == CampaignAudience.STORES:
+        since = timezone.now() - timezone.timedelta(days=campaign.ordered_within_days)
+        users = users.filter(orders__store__in=campaign.stores.all(), orders__created_at__gte=since)
+    return users.values_list("id", flat=True).distinct().order_by("id")
+
+
+def campaign_send_test(*, campaign: Campaign, user) -> None:
+    """Send the campaign to one staff member now; it is not recorded as a recipient."""
+    if not user.email:
+        raise CampaignError("Your user has no email address.")
+    campaign_message(campaign, campaign_template(campaign), user).send(fail_silently=False)
+
+
+@transaction.atomic
+def campaign_start(*, campaign_id: int) -> Campaign:
+    campaign = Campaign.objects.select_for_update().get(id=campaign_id)
+    if campaign.status != CampaignStatus.DRAFT:
+        raise CampaignError(f"Campaign {campaign.subject!r} is already {campaign.status}.")
+    campaign_template(campaign)
+    campaign.status = CampaignStatus.SENDING
+    campaign.started_at = timezone.now()
+    campaign.save(update_fields=["status", "started_at", "updated_at"])
+    enqueue("notifications.campaign_fan_out", campaign_id=campaign.id)
+    return campaign
+
+
+def _chunks(ids, size):
+    iterator = iter(ids)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def campaign_fan_out(*, campaign_id: int) -> int:
+    """Create the recipient rows (once) and enqueue a send task per chunk of queued ones."""
+    campaign = Campaign.objects.get(id=campaign_id)
+    if campaign.status != CampaignStatus.SENDING:
+        return 0
+    CampaignRecipient.objects.bulk_create(
+        (CampaignRecipient(campaign_id=campaign.id, user_id=user_id) for user_id in campaign_audience(campaign)),
+        ignore_conflicts=True, batch_size=2000,
+    )
+    queued = campaign.recipients.filter(status=Status.QUEUED).order_by("id").values_list("id", flat=True)
+    chunks = 0
+    with transaction.atomic():
+        for chunk in _chunks(queued, settings.CAMPAIGN_CHUNK_SIZE):
+            enqueue("notifications.campaign_send_chunk", campaign_id=campaign.id, recipient_ids=chunk)
+            chunks += 1
+    campaign_finish_if_done(campaign_id=campaign.id)
+    logger.info("campaign.fanned_out", extra={"campaign_id": campaign.id, "chunks": chunks})
+    return chunks
+
+
+class _Throttle:
+    def __init__(self, per_second: float):
+        self.interval = 1.0 / per_second if per_second > 0 else 0.0
+        self.next_at = time.monotonic()
+
+    def wait(self):
+        if self.interval:
+            delay = self.next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.next_at = max(self.next_at, time.monotonic()) + self.interval
+
+
+def _claim(ids: list[int]) -> list[int]:
+    """queued → sending for those still queued; committed before any email goes out."""
+    with transaction.atomic():
+        claimable = list(
+            CampaignRecipient.objects.select_for_update(skip_locked=True)
+            .filter(id__in=ids, status=Status.QUEUED)
+            .values_list("id", flat=True)
+        )
+        _mark(claimable, Status.SENDING)
+    return claimable
+
+
+def _mark(ids: list[int], status: str, *, only: str | None = None, error: str = "") -> None:
+    if not ids:
+        return
+    rows = CampaignRecipient.objects.filter(id__in=ids)
+    if only:
+        rows = rows.filter(status=only)
+    values = {"status": status, "error": error, "updated_at": timezone.now()}
+    if status == Status.SENT:
+        values["sent_at"] = timezone.now()
+    rows.update(**values)
+
+
+def campaign_send_chunk(*, campaign_id: int, recipient_ids: list[int]) -> dict:
+    """Send to the still-queued recipients of this chunk over one SMTP connection.
+
+    A 4xx or a dropped connection puts the unsent ones back to queued and raises
+    (the task retries; sent ones are never sent again). A 5xx fails that
+    recipient only. Returns counts of what this run did.
+    """
+    campaign = Campaign.objects.get(id=campaign_id)
+    template = campaign_template(campaign)
+    users = {r.id: r.user for r in CampaignRecipient.objects.filter(id__in=recipient_ids).select_related("user")}
+    opted_out = set(
+        NotificationPreference.objects.filter(
+            user_id__in=[u.id for u in users.values()], channel=Channel.EMAIL, enabled=False
+        ).values_list("user_id", flat=True)
+    )
+    done = {"sent": 0, "failed": 0, "skipped": 0}
+    throttle = _Throttle(settings.CAMPAIGN_MAX_PER_SECOND)
+    connection = get_connection(fail_silently=False)
+    connection.open()
+    try:
+        for batch in _chunks(recipient_ids, CLAIM_BATCH):
+            claimed = _claim(batch)
+            sent, pending = [], list(claimed)
+            try:
+                while pending:
+                    recipient_id = pending[0]
+                    user = users[recipient_id]
+                    if user.id in opted_out or not user.email:
+                        _mark([recipient_id], Status.SKIPPED, error="Unsubscribed or no email address.")
+                        done["skipped"] += 1
+                    else:
+                        throttle.wait()
+                        try:
+                            connection.send_messages([campaign_message(campaign, template, user, connection=connection)])
+                        except smtplib.SMTPResponseException as exc:
+                            if exc.smtp_code < 500:
+                                raise
+                            _mark([recipient_id], Status.FAILED, error=f"SMTP {exc.smtp_code}: {exc.smtp_error!r}")
+                            done["failed"] += 1
+                        except smtplib.SMTPRecipientsRefused as exc:
+                            code, reason = next(iter(exc.recipients.values()))
+                            if code < 500:
+                                raise
+                            _mark([recipient_id], Status.FAILED, error=f"SMTP {code}: {reason!r}")
+                            done["failed"] += 1
+                        else:
+                            sent.append(recipient_id)
+                    pending.pop(0)
+            finally:
+                _mark(sent, Status.SENT)
+                done["sent"] += len(sent)
+                if pending:
+                    # Not sent (the one that raised was refused or never reached the server).
+                    _mark(pending, Status.QUEUED, only=Status.SENDING)
+    finally:
+        connection.close()
+        campaign_finish_if_done(campaign_id=campaign_id)
+    logger.info("campaign.chunk_sent", extra={"campaign_id": campaign_id, **done})
+    return done
+
+
+def campaign_finish_if_done(*, campaign_id: int) -> bool:
+    unfinished = CampaignRecipient.objects.filter(
+        campaign_id=campaign_id, status__in=[Status.QUEUED, Status.SENDING]
+    ).exists()
+    if unfinished:
+        return False
+    return bool(
+        Campaign.objects.filter(id=campaign_id, status=CampaignStatus.SENDING).update(
+            status=CampaignStatus.SENT, finished_at=timezone.now(), updated_at=timezone.now()
+        )
+    )
+
+
+def campaign_progress(campaign_id: int) -> dict[str, int]:
+    counts = CampaignRecipient.objects.filter(campaign_id=campaign_id).aggregate(
+        **{status: Count("id", filter=Q(status=status)) for status in Status.values}
+    )
+    return counts

@@ -1,0 +1,251 @@
+"""Notification writes: dispatching order events, sending deliveries, the
+notification center, preferences and push subscriptions."""
+
+import logging
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core import signing
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from celeste.background.models import TaskMode
+from celeste.background.queue import enqueue
+from celeste.background.switches import task_mode
+from orders.models import Order
+
+from . import channels
+from .models import (
+    Channel,
+    Delivery,
+    DeliveryStatus,
+    Notification,
+    NotificationEvent,
+    NotificationPreference,
+    PushSubscription,
+)
+from .ratelimit import rate_limit_allow
+
+logger = logging.getLogger(__name__)
+
+SEND_TASKS = {Channel.EMAIL: "notifications.send_email", Channel.PUSH: "notifications.send_push"}
+EVENT_FOR_STATUS = {
+    "paid": NotificationEvent.ORDER_PAID,
+    "confirmed": NotificationEvent.ORDER_CONFIRMED,
+    "shipped": NotificationEvent.ORDER_SHIPPED,
+    "delivered": NotificationEvent.ORDER_DELIVERED,
+    "cancelled": NotificationEvent.ORDER_CANCELLED,
+}
+MESSAGES = {
+    NotificationEvent.ORDER_PAID: ("Payment received for order {number}", "We received your payment of {total} {currency}."),
+    NotificationEvent.ORDER_CONFIRMED: ("Order {number} confirmed", "{store} is preparing your order."),
+    NotificationEvent.ORDER_SHIPPED: ("Order {number} shipped", "Your order is on its way."),
+    NotificationEvent.ORDER_DELIVERED: ("Order {number} delivered", "Your order was delivered. Enjoy!"),
+    NotificationEvent.ORDER_CANCELLED: ("Order {number} cancelled", "Your order was cancelled."),
+}
+UNSUBSCRIBE_SALT = "notifications.unsubscribe"
+
+
+def channel_enabled(*, user_id: int, channel: str) -> bool:
+    return not NotificationPreference.objects.filter(user_id=user_id, channel=channel, enabled=False).exists()
+
+
+# --- dispatch -------------------------------------------------------------------
+
+
+@transaction.atomic
+def notification_dispatch_order_event(*, order_id: int, status: str) -> Notification | None:
+    """Create the notification and one delivery per channel, then enqueue each
+    channel's send on its own. Running it again for the same event does nothing."""
+    event = EVENT_FOR_STATUS.get(status)
+    order = Order.objects.select_related("store").filter(id=order_id).first()
+    if event is None or order is None:
+        return None
+    title, body = MESSAGES[event]
+    values = {"number": order.number, "total": order.total, "currency": order.currency, "store": order.store.name}
+    notification, created = Notification.objects.get_or_create(
+        user_id=order.user_id, event=event, order=order,
+        defaults={"title": title.format(**values), "body": body.format(**values),
+                  "data": {"order_id": order.id, "order_number": order.number, "status": status}},
+    )
+    if not created:
+        return notification
+    for channel in Channel.values:
+        delivery = Delivery.objects.create(notification=notification, channel=channel)
+        if channel == Channel.IN_APP:
+            delivery_send(delivery_id=delivery.id)  # the record itself is the in-app message
+        elif task_mode(SEND_TASKS[channel]) == TaskMode.OFF:
+            _finish(delivery, DeliveryStatus.SKIPPED, "The channel is switched off.")
+        else:
+            enqueue(SEND_TASKS[channel], delivery_id=delivery.id)
+    logger.info("notification.dispatched", extra={"notification_id": notification.id, "event": event})
+    return notification
+
+
+def _finish(delivery: Delivery, status: str, error: str = "") -> Delivery:
+    delivery.status = status
+    delivery.last_error = error
+    if status == DeliveryStatus.SENT:
+        delivery.sent_at = timezone.now()
+    delivery.save(update_fields=["status", "last_error", "sent_at", "attempts", "updated_at"])
+    return delivery
+
+
+def delivery_send(*, delivery_id: int) -> str:
+    """Send one pending delivery on its channel; returns its final or current status.
+
+    Idempotent: a delivery that is no longer pending is left alone. Raises
+    TransientDeliveryError when a retry may succeed (the delivery stays pending).
+    """
+    with transaction.atomic():
+        delivery = (
+            Delivery.objects.select_for_update(of=("self",))
+            .select_related("notification__user", "notification__order")
+            .get(id=delivery_id)
+        )
+        if delivery.status != DeliveryStatus.PENDING:
+            return delivery.status
+        notification, channel = delivery.notification, delivery.channel
+        if channel in SEND_TASKS and task_mode(SEND_TASKS[channel]) == TaskMode.OFF:
+            return _finish(delivery, DeliveryStatus.SKIPPED, "The channel is switched off.").status
+        if not channel_enabled(user_id=notification.user_id, channel=channel):
+            return _finish(delivery, DeliveryStatus.SKIPPED, "The user turned this channel off.").status
+        if channel == Channel.PUSH and not PushSubscription.objects.filter(
+            user_id=notification.user_id, active=True
+        ).exists():
+            return _finish(delivery, DeliveryStatus.SKIPPED, "The user has no active push subscription.").status
+        if not rate_limit_allow(user_id=notification.user_id, channel=channel, delivery_id=delivery.id):
+            return _finish(delivery, DeliveryStatus.RATE_LIMITED, "Over the per-user hourly limit.").status
+        delivery.attempts += 1
+        delivery.save(update_fields=["attempts", "updated_at"])
+    # Send outside the row lock: a slow SMTP or push server must not hold it.
+    try:
+        _send(channel, notification)
+    except channels.PermanentDeliveryError as exc:
+        Delivery.objects.filter(id=delivery_id).update(
+            status=DeliveryStatus.FAILED, last_error=str(exc), updated_at=timezone.now()
+        )
+        logger.warning("notification.delivery_failed", extra={"delivery_id": delivery_id, "error": str(exc)})
+        return DeliveryStatus.FAILED
+    except channels.TransientDeliveryError as exc:
+        Delivery.objects.filter(id=delivery_id).update(last_error=str(exc), updated_at=timezone.now())
+        raise
+    Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.PENDING).update(
+        status=DeliveryStatus.SENT, sent_at=timezone.now(), last_error="", updated_at=timezone.now()
+    )
+    return DeliveryStatus.SENT
+
+
+def _send(channel: str, notification: Notification) -> None:
+    if channel == Channel.EMAIL:
+        channels.email_send(notification)
+    elif channel == Channel.PUSH:
+        _push_to_all(notification)
+    # in-app: the notification row is the message; nothing to transmit
+
+
+def _push_to_all(notification: Notification) -> None:
+    subscriptions = list(PushSubscription.objects.filter(user_id=notification.user_id, active=True))
+    if not subscriptions:
+        raise channels.PermanentDeliveryError("The user has no active push subscription.")
+    payload = channels.push_payload(notification)
+    transient, delivered = None, 0
+    for subscription in subscriptions:
+        try:
+            channels.push_send(subscription, payload)
+        except channels.SubscriptionGone as exc:
+            push_subscription_deactivate(subscription_id=subscription.id, reason=str(exc))
+        except channels.TransientDeliveryError as exc:
+            transient = exc
+        else:
+            delivered += 1
+            PushSubscription.objects.filter(id=subscription.id).update(
+                last_success_at=timezone.now(), last_error="", updated_at=timezone.now()
+            )
+    if transient is not None and not delivered:
+        raise transient
+    if not delivered:
+        raise channels.PermanentDeliveryError("Every push subscription of the user is gone.")
+
+
+def delivery_mark_failed(*, delivery_id: int, error: str) -> None:
+    """Retries ran out: the delivery is failed for good (its job is in the inbox)."""
+    Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.PENDING).update(
+        status=DeliveryStatus.FAILED, last_error=error, updated_at=timezone.now()
+    )
+
+
+# --- notification center, preferences, subscriptions ------------------------------
+
+
+def notification_mark_read(*, notification: Notification) -> Notification:
+    if notification.read_at is None:
+        notification.read_at = timezone.now()
+        notification.save(update_fields=["read_at", "updated_at"])
+    return notification
+
+
+def notifications_mark_all_read(*, user) -> int:
+    return Notification.objects.filter(user=user, read_at__isnull=True).update(
+        read_at=timezone.now(), updated_at=timezone.now()
+    )
+
+
+@transaction.atomic
+def preference_set(*, user_id: int, channel: str, enabled: bool) -> NotificationPreference:
+    preference, _ = NotificationPreference.objects.update_or_create(
+        user_id=user_id, channel=channel, defaults={"enabled": enabled}
+    )
+    return preference
+
+
+@transaction.atomic
+def push_subscription_save(*, user, endpoint: str, p256dh: str, auth: str) -> PushSubscription:
+    """Subscribe (or re-subscribe) a browser. An endpoint belongs to one user at a time."""
+    subscription, _ = PushSubscription.objects.update_or_create(
+        endpoint=endpoint, defaults={"user": user, "p256dh": p256dh, "auth": auth, "active": True, "last_error": ""}
+    )
+    return subscription
+
+
+def push_subscription_deactivate(*, subscription_id: int, reason: str) -> None:
+    PushSubscription.objects.filter(id=subscription_id).update(active=False, last_error=reason, updated_at=timezone.now())
+    logger.info("push.subscription_deactivated", extra={"subscription_id": subscription_id})
+
+
+def unsubscribe_token(*, user_id: int) -> str:
+    return signing.dumps({"u": user_id}, salt=UNSUBSCRIBE_SALT)
+
+
+def unsubscribe_url(*, user_id: int) -> str:
+    return f"{settings.PUBLIC_BASE_URL}/api/v1/notifications/unsubscribe?token={unsubscribe_token(user_id=user_id)}"
+
+
+def email_unsubscribe(*, token: str):
+    """Turn email off for the token's user. Raises signing.BadSignature for a tampered token."""
+    user_id = signing.loads(token, salt=UNSUBSCRIBE_SALT)["u"]
+    user = get_user_model().objects.get(id=user_id)
+    preference_set(user_id=user.id, channel=Channel.EMAIL, enabled=False)
+    return user
+
+
+def in_app_notifications(user):
+    """The user's notification center: what reached them in-app."""
+    return Notification.objects.filter(
+        user=user, deliveries__channel=Channel.IN_APP, deliveries__status=DeliveryStatus.SENT
+    )
+
+
+def delivery_rates(*, hours: int = 1) -> dict[str, dict]:
+    """sent / attempted per channel over the last ``hours`` (for the metrics endpoint)."""
+    since = timezone.now() - timezone.timedelta(hours=hours)
+    rates = {}
+    recent = Delivery.objects.filter(updated_at__gte=since)
+    for channel in Channel.values:
+        attempted = recent.filter(channel=channel).filter(
+            Q(status__in=[DeliveryStatus.SENT, DeliveryStatus.FAILED]) | Q(attempts__gt=0)
+        ).count()
+        sent = recent.filter(channel=channel, status=DeliveryStatus.SENT).count()
+        rates[channel] = {"attempted": attempted, "sent": sent, "rate": (sent / attempted) if attempted else None}
+    return rates
