@@ -1,0 +1,235 @@
+"""Bulk email campaigns."""
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from celeste.background.models import OutboxMessage
+from notifications import services
+from notifications.campaigns import (
+    CampaignError,
+    campaign_audience,
+    campaign_fan_out,
+    campaign_progress,
+    campaign_send_chunk,
+    campaign_start,
+)
+from notifications.models import Campaign, CampaignAudience, CampaignRecipient, CampaignStatus, Channel
+from orders.models import Order
+
+from ..factories import StoreFactory, UserFactory, place_order
+
+pytestmark = pytest.mark.django_db
+
+BODY = "Hello {{ name }}, oat milk is on sale. Unsubscribe: {{ unsubscribe_url }}"
+
+
+def campaign(**fields) -> Campaign:
+    return Campaign.objects.create(subject="Oat milk week", body=BODY, **fields)
+
+
+def customers(count: int) -> list:
+    return [UserFactory(email=f"c{i}@example.com", first_name=f"C{i}") for i in range(count)]
+
+
+def chunks_enqueued() -> list[dict]:
+    return [m.kwargs for m in OutboxMessage.objects.filter(task_name="notifications.campaign_send_chunk")]
+
+
+def test_the_audience_is_every_opted_in_customer_with_an_email():
+    keen, _ = customers(2)
+    gone = UserFactory(email="gone@example.com")
+    services.preference_set(user_id=gone.id, channel=Channel.EMAIL, enabled=False)
+    UserFactory(email="")
+    UserFactory(email="inactive@example.com", is_active=False)
+
+    audience = set(campaign_audience(campaign()))
+
+    assert keen.id in audience and gone.id not in audience
+    assert len(audience) == 2
+
+
+def test_a_store_audience_is_who_ordered_there_within_n_days():
+    store, elsewhere = StoreFactory(), StoreFactory()
+    recent, old, other = customers(3)
+    place_order(user=recent, store=store)
+    Order.objects.filter(id=place_order(user=old, store=store).id).update(
+        created_at=timezone.now() - timedelta(days=40))
+    place_order(user=other, store=elsewhere)
+    targeted = campaign(audience=CampaignAudience.STORES, ordered_within_days=30)
+    targeted.stores.set([store])
+
+    assert list(campaign_audience(targeted)) == [recent.id]
+
+
+def test_starting_fans_out_in_chunks(settings):
+    settings.CAMPAIGN_CHUNK_SIZE = 2
+    customers(5)
+    draft = campaign()
+
+    campaign_start(campaign_id=draft.id)
+    campaign_fan_out(campaign_id=draft.id)
+
+    assert [len(c["recipient_ids"]) for c in chunks_enqueued()] == [2, 2, 1]
+    assert campaign_progress(draft.id)["queued"] == 5
+    assert Campaign.objects.get(id=draft.id).status == CampaignStatus.SENDING
+
+
+def test_a_campaign_starts_only_once():
+    draft = campaign()
+    campaign_start(campaign_id=draft.id)
+
+    with pytest.raises(CampaignError, match="already sending"):
+        campaign_start(campaign_id=draft.id)
+
+
+def test_a_broken_template_cannot_start():
+    broken = Campaign.objects.create(subject="x", body="Hello {% if %}")
+
+    with pytest.raises(CampaignError, match="not a valid template"):
+        campaign_start(campaign_id=broken.id)
+    assert Campaign.objects.get(id=broken.id).status == CampaignStatus.DRAFT
+
+
+def start_and_fan_out(draft):
+    campaign_start(campaign_id=draft.id)
+    campaign_fan_out(campaign_id=draft.id)
+    return [c["recipient_ids"] for c in chunks_enqueued()]
+
+
+def test_a_chunk_sends_personalised_mail_over_one_connection_and_finishes(redis, smtp_server, channels_env):
+    people = customers(3)
+    draft = campaign()
+    (chunk,) = start_and_fan_out(draft)
+
+    assert campaign_send_chunk(campaign_id=draft.id, recipient_ids=chunk) == {"sent": 3, "failed": 0, "skipped": 0}
+
+    assert sorted(smtp_server.recipients()) == sorted(p.email for p in people)
+    body = smtp_server.messages[0]["message"].get_payload(decode=True).decode()
+    assert body.startswith("Hello C0, oat milk is on sale.")
+    assert "/api/v1/notifications/unsubscribe?token=" in body
+    assert smtp_server.messages[0]["message"]["List-Unsubscribe"].strip().startswith("<http")
+    assert Campaign.objects.get(id=draft.id).status == CampaignStatus.SENT
+    assert campaign_progress(draft.id)["sent"] == 3
+
+
+def test_a_chunk_run_twice_emails_nobody_twice(redis, smtp_server, channels_env):
+    customers(4)
+    draft = campaign()
+    (chunk,) = start_and_fan_out(draft)
+
+    campaign_send_chunk(campaign_id=draft.id, recipient_ids=chunk)
+    again = campaign_send_chunk(campaign_id=draft.id, recipient_ids=chunk)
+    campaign_fan_out(campaign_id=draft.id)
+
+    assert again == {"sent": 0, "failed": 0, "skipped": 0}
+    assert len(smtp_server.recipients()) == 4
+
+
+def test_someone_who_unsubscribes_after_the_fan_out_is_skipped(redis, smtp_server, channels_env):
+    keen, leaving = customers(2)
+    draft = campaign()
+    (chunk,) = start_and_fan_out(draft)
+    services.email_unsubscribe(token=services.unsubscribe_token(user_id=leaving.id))
+
+    result = campaign_send_chunk(campaign_id=draft.id, recipient_ids=chunk)
+
+    assert result == {"sent": 1, "failed": 0, "skipped": 1}
+    assert smtp_server.recipients() == [keen.email]
+
+
+def test_unsubscribed_customers_are_left_out_of_later_campaigns():
+    keen, leaving = customers(2)
+    services.email_unsubscribe(token=services.unsubscribe_token(user_id=leaving.id))
+
+    assert list(campaign_audience(campaign())) == [keen.id]
+
+
+def test_a_temporary_smtp_refusal_requeues_the_unsent_and_raises_for_a_retry(redis, smtp_server, channels_env):
+    customers(3)
+    draft = campaign()
+    (chunk,) = start_and_fan_out(draft)
+    smtp_server.fail_with = "451 4.3.0 Greylisted"
+
+    with pytest.raises(Exception, match="451"):
+        campaign_send_chunk(campaign_id=draft.id, recipient_ids=chunk)
+
+    assert campaign_progress(draft.id)["queued"] == 3
+    smtp_server.fail_with = None
+    assert campaign_send_chunk(campaign_id=draft.id, recipient_ids=chunk)["sent"] == 3
+    assert len(smtp_server.recipients()) == 3
+
+
+def test_a_permanent_refusal_fails_only_that_recipient(redis, smtp_server, channels_env):
+    customers(2)
+    draft = campaign()
+    (chunk,) = start_and_fan_out(draft)
+    smtp_server.fail_with = "550 5.1.1 Unknown user"
+
+    result = campaign_send_chunk(campaign_id=draft.id, recipient_ids=chunk)
+
+    assert result == {"sent": 0, "failed": 2, "skipped": 0}
+    assert "550" in CampaignRecipient.objects.first().error
+    assert Campaign.objects.get(id=draft.id).status == CampaignStatus.SENT
+
+
+def test_sending_is_throttled(settings, redis, smtp_server, channels_env):
+    import time
+
+    settings.CAMPAIGN_MAX_PER_SECOND = 20
+    customers(6)
+    draft = campaign()
+    (chunk,) = start_and_fan_out(draft)
+
+    started = time.monotonic()
+    campaign_send_chunk(campaign_id=draft.id, recipient_ids=chunk)
+
+    assert time.monotonic() - started >= 5 / 20
+
+
+@pytest.fixture
+def admin_client(client):
+    client.force_login(UserFactory(is_staff=True, is_superuser=True, email="staff@example.com"))
+    return client
+
+
+def test_admin_send_a_test_to_me(admin_client, redis, smtp_server, channels_env):
+    draft = campaign()
+
+    admin_client.post(reverse("admin:notifications_campaign_changelist"),
+                      {"action": "send_test_to_me", "_selected_action": [draft.id]})
+
+    assert smtp_server.recipients() == ["staff@example.com"]
+    assert not CampaignRecipient.objects.exists()
+
+
+def test_admin_send_starts_the_campaign_and_shows_progress(admin_client):
+    customers(2)
+    draft = campaign()
+
+    admin_client.post(reverse("admin:notifications_campaign_changelist"), {"action": "send", "_selected_action": [draft.id]})
+    campaign_fan_out(campaign_id=draft.id)
+    page = admin_client.get(reverse("admin:notifications_campaign_changelist")).content.decode()
+
+    assert Campaign.objects.get(id=draft.id).status == CampaignStatus.SENDING
+    assert "Sending" in page
+
+
+def test_admin_refuses_a_broken_template(admin_client):
+    response = admin_client.post(reverse("admin:notifications_campaign_add"), {
+        "subject": "x", "body": "{% for %}", "audience": "all", "ordered_within_days": 30})
+
+    assert response.status_code == 200
+    assert "not a valid template" in response.content.decode()
+    assert not Campaign.objects.exists()
+
+
+@pytest.mark.parametrize("name", ["notification", "delivery", "notificationpreference", "pushsubscription",
+                                  "campaign", "campaignrecipient"])
+def test_notification_admin_pages_load(admin_client, name):
+    notify = services.notification_dispatch_order_event(order_id=place_order().id, status="paid")
+    assert notify is not None
+
+    assert admin_client.get(reverse(f"admin:notifications_{name}_changelist")).status_code == 200
