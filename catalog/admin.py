@@ -7,7 +7,7 @@ from .models import Product, StockLevel, Store
 
 @admin.register(Store)
 class StoreAdmin(admin.ModelAdmin):
-    list_display = ("name", "code", "city", "active", "updated_at")
+    list_display = ("name", "code", "city", "active", "odoo_location_id", "updated_at")
     list_filter = ("active", "city")
     search_fields = ("name", "code", "city")
     prepopulated_fields = {"code": ("name",)}

@@ -1,0 +1,565 @@
+"""Odoo sync: paid orders become confirmed sale.orders; stock changes are
+coalesced per (product, store) pair and pushed as inventory adjustments.
+
+All writes to the link/state rows happen here. Tasks (tasks.py) are thin
+wrappers taking ids; receivers (signals.py) only enqueue.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+from django.core.cache import cache
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from catalog.models import StockLevel, Store
+from celeste.background.queue import enqueue, failed_task_record
+from orders.models import Order
+
+from ..models import InventorySyncState, OdooOrderLink, SyncStatus
+from .client import OdooClient, many2one_id, odoo_client, odoo_enabled
+from .errors import OdooError, OdooPermanentError, OdooTransientError
+
+logger = logging.getLogger(__name__)
+
+ORDER_TASK = "integrations.odoo_sync_order"
+INVENTORY_CHANGED_TASK = "integrations.odoo_inventory_changed"
+PUSH_TASK = "integrations.odoo_push_inventory"
+PAIR_TASK = "integrations.odoo_sync_inventory_pair"
+
+OFF_MESSAGE = "ODOO_URL is not set: the Odoo integration is off"
+INVENTORY_MODE = {"inventory_mode": True}
+# Set while a push is queued: every change that arrives meanwhile is picked up by
+# that push, so a burst of changes queues one push, not one per change. The TTL
+# only matters if a push message is lost between the flag and the queue.
+PUSH_SCHEDULED_KEY = "integrations:odoo:inventory_push_scheduled"
+PUSH_SCHEDULED_TTL = 60
+
+
+# --- orders ---------------------------------------------------------------------
+
+
+def order_sync(*, order_id: int) -> str:
+    """Create (once) and confirm the order's sale.order in Odoo; returns the link status.
+
+    Idempotent: an order already synced is left alone, and Odoo is searched by
+    ``client_order_ref`` = order number before anything is created, so a retry
+    after a lost response, or a duplicate delivery, finds the first sale order.
+    The link row is locked for the whole call, so two runs of the same order
+    never race to create. A failure is recorded on the link, then re-raised
+    (transient: the task retries; permanent: the inbox).
+    """
+    if not Order.objects.filter(id=order_id).exists():
+        logger.warning("odoo.order_gone", extra={"order_id": order_id})
+        return "gone"
+    OdooOrderLink.objects.get_or_create(order_id=order_id)
+    failure = None
+    with transaction.atomic():
+        link = OdooOrderLink.objects.select_for_update().select_related("order__user").get(order_id=order_id)
+        if link.status == SyncStatus.SYNCED:
+            return link.status
+        if not odoo_enabled():
+            link.status, link.error = SyncStatus.SKIPPED, OFF_MESSAGE
+            link.save(update_fields=["status", "error", "updated_at"])
+            logger.info("odoo.order_skipped", extra={"order_id": order_id})
+            return link.status
+        link.attempts += 1
+        try:
+            link.odoo_id = _sale_order_push(odoo_client(), link.order)
+        except OdooError as exc:
+            failure = exc
+            link.status, link.error = SyncStatus.FAILED, f"{type(exc).__name__}: {exc}"
+        else:
+            link.status, link.error, link.synced_at = SyncStatus.SYNCED, "", timezone.now()
+        link.save()
+    if failure is not None:
+        logger.warning("odoo.order_sync_failed", extra={"order_id": order_id, "attempt": link.attempts,
+                                                        "error": link.error})
+        raise failure
+    logger.info("odoo.order_synced", extra={"order_id": order_id, "odoo_id": link.odoo_id})
+    return link.status
+
+
+def _sale_order_push(client: OdooClient, order: Order) -> int:
+    found = client.search_read("sale.order", [("client_order_ref", "=", order.number)], ["id", "state"], limit=1)
+    if found:
+        sale_order = found[0]
+    else:
+        items = list(order.items.select_related("product"))
+        skus = sorted({item.product.sku for item in items})
+        products = {
+            row["default_code"]: row["id"]
+            for row in client.search_read("product.product", [("default_code", "in", skus)], ["id", "default_code"])
+        }
+        missing = [sku for sku in skus if sku not in products]
+        if missing:
+            raise OdooPermanentError(f"No Odoo product.product with default_code {', '.join(missing)}")
+        lines = [
+            (0, 0, {
+                "product_id": products[item.product.sku],
+                "name": item.product_name,
+                "product_uom_qty": item.quantity,
+                "price_unit": float(item.unit_price),  # XML-RPC has no decimal; Odoo stores floats anyway
+            })
+            for item in items
+        ]
+        sale_order_id = client.create("sale.order", {
+            "partner_id": _partner_find_or_create(client, order.user),
+            "client_order_ref": order.number,
+            "order_line": lines,
+        })
+        sale_order = {"id": sale_order_id, "state": "draft"}
+    if sale_order["state"] in ("draft", "sent"):
+        client.execute("sale.order", "action_confirm", [sale_order["id"]])
+    return sale_order["id"]
+
+
+def _partner_find_or_create(client: OdooClient, user) -> int:
+    ref = f"celeste-user-{user.id}"
+    domain = [("email", "=ilike", user.email)] if user.email else [("ref", "=", ref)]
+    found = client.search("res.partner", domain, limit=1)
+    if found:
+        return found[0]
+    return client.create("res.partner", {
+        "name": user.get_full_name() or user.username, "email": user.email or False, "ref": ref,
+    })
+
+
+def order_sync_requeue(*, order_ids: list[int]) -> int:
+    """Staff asked to sync these orders again (e.g. after fixing a product in Odoo)."""
+    with transaction.atomic():
+        OdooOrderLink.objects.filter(order_id__in=order_ids).exclude(status=SyncStatus.SYNCED).update(
+            status=SyncStatus.PENDING, updated_at=timezone.now()
+        )
+        for order_id in order_ids:
+            enqueue(ORDER_TASK, order_id=order_id)
+    return len(order_ids)
+
+
+# --- inventory: marking ------------------------------------------------------------
+
+_UPSERT_COLUMNS = "(product_id, store_id, dirty, version, synced_version, status, error, attempts, changed_at, created_at, updated_at)"
+_ON_CONFLICT = """
+ON CONFLICT (product_id, store_id) DO UPDATE SET
+    dirty = TRUE,
+    version = {table}.version + 1,
+    status = EXCLUDED.status,
+    error = EXCLUDED.error,
+    changed_at = EXCLUDED.changed_at,
+    updated_at = EXCLUDED.updated_at
+"""
+
+
+def _table() -> str:
+    return InventorySyncState._meta.db_table
+
+
+def inventory_mark_changed(*, product_id: int, store_id: int) -> bool:
+    """A stock change of one pair: mark it dirty (version + 1) and make sure a
+    push is queued. Cheap on purpose, so 10,000 changes cost 10,000 upserts and
+    only as many Odoo writes as there are pairs dirty when pushes run.
+
+    Returns whether this call queued the push.
+    """
+    enabled = odoo_enabled()
+    status, error = (SyncStatus.PENDING, "") if enabled else (SyncStatus.SKIPPED, OFF_MESSAGE)
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {_table()} {_UPSERT_COLUMNS} "
+                "VALUES (%s, %s, TRUE, 1, 0, %s, %s, 0, now(), now(), now())" + _ON_CONFLICT.format(table=_table()),
+                [product_id, store_id, status, error],
+            )
+    except IntegrityError:  # the product or store was deleted since the change
+        logger.info("odoo.inventory_pair_gone", extra={"product_id": product_id, "store_id": store_id})
+        return False
+    if not enabled:
+        logger.info("odoo.inventory_skipped", extra={"product_id": product_id, "store_id": store_id})
+        return False
+    return inventory_push_schedule()
+
+
+def inventory_mark_dirty(*, store_ids: list[int] | None = None, pairs: list[tuple[int, int]] | None = None) -> int:
+    """Mark many pairs dirty in one statement: every stocked pair (of ``store_ids``),
+    or exactly ``pairs``. For resyncs and reconciliation fixes."""
+    status, error = (SyncStatus.PENDING, "") if odoo_enabled() else (SyncStatus.SKIPPED, OFF_MESSAGE)
+    on_conflict = _ON_CONFLICT.format(table=_table())
+    with transaction.atomic(), connection.cursor() as cursor:
+        if pairs is not None:
+            if not pairs:
+                return 0
+            cursor.execute(
+                f"INSERT INTO {_table()} {_UPSERT_COLUMNS} "
+                "SELECT p.product_id, p.store_id, TRUE, 1, 0, %s, %s, 0, now(), now(), now() "
+                "FROM unnest(%s::bigint[], %s::bigint[]) AS p(product_id, store_id)" + on_conflict,
+                [status, error, [p for p, _ in pairs], [s for _, s in pairs]],
+            )
+        else:
+            where, params = ("WHERE store_id = ANY(%s)", [store_ids]) if store_ids is not None else ("", [])
+            cursor.execute(
+                f"INSERT INTO {_table()} {_UPSERT_COLUMNS} "
+                "SELECT product_id, store_id, TRUE, 1, 0, %s, %s, 0, now(), now(), now() "
+                f"FROM {StockLevel._meta.db_table} {where}" + on_conflict,
+                [status, error, *params],
+            )
+        return cursor.rowcount
+
+
+def inventory_push_schedule() -> bool:
+    """Queue a push unless one is already queued. Call outside a transaction
+    that may still roll back (the flag lives in Redis, not in the database)."""
+    if not cache.add(PUSH_SCHEDULED_KEY, 1, timeout=PUSH_SCHEDULED_TTL):
+        return False
+    enqueue(PUSH_TASK)
+    return True
+
+
+def inventory_recover() -> None:
+    """On worker start: dirty pairs left by a crash or a lost message get a push."""
+    if odoo_enabled() and InventorySyncState.objects.filter(dirty=True).exclude(status=SyncStatus.FAILED).exists():
+        cache.delete(PUSH_SCHEDULED_KEY)
+        inventory_push_schedule()
+
+
+# --- inventory: pushing ------------------------------------------------------------
+
+
+@dataclass
+class PushResult:
+    claimed: int = 0
+    written: int = 0  # stock.quant quantity writes
+    unchanged: int = 0  # Odoo already had the quantity: no write needed
+    skipped: int = 0  # store without an Odoo location
+    failed: int = 0  # permanent, per pair (recorded in the inbox as a pair job)
+    calls: int = 0  # XML-RPC requests made
+    error: str = ""
+    exc: Exception | None = field(default=None, repr=False)
+
+    @property
+    def synced(self) -> int:
+        return self.written + self.unchanged
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("exc")
+        return data
+
+
+def inventory_push(*, batch_size: int | None = None, product_id: int | None = None,
+                   store_id: int | None = None) -> PushResult:
+    """Push up to ``batch_size`` dirty pairs (or exactly one pair) to Odoo.
+
+    Claims the rows with SKIP LOCKED (concurrent pushes take different pairs)
+    and holds them for the whole push, so the quantity read from StockLevel at
+    send time is never overtaken by an older one. Each pair is marked clean only
+    if Odoo applied it. A transient error ends the run: pairs done so far stay
+    done; if none were, the error is raised (the task retries with backoff),
+    otherwise another push is queued at once. A permanent error of one pair (e.g.
+    its product is not in Odoo) marks that pair failed and files a pair job in
+    the inbox, whose Retry re-sends the then-current quantity; an auth error
+    stops the run and is raised (the inbox).
+    """
+    from django.conf import settings
+
+    single = product_id is not None
+    batch_size = 1 if single else (batch_size or settings.ODOO_INVENTORY_BATCH_SIZE)
+    if not single:
+        # From here on a new change must queue a new push: this one may have read its quantity already.
+        cache.delete(PUSH_SCHEDULED_KEY)
+    if not odoo_enabled():
+        count = InventorySyncState.objects.filter(dirty=True).update(status=SyncStatus.SKIPPED, error=OFF_MESSAGE)
+        return PushResult(skipped=count)
+    client = odoo_client()
+    calls_before = client.calls
+    with transaction.atomic():
+        claim = InventorySyncState.objects.select_related("product", "store")
+        if single:
+            claim = claim.select_for_update(of=("self",)).filter(product_id=product_id, store_id=store_id)
+        else:
+            claim = claim.select_for_update(skip_locked=True, of=("self",)).filter(dirty=True)
+        states = list(claim.order_by("changed_at", "id")[:batch_size])
+        result = _states_push(client, states, raise_pair_errors=single)
+    result.calls = client.calls - calls_before
+    if result.claimed:
+        logger.info("odoo.inventory_pushed", extra=result.as_dict())
+    if result.exc is not None and (single or not result.synced or isinstance(result.exc, OdooPermanentError)):
+        raise result.exc
+    if not single and (result.exc is not None or _dirty_pairs_exist()):
+        inventory_push_schedule()
+    return result
+
+
+def _dirty_pairs_exist() -> bool:
+    return InventorySyncState.objects.filter(dirty=True).exists()
+
+
+def _states_push(client: OdooClient, states: list[InventorySyncState], *, raise_pair_errors: bool) -> PushResult:
+    result = PushResult(claimed=len(states))
+    if not states:
+        return result
+    now = timezone.now()
+    pair_filter = Q()
+    for state in states:
+        pair_filter |= Q(product_id=state.product_id, store_id=state.store_id)
+    quantities = {
+        (product_id, store_id): quantity
+        for product_id, store_id, quantity in StockLevel.objects.filter(pair_filter).values_list(
+            "product_id", "store_id", "quantity"
+        )
+    }
+
+    todo = []
+    for state in states:
+        if state.store.odoo_location_id is None:
+            _state_done(state, status=SyncStatus.SKIPPED, error=f"Store {state.store.code} has no Odoo location",
+                        quantity=None, now=now)
+            result.skipped += 1
+        else:
+            todo.append(state)
+    if not todo:
+        return result
+
+    try:
+        skus = sorted({state.product.sku for state in todo})
+        odoo_products = {
+            row["default_code"]: row["id"]
+            for row in client.search_read("product.product", [("default_code", "in", skus)], ["id", "default_code"])
+        }
+        quants = {
+            (many2one_id(row["product_id"]), many2one_id(row["location_id"])): row
+            for row in client.search_read(
+                "stock.quant",
+                [("product_id", "in", sorted(set(odoo_products.values()))),
+                 ("location_id", "in", sorted({s.store.odoo_location_id for s in todo}))],
+                ["id", "product_id", "location_id", "quantity", "inventory_quantity_set"],
+            )
+        }
+    except OdooError as exc:
+        _states_error(todo, exc)
+        result.exc, result.error = exc, str(exc)
+        return result
+
+    written: list[tuple[InventorySyncState, int, int]] = []
+    pending = list(todo)
+    while pending:
+        state = pending.pop(0)
+        quantity = quantities.get((state.product_id, state.store_id), 0)
+        location_id = state.store.odoo_location_id
+        odoo_product_id = odoo_products.get(state.product.sku)
+        if odoo_product_id is None:
+            exc = OdooPermanentError(f"No Odoo product.product with default_code {state.product.sku}")
+            if raise_pair_errors:
+                _states_error([state], exc)
+                result.exc, result.error = exc, str(exc)
+                return result
+            _pair_fail(state, exc)
+            result.failed += 1
+            continue
+        quant = quants.get((odoo_product_id, location_id))
+        if quant and quant["quantity"] == quantity and not quant["inventory_quantity_set"]:
+            _state_done(state, status=SyncStatus.SYNCED, error="", quantity=quantity, now=now)
+            result.unchanged += 1
+            continue
+        try:
+            if quant:
+                client.write("stock.quant", [quant["id"]], {"inventory_quantity": quantity}, context=INVENTORY_MODE)
+                quant_id = quant["id"]
+            else:
+                # In inventory mode Odoo merges a create into an existing quant, so repeating it is safe.
+                quant_id = client.create(
+                    "stock.quant",
+                    {"product_id": odoo_product_id, "location_id": location_id, "inventory_quantity": quantity},
+                    context=INVENTORY_MODE,
+                )
+        except OdooPermanentError as exc:
+            if exc.auth or raise_pair_errors:
+                _states_error([state, *pending], exc)
+                result.exc, result.error = exc, str(exc)
+                break
+            _pair_fail(state, exc)
+            result.failed += 1
+            continue
+        except OdooTransientError as exc:
+            _states_error([state, *pending], exc)
+            result.exc, result.error = exc, str(exc)
+            break
+        written.append((state, quant_id, quantity))
+
+    applied = _inventory_apply(client, written, result, raise_pair_errors=raise_pair_errors)
+    for state, _quant_id, quantity in applied:
+        _state_done(state, status=SyncStatus.SYNCED, error="", quantity=quantity, now=now)
+    result.written += len(applied)
+    return result
+
+
+def _inventory_apply(client, written, result: PushResult, *, raise_pair_errors: bool):
+    """``action_apply_inventory`` on every written quant in one call; when Odoo
+    refuses the batch, one by one, so a single bad quant fails alone."""
+    if not written:
+        return []
+    try:
+        client.execute("stock.quant", "action_apply_inventory", [quant_id for _, quant_id, _ in written])
+        return written
+    except OdooTransientError as exc:
+        _states_error([state for state, _, _ in written], exc)
+        result.exc, result.error = result.exc or exc, result.error or str(exc)
+        return []
+    except OdooPermanentError as exc:
+        if exc.auth or raise_pair_errors:
+            _states_error([state for state, _, _ in written], exc)
+            result.exc, result.error = exc, str(exc)
+            return []
+        if len(written) == 1:
+            _pair_fail(written[0][0], exc)
+            result.failed += 1
+            return []
+    applied = []
+    for index, entry in enumerate(written):
+        state, quant_id, _ = entry
+        try:
+            client.execute("stock.quant", "action_apply_inventory", [quant_id])
+        except OdooPermanentError as exc:
+            if exc.auth:
+                _states_error([s for s, _, _ in written[index:]], exc)
+                result.exc, result.error = exc, str(exc)
+                break
+            _pair_fail(state, exc)
+            result.failed += 1
+            continue
+        except OdooTransientError as exc:
+            _states_error([s for s, _, _ in written[index:]], exc)
+            result.exc, result.error = result.exc or exc, result.error or str(exc)
+            break
+        applied.append(entry)
+    return applied
+
+
+def _state_done(state: InventorySyncState, *, status: str, error: str, quantity: int | None, now) -> None:
+    # We hold the row lock since the claim: ``version`` is still what we read, so
+    # the pair is clean up to it. A change after our read re-dirties it (its
+    # upsert waits for our commit).
+    state.dirty = False
+    state.synced_version = state.version
+    state.status, state.error = status, error
+    if status == SyncStatus.SYNCED:
+        state.synced_quantity, state.synced_at, state.attempts = quantity, now, 0
+    state.save(update_fields=["dirty", "synced_version", "status", "error", "synced_quantity", "synced_at",
+                              "attempts", "updated_at"])
+
+
+def _states_error(states: list[InventorySyncState], exc: Exception) -> None:
+    """A failed push that will be retried: the pairs stay dirty, the error shows in admin."""
+    for state in states:
+        state.attempts += 1
+        state.error = f"{type(exc).__name__}: {exc}"[:2000]
+        state.save(update_fields=["attempts", "error", "updated_at"])
+
+
+def _pair_fail(state: InventorySyncState, exc: OdooPermanentError) -> None:
+    """Only this pair cannot be pushed: park it (clean until it changes again) and
+    file a pair job in the inbox, whose Retry re-sends the current quantity."""
+    state.dirty = False
+    state.status = SyncStatus.FAILED
+    state.attempts += 1
+    state.error = f"{type(exc).__name__}: {exc}"[:2000]
+    state.save(update_fields=["dirty", "status", "attempts", "error", "updated_at"])
+    failed_task_record(
+        task_name=PAIR_TASK, task_id="", kwargs={"product_id": state.product_id, "store_id": state.store_id},
+        exc=exc, tb="", attempts=1,
+    )
+    logger.warning("odoo.inventory_pair_failed", extra={"product_id": state.product_id, "store_id": state.store_id,
+                                                        "error": state.error})
+
+
+def inventory_pair_sync(*, product_id: int, store_id: int) -> dict:
+    """Re-send one pair's current quantity (the inbox's Retry, the admin action)."""
+    try:
+        inventory_mark_dirty(pairs=[(product_id, store_id)])
+    except IntegrityError:  # the product or store is gone: nothing to send
+        return PushResult(skipped=1).as_dict()
+    if not odoo_enabled():
+        return PushResult(skipped=1).as_dict()
+    return inventory_push(product_id=product_id, store_id=store_id).as_dict()
+
+
+def inventory_push_all(*, store_ids: list[int] | None = None, progress=None) -> PushResult:
+    """Push every dirty pair now, in this process (commands), batch after batch.
+    ``progress(n)`` is called with the number of pairs each batch settled."""
+    total = PushResult()
+    while True:
+        try:
+            result = inventory_push()
+        except OdooTransientError as exc:
+            # A command is watched by a person: report, do not spin on a failing server.
+            total.error, total.exc = str(exc), exc
+            return total
+        for name in ("claimed", "written", "unchanged", "skipped", "failed", "calls"):
+            setattr(total, name, getattr(total, name) + getattr(result, name))
+        if progress:
+            progress(result.synced + result.skipped + result.failed)
+        if result.claimed == 0:
+            return total
+        if result.exc is not None:
+            total.error, total.exc = result.error, result.exc
+
+
+# --- reconciliation -------------------------------------------------------------
+
+
+@dataclass
+class Drift:
+    store_id: int
+    store_code: str
+    sku: str
+    product_id: int | None  # None: the product exists in Odoo only
+    celeste: int
+    odoo: float | None  # None: no quant in Odoo
+
+    def line(self) -> str:
+        odoo = "none" if self.odoo is None else f"{self.odoo:g}"
+        return f"{self.store_code:<20} {self.sku:<24} celeste={self.celeste:<8} odoo={odoo}"
+
+
+def inventory_reconcile(*, store_ids: list[int] | None = None, progress=None, page_size: int = 1000) -> list[Drift]:
+    """Read Odoo's on-hand quantities of every mapped store and list every pair
+    that differs from Celeste's StockLevel. Changes nothing."""
+    client = odoo_client()
+    stores = Store.objects.filter(odoo_location_id__isnull=False).order_by("id")
+    if store_ids is not None:
+        stores = stores.filter(id__in=store_ids)
+    drifts: list[Drift] = []
+    for store in stores:
+        ours = {
+            sku: (product_id, quantity)
+            for sku, product_id, quantity in StockLevel.objects.filter(store=store).values_list(
+                "product__sku", "product_id", "quantity"
+            )
+        }
+        quants: dict[int, float] = {}
+        offset = 0
+        while True:
+            page = client.search_read("stock.quant", [("location_id", "=", store.odoo_location_id)],
+                                      ["product_id", "quantity"], offset=offset, limit=page_size, order="id")
+            for row in page:
+                pid = many2one_id(row["product_id"])
+                quants[pid] = quants.get(pid, 0.0) + row["quantity"]
+            if len(page) < page_size:
+                break
+            offset += page_size
+        codes = {}
+        if quants:
+            codes = {row["id"]: row["default_code"] for row in client.execute(
+                "product.product", "read", sorted(quants), fields=["default_code"])}
+        theirs = {codes.get(pid) or f"odoo-product-{pid}": qty for pid, qty in quants.items()}
+        for sku in sorted(set(ours) | set(theirs)):
+            product_id, quantity = ours.get(sku, (None, 0))
+            odoo = theirs.get(sku)
+            if (odoo if odoo is not None else 0) != quantity:
+                drifts.append(Drift(store.id, store.code, sku, product_id, quantity, odoo))
+        if progress:
+            progress(1)
+    logger.info("odoo.inventory_reconciled", extra={"drifts": len(drifts)})
+    return drifts

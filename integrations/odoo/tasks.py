@@ -1,0 +1,35 @@
+"""Thin tasks: ids in, a service call, a JSON result out. Names are stable (the
+outbox, the inbox and task switches refer to them)."""
+
+from celery import shared_task
+from django.conf import settings
+
+from celeste.background.tasks import CelesteTask
+
+from . import services
+
+# ODOO_SYNC_MAX_ATTEMPTS counts runs, the first included; Celery counts retries.
+SYNC_RETRIES = max(settings.ODOO_SYNC_MAX_ATTEMPTS - 1, 0)
+
+
+@shared_task(name=services.ORDER_TASK, base=CelesteTask, max_retries=SYNC_RETRIES)
+def odoo_sync_order(*, order_id: int) -> str:
+    return services.order_sync(order_id=order_id)
+
+
+@shared_task(name=services.INVENTORY_CHANGED_TASK, base=CelesteTask)
+def odoo_inventory_changed(*, product_id: int, store_id: int) -> bool:
+    """Mark the pair dirty and make sure a push is queued (no Odoo call here)."""
+    return services.inventory_mark_changed(product_id=product_id, store_id=store_id)
+
+
+@shared_task(name=services.PUSH_TASK, base=CelesteTask, max_retries=SYNC_RETRIES)
+def odoo_push_inventory() -> dict:
+    """Push one batch of dirty pairs with the quantities they have now."""
+    return services.inventory_push().as_dict()
+
+
+@shared_task(name=services.PAIR_TASK, base=CelesteTask, max_retries=SYNC_RETRIES)
+def odoo_sync_inventory_pair(*, product_id: int, store_id: int) -> dict:
+    """Re-send one pair's current quantity (what the inbox's Retry runs)."""
+    return services.inventory_pair_sync(product_id=product_id, store_id=store_id)

@@ -1,0 +1,72 @@
+"""Fixtures for the Odoo integration: a fake Odoo on loopback, settings pointing
+at it (this process and worker subprocesses), and a catalog mapped to it."""
+
+import pytest
+
+from catalog.services import store_update
+from integrations.odoo.services import PUSH_SCHEDULED_KEY
+from integrations.odoo.testing.server import FakeOdooServer
+
+from ..factories import ProductFactory, StoreFactory
+
+EMBED_TASK = "catalog.embed_products"
+
+
+@pytest.fixture
+def odoo():
+    server = FakeOdooServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def odoo_settings(settings, odoo):
+    """Point this process at the fake server (no in-call retries unless a test asks)."""
+    settings.ODOO_URL = odoo.url
+    settings.ODOO_DB = odoo.db
+    settings.ODOO_USER = odoo.user
+    settings.ODOO_API_KEY = odoo.api_key
+    settings.ODOO_TIMEOUT_SECONDS = 5
+    settings.ODOO_CALL_RETRIES = 0
+    settings.ODOO_INVENTORY_BATCH_SIZE = 100
+    return settings
+
+
+@pytest.fixture(autouse=True)
+def _no_embeddings(db, set_switch):
+    # Factories create products; their embeddings are another story (and a model load in the worker).
+    set_switch(EMBED_TASK, "off")
+
+
+@pytest.fixture(autouse=True)
+def _no_push_flag(redis):
+    redis.delete(f"celeste:1:{PUSH_SCHEDULED_KEY}")
+
+
+@pytest.fixture
+def odoo_worker(start_worker, odoo):
+    """A real worker configured for the fake server: short retries, 5 attempts."""
+
+    def start(**env):
+        return start_worker(**{**odoo.env(), "ODOO_SYNC_MAX_ATTEMPTS": "5", "ODOO_CALL_RETRIES": "0",
+                               "ODOO_TIMEOUT_SECONDS": "5", **env})
+
+    return start
+
+
+@pytest.fixture
+def mapped_store(odoo):
+    store = StoreFactory()
+    return store_update(store=store, odoo_location_id=odoo.state.add_location(store.code))
+
+
+@pytest.fixture
+def odoo_product(odoo):
+    """A Celeste product that also exists in Odoo (same SKU = default_code)."""
+
+    def make(**kwargs):
+        product = ProductFactory(**kwargs)
+        odoo.state.add_product(product.sku, product.name)
+        return product
+
+    return make
