@@ -70,6 +70,7 @@ class Failure:
     after: bool = False  # fail after the call took effect (the response is lost)
     model: str | None = None  # glob, e.g. "sale.order"; None: any call
     method: str | None = None
+    skip: int = 0  # let this many matching calls through first
 
 
 @dataclass
@@ -411,9 +412,9 @@ class FakeOdooServer:
         self.injection.rate, self.injection.rate_kinds = rate, kinds
 
     def fail_next(self, count: int, kind: str = "503", *, after: bool = False, model: str | None = None,
-                  method: str | None = None) -> None:
+                  method: str | None = None, skip: int = 0) -> None:
         with self._lock:
-            self.injection.queued.extend(Failure(kind, after, model, method) for _ in range(count))
+            self.injection.queued.extend(Failure(kind, after, model, method, skip) for _ in range(count))
 
     def deny_access(self, deny: bool = True) -> None:
         self.injection.deny = deny
@@ -436,7 +437,7 @@ class FakeOdooServer:
         (queued failures bound to a model are decided in execute_kw)."""
         with self._lock:
             for i, failure in enumerate(self.injection.queued):
-                if failure.model is None and failure.method is None and not failure.after:
+                if failure.model is None and failure.method is None and not failure.after and not failure.skip:
                     if failure.kind in ("503", "timeout"):
                         del self.injection.queued[i]
                         self.failures_injected += 1
@@ -450,6 +451,9 @@ class FakeOdooServer:
                 if (failure.model and not fnmatch.fnmatch(model, failure.model)) or (
                     failure.method and failure.method != method
                 ):
+                    continue
+                if failure.skip:
+                    failure.skip -= 1
                     continue
                 del self.injection.queued[i]
                 self.failures_injected += 1
