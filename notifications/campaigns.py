@@ -43,7 +43,9 @@ def campaign_template(campaign: Campaign) -> Template:
 
 def campaign_message(campaign: Campaign, template: Template, user, *, connection=None) -> EmailMessage:
     link = unsubscribe_url(user_id=user.id)
-    body = template.render(Context({"name": user.first_name or user.username, "unsubscribe_url": link}))
+    # Plain-text email: HTML escaping would turn "O'Brien & Co" into entities.
+    context = Context({"name": user.first_name or user.username, "unsubscribe_url": link}, autoescape=False)
+    body = template.render(context)
     return EmailMessage(
         subject=campaign.subject, body=body, to=[user.email], connection=connection,
         headers={"List-Unsubscribe": f"<{link}>"},
@@ -203,6 +205,20 @@ def campaign_send_chunk(*, campaign_id: int, recipient_ids: list[int]) -> dict:
         campaign_finish_if_done(campaign_id=campaign_id)
     logger.info("campaign.chunk_sent", extra={"campaign_id": campaign_id, **done})
     return done
+
+
+def campaigns_recover(*, stuck_after_seconds: int = 600) -> int:
+    """Recipients left "sending" by a killed worker: we cannot know whether the
+    server took their message, so they are failed (never re-sent: no one gets
+    it twice) and their campaigns can finish. Returns how many were failed."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=stuck_after_seconds)
+    stuck = CampaignRecipient.objects.filter(status=Status.SENDING, updated_at__lt=cutoff)
+    campaign_ids = set(stuck.values_list("campaign_id", flat=True))
+    count = stuck.update(status=Status.FAILED, error="Interrupted while sending; delivery unknown, not retried.",
+                         updated_at=timezone.now())
+    for campaign_id in campaign_ids:
+        campaign_finish_if_done(campaign_id=campaign_id)
+    return count
 
 
 def campaign_finish_if_done(*, campaign_id: int) -> bool:

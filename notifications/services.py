@@ -150,12 +150,17 @@ def _push_to_all(notification: Notification) -> None:
     if not subscriptions:
         raise channels.PermanentDeliveryError("The user has no active push subscription.")
     payload = channels.push_payload(notification)
-    transient, delivered = None, 0
+    transient, refused, delivered = None, None, 0
     for subscription in subscriptions:
         try:
             channels.push_send(subscription, payload)
         except channels.SubscriptionGone as exc:
             push_subscription_deactivate(subscription_id=subscription.id, reason=str(exc))
+        except channels.PermanentDeliveryError as exc:
+            if not settings.VAPID_PRIVATE_KEY:
+                raise  # nothing can be sent to anyone
+            refused = exc
+            PushSubscription.objects.filter(id=subscription.id).update(last_error=str(exc), updated_at=timezone.now())
         except channels.TransientDeliveryError as exc:
             transient = exc
         else:
@@ -166,7 +171,7 @@ def _push_to_all(notification: Notification) -> None:
     if transient is not None and not delivered:
         raise transient
     if not delivered:
-        raise channels.PermanentDeliveryError("Every push subscription of the user is gone.")
+        raise refused or channels.PermanentDeliveryError("Every push subscription of the user is gone.")
 
 
 def delivery_mark_failed(*, delivery_id: int, error: str) -> None:

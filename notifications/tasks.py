@@ -37,6 +37,11 @@ def campaign_fan_out(*, campaign_id: int) -> int:
     return campaigns.campaign_fan_out(campaign_id=campaign_id)
 
 
+@shared_task(name="notifications.recover_campaigns", base=CelesteTask)
+def recover_campaigns() -> int:
+    return campaigns.campaigns_recover()
+
+
 @shared_task(name="notifications.campaign_send_chunk", base=CelesteTask, bind=True)
 def campaign_send_chunk(self, *, campaign_id: int, recipient_ids: list[int]) -> dict:
     try:

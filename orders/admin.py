@@ -66,6 +66,9 @@ class OrderAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # deleting would bypass the services (stock would not come back): cancel instead
+
 
 @admin.register(Address)
 class AddressAdmin(admin.ModelAdmin):
@@ -73,6 +76,9 @@ class AddressAdmin(admin.ModelAdmin):
     search_fields = ("recipient", "user__username", "city", "postal_code")
     list_filter = ("country",)
     raw_id_fields = ("user",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("user",) if obj else ()
 
     def save_model(self, request, obj, form, change):
         fields = {f: form.cleaned_data[f] for f in services.ADDRESS_FIELDS if f in form.cleaned_data}

@@ -19,14 +19,17 @@ def _key(order_id: int) -> str:
 
 
 def enriched_order_get(order_id: int) -> dict | None:
-    """The cached JSON, or None (a miss, or Redis unreachable: callers build it)."""
+    """The cached entry ``{"version", "order"}``, or None (absent, or Redis unreachable)."""
     try:
         blob = client().get(_key(order_id))
     except redis.RedisError:
         logger.warning("orders.cache_unavailable", extra={"order_id": order_id})
-        blob = None
-    metrics.incr("orders.enriched_cache.hit" if blob else "orders.enriched_cache.miss")
+        return None
     return json.loads(blob) if blob else None
+
+
+def count_lookup(*, hit: bool) -> None:
+    metrics.incr("orders.enriched_cache.hit" if hit else "orders.enriched_cache.miss")
 
 
 def enriched_order_set(order_id: int, data: dict) -> None:

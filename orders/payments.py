@@ -69,8 +69,8 @@ def _parse(payload) -> dict:
     event_id, event_type, data = payload.get("id"), payload.get("type"), payload.get("data")
     if not isinstance(event_id, str) or not event_id or len(event_id) > 255:
         raise EventError("'id' must be a non-empty string.")
-    if not isinstance(event_type, str) or not event_type:
-        raise EventError("'type' must be a non-empty string.")
+    if not isinstance(event_type, str) or not event_type or len(event_type) > 100:
+        raise EventError("'type' must be a non-empty string of at most 100 characters.")
     if not isinstance(data, dict):
         raise EventError("'data' must be an object.")
     parsed = {"id": event_id, "type": event_type, "provider": str(data.get("provider", "test"))[:50]}
@@ -81,8 +81,11 @@ def _parse(payload) -> dict:
             amount = Decimal(str(data.get("amount")))
         except InvalidOperation:
             raise EventError("'data.amount' must be a decimal string.") from None
-        if not amount.is_finite() or not isinstance(data.get("currency"), str):
-            raise EventError("'data.amount' and 'data.currency' are required.")
+        if not amount.is_finite() or amount < 0 or amount != amount.quantize(Decimal("0.01")) or amount >= 10**10:
+            raise EventError("'data.amount' must be a non-negative amount with at most 2 decimals.")
+        currency = data.get("currency")
+        if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
+            raise EventError("'data.currency' must be a 3-letter ISO code.")
         parsed.update(order_number=data["order_number"], amount=amount, currency=data["currency"].upper())
     return parsed
 
@@ -120,7 +123,7 @@ def payment_event_process(*, payload: dict) -> tuple[Payment, bool]:
 
     if payment.status == PaymentStatus.SUCCEEDED:
         services.order_mark_paid(order_id=order.id)
-    elif order is not None and payment.status == PaymentStatus.REFUSED:
+    elif payment.status == PaymentStatus.REFUSED and order is not None and order.status == OrderStatus.PENDING:
         services.order_record_payment_error(order=order, error=payment.error)
     logger.info("payment.event", extra={"event_id": event["id"], "status": payment.status})
     return payment, True

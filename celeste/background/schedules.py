@@ -18,6 +18,11 @@ def periodic_tasks() -> list[dict]:
             "task": "catalog.sweep_stale_embeddings",
             "every": settings.EMBEDDING_SWEEP_INTERVAL_SECONDS,
         },
+        {
+            "name": "Campaign recovery",
+            "task": "notifications.recover_campaigns",
+            "every": 300,
+        },
     ]
 
 

@@ -172,3 +172,38 @@ class PushReceiver:
             raise ValueError(f"JWT aud {decoded['aud']!r} is not {self.origin!r}")
         if decoded["exp"] < time.time() or not decoded.get("sub"):
             raise ValueError("JWT expired or without sub")
+
+
+class _CountingHandler:
+    """For benchmarks: accept and count, keep nothing."""
+
+    def __init__(self):
+        self.count = 0
+
+    async def handle_DATA(self, smtp_server, session, envelope):
+        self.count += len(envelope.rcpt_tos)
+        return "250 Message accepted for delivery"
+
+
+def serve_smtp_forever(port: int) -> None:
+    """``python -m celeste.devserver.loopback PORT``: a counting SMTP server in its own
+    process (so a benchmark's client and server do not share one GIL). Prints the
+    number of recipients received when it gets SIGTERM."""
+    import signal
+
+    handler = _CountingHandler()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=10)
+    controller.start()
+    print(f"smtp listening on 127.0.0.1:{port}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    controller.stop()
+    print(f"received {handler.count}", flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve_smtp_forever(int(sys.argv[1]))

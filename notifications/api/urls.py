@@ -9,5 +9,6 @@ router.register("notifications", NotificationViewSet, basename="notification")
 router.register("push/subscriptions", PushSubscriptionViewSet, basename="push-subscription")
 urlpatterns = [
     path("notifications/unsubscribe", UnsubscribeView.as_view(), name="notifications-unsubscribe"),
+    path("notifications/unsubscribe/", UnsubscribeView.as_view()),
     *router.urls,
 ]

@@ -63,11 +63,16 @@ class NotificationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
             for channel in Channel.values
         ])
 
-    @extend_schema(parameters=[OpenApiParameter("hours", int)])
+    @extend_schema(parameters=[OpenApiParameter("hours", int, description="Window, 1–168 (default 1).")])
     @action(detail=False, methods=["get"], url_path="delivery-rates", permission_classes=[IsStaff])
     def delivery_rates(self, request):
-        """Staff: sent / attempted per channel over the last hour."""
-        return Response(services.delivery_rates(hours=1))
+        """Staff: sent / attempted per channel over the last ``hours``."""
+        window = serializers.IntegerField(min_value=1, max_value=168, default=1)
+        try:
+            hours = window.run_validation(request.query_params.get("hours", 1))
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({"hours": exc.detail}) from None
+        return Response(services.delivery_rates(hours=hours))
 
 
 class PushSubscriptionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.DestroyModelMixin,

@@ -171,3 +171,17 @@ def test_a_tampered_unsubscribe_token_is_a_400(user, tamper):
 
     assert response.status_code == 400
     assert services.channel_enabled(user_id=user.id, channel=Channel.EMAIL)
+
+
+def test_delivery_rates_window(user):
+    staff = client_for(UserFactory(is_staff=True))
+
+    assert staff.get(f"{CENTER}delivery-rates/", {"hours": 24}).status_code == 200
+    assert staff.get(f"{CENTER}delivery-rates/", {"hours": 0}).status_code == 400
+    assert staff.get(f"{CENTER}delivery-rates/", {"hours": "day"}).status_code == 400
+
+
+def test_the_unsubscribe_link_works_with_a_trailing_slash(user):
+    token = services.unsubscribe_token(user_id=user.id)
+
+    assert APIClient().get("/api/v1/notifications/unsubscribe/", {"token": token}).status_code == 200

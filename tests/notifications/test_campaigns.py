@@ -12,6 +12,7 @@ from notifications.campaigns import (
     CampaignError,
     campaign_audience,
     campaign_fan_out,
+    campaigns_recover,
     campaign_progress,
     campaign_send_chunk,
     campaign_start,
@@ -233,3 +234,34 @@ def test_notification_admin_pages_load(admin_client, name):
     assert notify is not None
 
     assert admin_client.get(reverse(f"admin:notifications_{name}_changelist")).status_code == 200
+
+
+def test_recipients_stuck_by_a_killed_worker_are_failed_and_the_campaign_finishes():
+    customers(2)
+    draft = campaign()
+    start_and_fan_out(draft)
+    CampaignRecipient.objects.update(status="sending", updated_at=timezone.now() - timedelta(minutes=20))
+
+    assert campaigns_recover() == 2
+
+    assert campaign_progress(draft.id)["failed"] == 2
+    assert Campaign.objects.get(id=draft.id).status == CampaignStatus.SENT
+
+
+def test_recipients_being_sent_right_now_are_left_alone():
+    customers(1)
+    draft = campaign()
+    start_and_fan_out(draft)
+    CampaignRecipient.objects.update(status="sending")
+
+    assert campaigns_recover() == 0
+
+
+def test_plain_text_bodies_are_not_html_escaped(redis, smtp_server, channels_env):
+    UserFactory(email="obrien@example.com", first_name="O'Brien & Co")
+    draft = Campaign.objects.create(subject="Hi", body="Dear {{ name }}")
+    (chunk,) = start_and_fan_out(draft)
+
+    campaign_send_chunk(campaign_id=draft.id, recipient_ids=chunk)
+
+    assert smtp_server.messages[0]["message"].get_payload(decode=True).decode().strip() == "Dear O'Brien & Co"

@@ -263,3 +263,13 @@ def test_delivery_rates_per_channel(order, redis, smtp_server, channels_env):
     assert rates["email"] == {"attempted": 2, "sent": 1, "rate": 0.5}
     assert rates["in_app"]["rate"] == 1.0
     assert rates["push"]["attempted"] == 0
+
+
+def test_a_refusing_subscription_does_not_stop_the_others(order, redis, push_receiver, channels_env):
+    subscribe(push_receiver, order.user, "refusing")
+    subscribe(push_receiver, order.user, "fine")
+    push_receiver.status["refusing"] = 400
+    notification = services.notification_dispatch_order_event(order_id=order.id, status="paid")
+
+    assert services.delivery_send(delivery_id=notification.deliveries.get(channel="push").id) == "sent"
+    assert [r["client"] for r in push_receiver.received] == ["fine"]

@@ -71,3 +71,10 @@ def test_send_test_payment_event_reports_a_refusal_by_signature(live_server):
 def test_send_test_payment_event_unknown_order():
     with pytest.raises(CommandError, match="No order"):
         call_command("send_test_payment_event", "CEL-0", stdout=StringIO())
+
+
+def test_orders_cannot_be_deleted_from_the_admin(admin_client):
+    order = place_order()
+
+    assert admin_client.get(reverse("admin:orders_order_delete", args=[order.id])).status_code == 403
+    assert Order.objects.filter(id=order.id).exists()

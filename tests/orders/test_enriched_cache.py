@@ -173,3 +173,16 @@ def test_with_redis_down_the_detail_still_answers_from_the_database(paid_order, 
     embedded.stop_redis(embedded_root)
 
     assert detail(owner_client, paid_order)["status"] == "paid"
+
+
+@pytest.mark.django_db
+def test_a_stale_copy_counts_as_a_miss(paid_order, owner_client):
+    entry = cached(paid_order)
+    services.order_confirm(order_id=paid_order.id)
+    enriched_order_set(paid_order.id, entry)
+    hits, misses = metrics.value("orders.enriched_cache.hit"), metrics.value("orders.enriched_cache.miss")
+
+    detail(owner_client, paid_order)
+
+    assert metrics.value("orders.enriched_cache.hit") == hits
+    assert metrics.value("orders.enriched_cache.miss") == misses + 1

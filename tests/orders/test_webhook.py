@@ -160,3 +160,25 @@ def test_malformed_but_signed_events_are_a_400_and_store_nothing(api_client, ord
 
     assert response.status_code == 400
     assert not Payment.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "data_change",
+    [{"amount": "1" + "0" * 12}, {"amount": "8.505"}, {"amount": "-8.50"}, {"currency": "EURO"}, {"amount": "NaN"}],
+)
+def test_out_of_range_event_fields_are_a_400_not_a_500(api_client, order, data_change):
+    payload = event(order)
+    payload["data"].update(data_change)
+
+    response = deliver(api_client, payload)
+
+    assert response.status_code == 400
+    assert not Payment.objects.exists()
+
+
+def test_a_refused_event_for_a_paid_order_leaves_the_order_alone(api_client, order):
+    deliver(api_client, event(order, event_id="evt_1"))
+
+    deliver(api_client, event(order, event_id="evt_2", amount="1.00"))
+
+    assert Order.objects.get(id=order.id).payment_error == ""
