@@ -12,6 +12,7 @@ class StrictBooleanFilter(django_filters.BooleanFilter):
 
 class ProductFilter(django_filters.FilterSet):
     store = django_filters.ModelChoiceFilter(
+        field_name="stock_levels__store",
         queryset=Store.objects.all(), method="filter_store", help_text="Products stocked by this store."
     )
     active = StrictBooleanFilter()

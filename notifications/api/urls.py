@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import re_path
 
 from celeste.api.routers import Router
 
@@ -8,7 +8,6 @@ router = Router()
 router.register("notifications", NotificationViewSet, basename="notification")
 router.register("push/subscriptions", PushSubscriptionViewSet, basename="push-subscription")
 urlpatterns = [
-    path("notifications/unsubscribe", UnsubscribeView.as_view(), name="notifications-unsubscribe"),
-    path("notifications/unsubscribe/", UnsubscribeView.as_view()),
+    re_path(r"^notifications/unsubscribe/?$", UnsubscribeView.as_view(), name="notifications-unsubscribe"),
     *router.urls,
 ]

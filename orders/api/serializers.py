@@ -84,8 +84,10 @@ class PlaceOrderSerializer(serializers.Serializer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # Only the customer's own addresses exist for them.
-        self.fields["address"].queryset = Address.objects.filter(user=self.context["request"].user)
+        # Only the customer's own addresses exist for them (none without a request, e.g. schema generation).
+        request = self.context.get("request")
+        if request is not None and request.user.is_authenticated:
+            self.fields["address"].queryset = Address.objects.filter(user=request.user)
 
     def validate_items(self, items):
         products = [item["product"].id for item in items]

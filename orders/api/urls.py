@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import re_path
 
 from celeste.api.routers import Router
 
@@ -8,7 +8,6 @@ router = Router()
 router.register("addresses", AddressViewSet, basename="address")
 router.register("orders", OrderViewSet, basename="order")
 urlpatterns = [
-    path("payments/webhook", PaymentWebhookView.as_view(), name="payment-webhook"),
-    path("payments/webhook/", PaymentWebhookView.as_view()),
+    re_path(r"^payments/webhook/?$", PaymentWebhookView.as_view(), name="payment-webhook"),
     *router.urls,
 ]

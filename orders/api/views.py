@@ -42,6 +42,8 @@ class AddressViewSet(viewsets.ModelViewSet):
     permission_classes = [permissions.IsAuthenticated]
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no user
+            return Address.objects.none()
         return Address.objects.filter(user=self.request.user)
 
     def perform_create(self, serializer):
@@ -63,6 +65,8 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
 
     def get_queryset(self):
         orders = orders_with_relations()
+        if getattr(self, "swagger_fake_view", False):
+            return orders.none()
         return orders if self.request.user.is_staff else orders.filter(user=self.request.user)
 
     def get_serializer_context(self):
