@@ -17,7 +17,8 @@ def odoo_sync_order(*, order_id: int) -> str:
     return services.order_sync(order_id=order_id)
 
 
-@shared_task(name=services.INVENTORY_CHANGED_TASK, base=CelesteTask)
+# One per stock change, and nobody reads its result: skip the result-backend write.
+@shared_task(name=services.INVENTORY_CHANGED_TASK, base=CelesteTask, ignore_result=True)
 def odoo_inventory_changed(*, product_id: int, store_id: int) -> bool:
     """Mark the pair dirty and make sure a push is queued (no Odoo call here)."""
     return services.inventory_mark_changed(product_id=product_id, store_id=store_id)
