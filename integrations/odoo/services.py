@@ -249,7 +249,7 @@ class PushResult:
 
 
 def inventory_push(*, batch_size: int | None = None, product_id: int | None = None,
-                   store_id: int | None = None) -> PushResult:
+                   store_id: int | None = None, store_ids: list[int] | None = None) -> PushResult:
     """Push up to ``batch_size`` dirty pairs (or exactly one pair) to Odoo.
 
     Claims the rows with SKIP LOCKED (concurrent pushes take different pairs)
@@ -280,6 +280,8 @@ def inventory_push(*, batch_size: int | None = None, product_id: int | None = No
             claim = claim.select_for_update(of=("self",)).filter(product_id=product_id, store_id=store_id)
         else:
             claim = claim.select_for_update(skip_locked=True, of=("self",)).filter(dirty=True)
+            if store_ids is not None:
+                claim = claim.filter(store_id__in=store_ids)
         states = list(claim.order_by("changed_at", "id")[:batch_size])
         result = _states_push(client, states, raise_pair_errors=single)
     result.calls = client.calls - calls_before
@@ -491,7 +493,7 @@ def inventory_push_all(*, store_ids: list[int] | None = None, progress=None) -> 
     total = PushResult()
     while True:
         try:
-            result = inventory_push()
+            result = inventory_push(store_ids=store_ids)
         except OdooTransientError as exc:
             # A command is watched by a person: report, do not spin on a failing server.
             total.error, total.exc = str(exc), exc

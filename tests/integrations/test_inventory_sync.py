@@ -7,7 +7,7 @@ import pytest
 from django.core.management import call_command
 
 from catalog.models import StockLevel
-from catalog.services import stock_level_set
+from catalog.services import stock_level_set, store_update
 from celeste.background.models import FailedTask, FailedTaskStatus
 from celeste.background.services import failed_task_retry
 from integrations.models import InventorySyncState, SyncStatus
@@ -218,10 +218,7 @@ def test_a_backlog_of_changes_makes_one_write_per_pair_through_the_queue(odoo, o
 def test_with_half_the_calls_failing_odoo_eventually_matches_celeste(odoo, odoo_worker, odoo_product):
     stores = [StoreFactory() for _ in range(2)]
     for store in stores:
-        services_store = store
-        from catalog.services import store_update
-
-        store_update(store=services_store, odoo_location_id=odoo.state.add_location(store.code))
+        store_update(store=store, odoo_location_id=odoo.state.add_location(store.code))
     products = [odoo_product() for _ in range(10)]
     pairs = [(p, s) for p in products for s in stores]
     odoo.fail_rate(0.5)

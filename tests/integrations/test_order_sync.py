@@ -170,3 +170,21 @@ def test_the_order_admin_page_shows_the_sync_status_and_error(odoo, odoo_setting
     assert page.status_code == 200
     html = page.content.decode()
     assert "Odoo sync" in html and "Failed" in html and "refused the credentials" in html
+
+
+@pytest.mark.django_db
+def test_admin_lists_sync_records_and_the_store_location(odoo, odoo_settings, place, client, mapped_store):
+    from ..factories import UserFactory as Users
+
+    odoo_sync_order(order_id=place().id)
+    client.force_login(Users(is_staff=True, is_superuser=True))
+
+    links = client.get("/admin/integrations/odooorderlink/")
+    states = client.get("/admin/integrations/inventorysyncstate/")
+    stores = client.get("/admin/catalog/store/")
+    store_form = client.get(f"/admin/catalog/store/{mapped_store.id}/change/")
+
+    assert links.status_code == states.status_code == stores.status_code == store_form.status_code == 200
+    assert "Synced" in links.content.decode()
+    assert "odoo_location_id" in store_form.content.decode()
+    assert str(mapped_store.odoo_location_id) in stores.content.decode()
