@@ -185,3 +185,24 @@ def test_the_unsubscribe_link_works_with_a_trailing_slash(user):
     token = services.unsubscribe_token(user_id=user.id)
 
     assert APIClient().get("/api/v1/notifications/unsubscribe/", {"token": token}).status_code == 200
+
+
+def test_generate_vapid_keys_prints_a_usable_pair(redis, push_receiver, settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("generate_vapid_keys", stdout=out)
+    values = dict(line.split("=", 1) for line in out.getvalue().split())
+
+    assert len(values["VAPID_PUBLIC_KEY"]) == 87 and len(values["VAPID_PRIVATE_KEY"]) == 43
+    settings.VAPID_PRIVATE_KEY, settings.VAPID_PUBLIC_KEY = values["VAPID_PRIVATE_KEY"], values["VAPID_PUBLIC_KEY"]
+    push_receiver.vapid_public_key = values["VAPID_PUBLIC_KEY"]
+    user = UserFactory()
+    client = push_receiver.new_client("k")
+    services.push_subscription_save(user=user, endpoint=client.endpoint, p256dh=client.p256dh, auth=client.auth)
+    notification = notify(user)
+
+    assert services.delivery_send(delivery_id=notification.deliveries.get(channel="push").id) == "sent"
+    assert push_receiver.rejected == []
