@@ -25,6 +25,8 @@ WORKER_ENV = {
     "OUTBOX_RELAY_MIN_AGE_SECONDS": "0",
     "OUTBOX_RELAY_INTERVAL_SECONDS": "1",
     "EMBEDDING_WARM_ON_START": "0",
+    # Order events send email; tests that check email point this at their loopback SMTP server.
+    "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
 }
 
 
