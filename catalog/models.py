@@ -75,8 +75,15 @@ class Product(models.Model):
             kwargs["update_fields"] = {*update_fields, "content_hash"}
         # Read by the post_save receiver: only a text change needs a new embedding.
         self.text_changed = getattr(self, "_loaded_content_hash", None) != self.content_hash
+        adding = self._state.adding
         super().save(*args, **kwargs)
         self._loaded_content_hash = self.content_hash
+        if self.text_changed and not adding:
+            # Derived state, kept with the row whatever path saved it: the embed
+            # task claims by status through a small partial index.
+            ProductEmbedding.objects.filter(product_id=self.pk).exclude(status=EmbeddingStatus.PENDING).update(
+                status=EmbeddingStatus.PENDING
+            )
 
 
 class StockLevel(models.Model):
@@ -129,10 +136,10 @@ class ProductEmbedding(models.Model):
                 name="embedding_vector_hnsw",
                 fields=["vector"],
                 m=16,
-                ef_construction=64,
+                ef_construction=128,
                 opclasses=["vector_cosine_ops"],
             ),
-            models.Index(fields=["status"], name="embedding_status_idx"),
+            models.Index(fields=["product"], name="embedding_claimable_idx", condition=~Q(status="ready")),
         ]
 
     def __str__(self):

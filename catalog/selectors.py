@@ -44,6 +44,7 @@ def product_search(
         embeddings = embeddings.filter(Exists(stocked) if in_stock else ~Exists(stocked))
     nearest = (
         embeddings.select_related("product")
+        .defer("vector")  # the hit's own 384 floats are not needed, only its distance
         .annotate(distance=CosineDistance("vector", list(vector)))
         .order_by("distance")[:limit]
     )

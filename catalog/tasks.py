@@ -6,10 +6,11 @@ from celeste.background.tasks import CelesteTask
 from . import services
 
 
-@shared_task(name="catalog.embed_products", base=CelesteTask)
+@shared_task(name="catalog.embed_products", base=CelesteTask, coalesce_seconds=60)
 def embed_products() -> int:
-    """Embed one batch of stale products (whichever are stale when it runs)."""
-    return services.embeddings_embed_stale()
+    """Embed whatever is pending when it runs, batch by batch. A burst of saves
+    is coalesced into one queued message (see CelesteTask.coalesce_seconds)."""
+    return services.embeddings_embed_pending()
 
 
 @shared_task(name="catalog.sweep_stale_embeddings", base=CelesteTask)

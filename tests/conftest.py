@@ -10,6 +10,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from celeste.background import switches
+from celeste.background.publisher import publisher
 from celeste.background.models import TaskSwitch
 from celeste.devserver import embedded
 from celeste.devserver.processes import celery_beat, celery_worker
@@ -55,7 +56,13 @@ def redis(embedded_root):
         embedded.start_redis(embedded_root)
 
 
+def published():
+    """Wait for this process's outbox publisher to attempt everything committed so far."""
+    assert publisher.flush(timeout=10)
+
+
 def queued_messages(redis, queue: str = "slow") -> int:
+    published()
     return redis.llen(queue)
 
 

@@ -42,10 +42,13 @@ class ProductViewSet(viewsets.ModelViewSet):
     ordering_fields = ["name", "price", "sku", "created_at", "updated_at"]
 
     def perform_create(self, serializer):
-        serializer.instance = services.product_create(**serializer.validated_data)
+        product = services.product_create(**serializer.validated_data)
+        # Re-read: with the switch on sync the embedding was made after commit.
+        serializer.instance = self.get_queryset().get(id=product.id)
 
     def perform_update(self, serializer):
-        serializer.instance = services.product_update(product=serializer.instance, **serializer.validated_data)
+        product = services.product_update(product=serializer.instance, **serializer.validated_data)
+        serializer.instance = self.get_queryset().get(id=product.id)
 
     @extend_schema(
         parameters=[SearchQuerySerializer],

@@ -1,7 +1,10 @@
 """``enqueue()``: the one door through which code schedules background work."""
 
+import json
 import logging
 import traceback
+
+import redis
 
 from django.conf import settings
 from django.db import transaction
@@ -11,6 +14,8 @@ from django.utils import timezone
 from celeste.celery import app as celery_app
 
 from .models import FailedTask, OutboxMessage, TaskMode, TaskSwitch
+from .publisher import publisher
+from .redis import client
 from .switches import task_mode
 
 logger = logging.getLogger(__name__)
@@ -27,15 +32,21 @@ def enqueue(task_name: str, **kwargs) -> OutboxMessage | None:
         raise ValueError(f"Unknown task {task_name!r}")
     mode = task_mode(task_name)
     if mode == TaskMode.OFF:
-        TaskSwitch.objects.filter(task_name=task_name).update(skipped_count=F("skipped_count") + 1)
-        logger.info("task.skipped", extra={"task_name": task_name})
+        # Counted after commit: inside the caller's transaction the switch row's lock
+        # would serialise every concurrent writer of this task type.
+        transaction.on_commit(lambda: _count_skip(task_name), robust=True)
         return None
     if mode == TaskMode.SYNC:
         transaction.on_commit(lambda: run_inline(task_name, kwargs), robust=True)
         return None
     message = OutboxMessage.objects.create(task_name=task_name, kwargs=kwargs)
-    transaction.on_commit(lambda: publish_message(message), robust=True)
+    transaction.on_commit(lambda: publisher.submit(message), robust=True)
     return message
+
+
+def _count_skip(task_name: str) -> None:
+    TaskSwitch.objects.filter(task_name=task_name).update(skipped_count=F("skipped_count") + 1)
+    logger.info("task.skipped", extra={"task_name": task_name})
 
 
 def _send(message: OutboxMessage) -> None:
@@ -43,9 +54,38 @@ def _send(message: OutboxMessage) -> None:
     celery_app.send_task(message.task_name, kwargs=message.kwargs, task_id=str(message.id))
 
 
+def coalesce_key(task_name: str, kwargs: dict) -> str:
+    return f"celeste:coalesce:{task_name}:{json.dumps(kwargs, sort_keys=True)}"
+
+
+def coalesce_reset(task_name: str, **kwargs) -> None:
+    """Forget the "already queued" mark: on worker start it may belong to a
+    message a killed worker took with it."""
+    try:
+        client().delete(coalesce_key(task_name, kwargs))
+    except redis.RedisError:
+        pass
+
+
+def _already_queued(message: OutboxMessage) -> bool:
+    """For tasks with ``coalesce_seconds``: True if an equal message is queued and
+    not started yet (it will do this one's work too). The task clears the mark
+    when it starts, so work committed after that gets a message of its own."""
+    seconds = getattr(celery_app.tasks[message.task_name], "coalesce_seconds", None)
+    if not seconds:
+        return False
+    try:
+        return not client().set(coalesce_key(message.task_name, message.kwargs), "1", nx=True, ex=seconds)
+    except redis.RedisError:
+        return False  # then publishing fails too, and the relay takes over
+
+
 def publish_message(message: OutboxMessage) -> bool:
     """Publish one committed outbox row. On failure the row stays for the relay."""
     try:
+        if _already_queued(message):
+            OutboxMessage.objects.filter(id=message.id).delete()
+            return True
         _send(message)
     except Exception as exc:  # broker down: any error leaves the row in the outbox
         OutboxMessage.objects.filter(id=message.id).update(

@@ -1,10 +1,12 @@
 import logging
 
+import redis
 from celery import Task, shared_task
 from django.conf import settings
 
 from .errors import PermanentError
-from .queue import failed_task_record, outbox_relay
+from .queue import coalesce_key, failed_task_record, outbox_relay
+from .redis import client
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +21,16 @@ class CelesteTask(Task):
     retry_backoff_max = settings.CELERY_TASK_MAX_RETRY_DELAY
     retry_jitter = True
     max_retries = settings.TASK_MAX_RETRIES
+    # If set: while a message of this task (same kwargs) waits in the queue, new
+    # ones are dropped at publish time; for tasks that do "whatever is pending".
+    coalesce_seconds = None
+
+    def before_start(self, task_id, args, kwargs):
+        if self.coalesce_seconds:
+            try:
+                client().delete(coalesce_key(self.name, kwargs))
+            except redis.RedisError:
+                pass  # the mark expires by itself
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         failed_task_record(

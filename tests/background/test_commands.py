@@ -6,7 +6,7 @@ from django.core.management import CommandError, call_command
 from celeste.background.models import FailedTask, FailedTaskStatus, OutboxMessage
 from celeste.devserver import embedded
 
-from ..conftest import queued_messages
+from ..conftest import published, queued_messages
 from ..factories import ProductFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,6 +22,7 @@ def test_relay_outbox_drains_what_waited_for_the_broker(redis, embedded_root):
     embedded.stop_redis(embedded_root)
     ProductFactory()
     ProductFactory()
+    published()
     embedded.start_redis(embedded_root)
 
     assert "Published 2 message(s)" in run("relay_outbox")
@@ -32,6 +33,7 @@ def test_relay_outbox_drains_what_waited_for_the_broker(redis, embedded_root):
 def test_relay_outbox_fails_loudly_while_the_broker_is_down(redis, embedded_root):
     embedded.stop_redis(embedded_root)
     ProductFactory()
+    published()
 
     with pytest.raises(CommandError, match="1 still waiting"):
         run("relay_outbox")

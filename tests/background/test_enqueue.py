@@ -10,7 +10,7 @@ from celeste.background.models import OutboxMessage, TaskSwitch
 from celeste.background.queue import enqueue, outbox_relay
 from celeste.devserver import embedded
 
-from ..conftest import queued_messages
+from ..conftest import published, queued_messages
 from ..factories import ProductFactory, StockLevelFactory, StoreFactory
 
 EMBED = "catalog.embed_products"
@@ -23,8 +23,8 @@ def test_outbox_row_is_written_in_the_transaction_and_published_after_commit(red
         assert OutboxMessage.objects.count() == 1
         assert queued_messages(redis) == 0
 
-    assert OutboxMessage.objects.count() == 0
     assert queued_messages(redis) == 1
+    assert OutboxMessage.objects.count() == 0
 
 
 def test_rolled_back_transaction_enqueues_nothing(redis):
@@ -38,9 +38,11 @@ def test_rolled_back_transaction_enqueues_nothing(redis):
 
 def test_saving_a_product_without_a_text_change_enqueues_nothing(redis):
     product = ProductFactory(name="Oat Milk 1L")
+    published()
     redis.flushall()
 
     services.product_update(product=product, price="3.99", active=True)
+    published()
 
     assert queued_messages(redis) == 0
     assert OutboxMessage.objects.count() == 0
@@ -48,6 +50,7 @@ def test_saving_a_product_without_a_text_change_enqueues_nothing(redis):
 
 def test_changing_the_name_enqueues_an_embedding(redis):
     product = ProductFactory(name="Oat Milk 1L")
+    published()
     redis.flushall()
 
     services.product_update(product=product, name="Oat Drink 1L")
@@ -57,6 +60,7 @@ def test_changing_the_name_enqueues_an_embedding(redis):
 
 def test_changing_stock_enqueues_nothing(redis):
     level = StockLevelFactory(quantity=5)
+    published()
     redis.flushall()
 
     services.stock_level_set(product=level.product, store=level.store, quantity=50)
@@ -68,6 +72,7 @@ def test_broker_down_keeps_the_message_in_the_outbox_until_the_relay_publishes_i
     embedded.stop_redis(embedded_root)
 
     ProductFactory()
+    published()
 
     message = OutboxMessage.objects.get()
     assert message.task_name == EMBED
@@ -83,6 +88,7 @@ def test_broker_down_keeps_the_message_in_the_outbox_until_the_relay_publishes_i
 def test_relay_keeps_messages_while_the_broker_is_still_down(redis, embedded_root):
     embedded.stop_redis(embedded_root)
     ProductFactory()
+    published()
 
     assert outbox_relay() == 0
 

@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 from catalog.models import EmbeddingStatus, Product, ProductEmbedding, StockLevel, Store
 from catalog.services import embedding_sweep, embeddings_embed_stale, stale_embeddings
 
-from ..conftest import queued_messages
+from ..conftest import published, queued_messages
 from ..factories import ProductFactory
 
 
@@ -80,15 +80,17 @@ def test_demo_catalog_loads_once():
 def test_sweeper_re_enqueues_products_whose_message_was_lost(redis):
     for _ in range(70):
         ProductFactory()
+    published()
     redis.flushall()  # the messages are lost
 
-    assert embedding_sweep(stale_after_seconds=0) == 2  # 70 stale / batches of 64
-    assert queued_messages(redis) == 2
+    assert embedding_sweep(stale_after_seconds=0) == 70
+    assert queued_messages(redis) == 1  # one message: the task embeds until nothing is pending
 
 
 @pytest.mark.django_db(transaction=True)
 def test_sweeper_leaves_recently_changed_products_to_their_own_message(redis):
     ProductFactory()
+    published()
     redis.flushall()
 
     assert embedding_sweep(stale_after_seconds=300) == 0
@@ -102,6 +104,7 @@ def test_sweeper_task_runs_twice_harmlessly(redis):
     ProductFactory()
     while embeddings_embed_stale():
         pass
+    published()
     redis.flushall()
 
     assert sweep_stale_embeddings.apply().get() == 0

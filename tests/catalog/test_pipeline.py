@@ -11,7 +11,7 @@ from celeste.background import metrics
 from celeste.background.models import FailedTask, FailedTaskStatus, OutboxMessage
 from celeste.devserver import embedded
 
-from ..conftest import queued_messages, wait_for
+from ..conftest import published, wait_for
 from ..factories import UserFactory
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -64,6 +64,7 @@ def test_products_created_while_redis_is_down_wait_in_the_outbox_and_are_embedde
     for i in range(20):
         response = staff_client.post("/api/v1/products/", product_payload(i), format="json")
         assert response.status_code == 201, response.content
+    published()
     assert OutboxMessage.objects.count() == 20
     assert ready_count() == 0
 

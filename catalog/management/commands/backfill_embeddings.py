@@ -3,7 +3,13 @@ from django.db import transaction
 from tqdm import tqdm
 
 from catalog.models import EmbeddingStatus, Product, ProductEmbedding
-from catalog.services import embeddings_create_missing, embeddings_embed_stale, stale_embeddings
+from catalog.services import (
+    embeddings_create_missing,
+    embeddings_embed_stale,
+    embeddings_mark_stale_pending,
+    pending_embeddings,
+    stale_embeddings,
+)
 
 
 class Command(BaseCommand):
@@ -33,7 +39,9 @@ class Command(BaseCommand):
                 ProductEmbedding.objects.filter(product__active=True).update(
                     content_hash="", status=EmbeddingStatus.PENDING
                 )
-        todo = stale_embeddings().count()
+        else:
+            embeddings_mark_stale_pending()
+        todo = pending_embeddings().count()
         done = 0
         with tqdm(total=todo, unit="product", disable=todo == 0, file=self.stderr) as bar:
             while done < todo:
