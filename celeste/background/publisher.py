@@ -49,20 +49,27 @@ class OutboxPublisher:
                 self._thread.start()
 
     def _run(self) -> None:
-        from .queue import publish_message
+        from .queue import publish_messages
 
         while True:
-            message = self._queue.get()
+            batch = [self._queue.get()]
+            # Whatever piled up meanwhile goes in the same round (one DELETE for all).
+            while len(batch) < 100:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
             try:
                 db.close_old_connections()
-                publish_message(message)
-            except Exception:  # the row stays in the outbox; the relay will publish it
-                logger.exception("outbox.publisher_failed", extra={"outbox_id": str(message.id)})
+                publish_messages(batch)
+            except Exception:  # the rows stay in the outbox; the relay will publish them
+                logger.exception("outbox.publisher_failed", extra={"count": len(batch)})
             finally:
                 if self._queue.empty():
                     # Idle: hold no database connection (tests drop their database; servers restart).
                     db.connections.close_all()
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
 
 
 publisher = OutboxPublisher()

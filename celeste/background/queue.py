@@ -80,21 +80,24 @@ def _already_queued(message: OutboxMessage) -> bool:
         return False  # then publishing fails too, and the relay takes over
 
 
-def publish_message(message: OutboxMessage) -> bool:
-    """Publish one committed outbox row. On failure the row stays for the relay."""
-    try:
-        if _already_queued(message):
-            OutboxMessage.objects.filter(id=message.id).delete()
-            return True
-        _send(message)
-    except Exception as exc:  # broker down: any error leaves the row in the outbox
-        OutboxMessage.objects.filter(id=message.id).update(
-            publish_attempts=F("publish_attempts") + 1, last_error=repr(exc)[:2000], updated_at=timezone.now()
-        )
-        logger.warning("outbox.publish_failed", extra={"task_name": message.task_name, "error": repr(exc)})
-        return False
-    OutboxMessage.objects.filter(id=message.id).delete()
-    return True
+def publish_messages(messages: list[OutboxMessage]) -> int:
+    """Publish committed outbox rows; the published ones are deleted in one
+    statement. On a failure the rest stay for the relay. Returns how many went out."""
+    done = []
+    for message in messages:
+        try:
+            if not _already_queued(message):
+                _send(message)
+        except Exception as exc:  # broker down: this row and the rest stay in the outbox
+            failed = [m.id for m in messages[len(done):]]
+            OutboxMessage.objects.filter(id__in=failed).update(
+                publish_attempts=F("publish_attempts") + 1, last_error=repr(exc)[:2000], updated_at=timezone.now()
+            )
+            logger.warning("outbox.publish_failed", extra={"task_name": message.task_name, "error": repr(exc)})
+            break
+        done.append(message.id)
+    OutboxMessage.objects.filter(id__in=done).delete()
+    return len(done)
 
 
 def outbox_relay(*, limit: int = 500, min_age_seconds: float | None = None) -> int:
