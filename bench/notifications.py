@@ -12,6 +12,7 @@ import smtplib
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
@@ -118,7 +119,7 @@ def _status_change_latencies(count: int, push: PushReceiver, env: dict) -> list[
 
     User = get_user_model()
     store = catalog.store_create(code=f"notify-{time.time_ns()}", name="Notify Store")
-    product = catalog.product_create(sku=f"NOTIFY-{time.time_ns()}", name="Oat Milk", price="1.99")
+    product = catalog.product_create(sku=f"NOTIFY-{time.time_ns()}", name="Oat Milk", price=Decimal("1.99"))
     catalog.stock_level_set(product=product, store=store, quantity=1_000_000)
     latencies = []
     for i in range(count):

@@ -18,7 +18,7 @@ def enriched_order_refresh(*, order_id: int) -> bool:
     if version is None or order is None:
         enriched_order_forget(order_id)
         return False
-    enriched_order_set(order_id, {"version": version[1], "order": enriched_order_build(order)})
+    enriched_order_set(order_id, version=version[1], order=enriched_order_build(order))
     current = order_cache_version(order_id)
     if current is None or current[1] != version[1]:
         enriched_order_forget(order_id)

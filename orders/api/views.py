@@ -1,6 +1,7 @@
 import json
 
 from django.conf import settings
+from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -86,22 +87,25 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
         if parse_includes(request) == set(INCLUDES):
             cached = self._cached(kwargs["pk"])
             if cached is not None:
-                return Response(cached)
+                if request.accepted_renderer.format == "json":
+                    # Already the exact JSON: serve the bytes as they are.
+                    return HttpResponse(cached, content_type="application/json")
+                return Response(json.loads(cached))
         return super().retrieve(request, *args, **kwargs)
 
-    def _cached(self, pk) -> dict | None:
-        """The pre-built enriched order, if it exists and is still current."""
+    def _cached(self, pk) -> bytes | None:
+        """The pre-built enriched order's JSON, if it exists and is still current."""
         if not str(pk).isdigit():
             return None
         version = order_cache_version(int(pk))
         if version is None or (version[0] != self.request.user.id and not self.request.user.is_staff):
             raise NotFound()
         cached = enriched_order_get(int(pk))
-        current = cached is not None and cached.get("version") == version[1]
+        current = cached is not None and cached[0] == version[1]
         if cached is not None and not current:
             enriched_order_forget(int(pk))  # made before a change whose invalidation it escaped
         count_lookup(hit=current)
-        return cached["order"] if current else None
+        return cached[1] if current else None
 
     @extend_schema(request=PlaceOrderSerializer, responses={201: OrderSerializer})
     def create(self, request, *args, **kwargs):

@@ -66,7 +66,7 @@ def test_payment_fills_the_cache_through_a_real_worker(worker, owner, owner_clie
     hits = metrics.value("orders.enriched_cache.hit")
     served = detail(owner_client, order)
     assert metrics.value("orders.enriched_cache.hit") == hits + 1
-    assert served == entry["order"]
+    assert served == json.loads(entry[1])
     assert served["status"] == "paid"
     assert served == enriched_order_build(orders_with_relations().get(id=order.id))
 
@@ -151,7 +151,7 @@ def test_an_address_change_invalidates(paid_order, owner_client, django_capture_
 def test_a_copy_that_missed_its_invalidation_is_never_served(paid_order, owner_client):
     entry = cached(paid_order)
     services.order_confirm(order_id=paid_order.id)  # no on-commit: the invalidation never ran
-    enriched_order_set(paid_order.id, entry)
+    enriched_order_set(paid_order.id, version=entry[0], order=json.loads(entry[1]))
 
     assert detail(owner_client, paid_order)["status"] == "confirmed"
     assert cached(paid_order) is None
@@ -179,10 +179,28 @@ def test_with_redis_down_the_detail_still_answers_from_the_database(paid_order, 
 def test_a_stale_copy_counts_as_a_miss(paid_order, owner_client):
     entry = cached(paid_order)
     services.order_confirm(order_id=paid_order.id)
-    enriched_order_set(paid_order.id, entry)
+    enriched_order_set(paid_order.id, version=entry[0], order=json.loads(entry[1]))
     hits, misses = metrics.value("orders.enriched_cache.hit"), metrics.value("orders.enriched_cache.miss")
 
     detail(owner_client, paid_order)
 
     assert metrics.value("orders.enriched_cache.hit") == hits
     assert metrics.value("orders.enriched_cache.miss") == misses + 1
+
+
+@pytest.mark.django_db
+def test_a_hit_is_the_exact_bytes_the_api_renders_cold(paid_order, owner_client, redis):
+    hot = owner_client.get(f"/api/v1/orders/{paid_order.id}/", ALL, HTTP_ACCEPT="application/json")
+    redis.flushall()
+    cold = owner_client.get(f"/api/v1/orders/{paid_order.id}/", ALL, HTTP_ACCEPT="application/json")
+
+    assert hot.content == cold.content
+    assert hot["Content-Type"] == "application/json"
+
+
+@pytest.mark.django_db
+def test_the_browsable_api_still_renders_a_hit(paid_order, owner_client):
+    response = owner_client.get(f"/api/v1/orders/{paid_order.id}/", {**ALL, "format": "api"})
+
+    assert response.status_code == 200
+    assert paid_order.number in response.content.decode()
