@@ -57,6 +57,7 @@ def make_customers(count: int) -> list:
 def reset() -> None:
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE notifications_campaignrecipient, notifications_campaign, notifications_delivery,"
+                       " notifications_pushsubscription, notifications_notificationpreference,"
                        " notifications_notification, orders_payment, orders_orderitem, orders_order, orders_address"
                        " RESTART IDENTITY CASCADE")
         cursor.execute("DELETE FROM auth_user WHERE username LIKE 'fan-%%' OR username LIKE 'notify-%%'")

@@ -39,6 +39,12 @@ def _test_settings(settings):
     switches.forget_cached_switches()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _publisher_releases_the_test_database():
+    yield
+    publisher.close_connections()  # or the test database cannot be dropped at the end
+
+
 @pytest.fixture(scope="session")
 def embedded_root() -> Path:
     return embedded.var_dir()

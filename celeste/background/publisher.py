@@ -13,6 +13,9 @@ import time
 from django import db
 
 logger = logging.getLogger(__name__)
+# After this long without work the thread gives its database connection back.
+IDLE_SECONDS = 2.0
+_CLOSE = object()
 
 
 class OutboxPublisher:
@@ -48,26 +51,43 @@ class OutboxPublisher:
                 self._thread = threading.Thread(target=self._run, name="outbox-publisher", daemon=True)
                 self._thread.start()
 
+    def close_connections(self) -> None:
+        """Make the thread drop its database connection (e.g. before a test database is dropped)."""
+        if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
+            self._queue.put(_CLOSE)
+            self.flush()
+
     def _run(self) -> None:
         from .queue import publish_messages
 
         while True:
-            batch = [self._queue.get()]
+            try:
+                first = self._queue.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                db.connections.close_all()  # idle: hold no connection
+                continue
+            if first is _CLOSE:
+                db.connections.close_all()
+                self._queue.task_done()
+                continue
+            batch = [first]
             # Whatever piled up meanwhile goes in the same round (one DELETE for all).
             while len(batch) < 100:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
+                if item is _CLOSE:  # handled on the next round, after this batch
+                    self._queue.task_done()
+                    self._queue.put(_CLOSE)
+                    break
+                batch.append(item)
             try:
                 db.close_old_connections()
                 publish_messages(batch)
             except Exception:  # the rows stay in the outbox; the relay will publish them
                 logger.exception("outbox.publisher_failed", extra={"count": len(batch)})
             finally:
-                if self._queue.empty():
-                    # Idle: hold no database connection (tests drop their database; servers restart).
-                    db.connections.close_all()
                 for _ in batch:
                     self._queue.task_done()
 
