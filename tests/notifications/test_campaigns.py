@@ -265,3 +265,31 @@ def test_plain_text_bodies_are_not_html_escaped(redis, smtp_server, channels_env
     campaign_send_chunk(campaign_id=draft.id, recipient_ids=chunk)
 
     assert smtp_server.messages[0]["message"].get_payload(decode=True).decode().strip() == "Dear O'Brien & Co"
+
+
+def test_non_ascii_subject_and_body_arrive_intact(redis, smtp_server, channels_env):
+    from email.header import decode_header, make_header
+
+    UserFactory(email="zoe@example.com", first_name="Zoë")
+    draft = Campaign.objects.create(subject="Café week — 20 % off", body="Grüße, {{ name }}!")
+    (chunk,) = start_and_fan_out(draft)
+
+    campaign_send_chunk(campaign_id=draft.id, recipient_ids=chunk)
+
+    message = smtp_server.messages[0]["message"]
+    assert str(make_header(decode_header(message["Subject"]))) == "Café week — 20 % off"
+    assert message.get_payload(decode=True).decode("utf-8").strip() == "Grüße, Zoë!"
+    assert message["Message-ID"] and message["Date"] and message["To"] == "zoe@example.com"
+
+
+def test_a_non_smtp_backend_gets_ordinary_messages(settings, redis):
+    from django.core import mail
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    customers(2)
+    draft = campaign()
+    (chunk,) = start_and_fan_out(draft)
+
+    assert campaign_send_chunk(campaign_id=draft.id, recipient_ids=chunk)["sent"] == 2
+    assert sorted(m.to[0] for m in mail.outbox) == ["c0@example.com", "c1@example.com"]
+    assert mail.outbox[0].extra_headers["List-Unsubscribe"].startswith("<http")
