@@ -5,7 +5,6 @@ import logging
 import traceback
 
 import redis
-
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F

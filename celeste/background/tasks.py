@@ -1,12 +1,10 @@
 import logging
 
-import redis
 from celery import Task, shared_task
 from django.conf import settings
 
 from .errors import PermanentError
-from .queue import coalesce_key, failed_task_record, outbox_relay
-from .redis import client
+from .queue import coalesce_reset, failed_task_record, outbox_relay
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +25,7 @@ class CelesteTask(Task):
 
     def before_start(self, task_id, args, kwargs):
         if self.coalesce_seconds:
-            try:
-                client().delete(coalesce_key(self.name, kwargs))
-            except redis.RedisError:
-                pass  # the mark expires by itself
+            coalesce_reset(self.name, **kwargs)
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         failed_task_record(
