@@ -139,3 +139,15 @@ def test_model_instances_cannot_be_enqueued(redis):
 
     with pytest.raises(TypeError):
         enqueue(EMBED, store=store)
+
+
+def test_the_relay_running_twice_publishes_each_message_once(redis, embedded_root):
+    embedded.stop_redis(embedded_root)
+    ProductFactory()
+    ProductFactory()
+    published()
+    embedded.start_redis(embedded_root)
+
+    assert outbox_relay() == 2
+    assert outbox_relay() == 0
+    assert queued_messages(redis) == 2
