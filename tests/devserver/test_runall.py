@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -10,15 +9,10 @@ import urllib.request
 
 import pytest
 
+from celeste.devserver.loopback import free_port
 from celeste.devserver.processes import BASE_DIR, database_url_for_current_connection
 
 from ..conftest import wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_status(url: str) -> int:

@@ -1,11 +1,11 @@
 """The XML-RPC client against a real protocol server: uid caching, timeouts,
 and how each failure is classified."""
 
-import socket
 import xmlrpc.client
 
 import pytest
 
+from celeste.devserver.loopback import free_port
 from integrations.odoo.client import OdooClient, OdooConfig, classify_fault
 from integrations.odoo.errors import OdooPermanentError, OdooTransientError
 
@@ -89,9 +89,7 @@ def test_read_timeout_is_transient(odoo):
 
 
 def test_connection_refused_is_transient():
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nobody listens on it
     client = OdooClient(OdooConfig(url=f"http://127.0.0.1:{port}", db="x", user="u", api_key="k", timeout=1,
                                    call_retries=0))
     with pytest.raises(OdooTransientError, match="unreachable"):
