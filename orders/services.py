@@ -45,6 +45,13 @@ def _next_order_number() -> str:
     return f"CEL-{value:08d}"
 
 
+def _locked_stock(*, store_id: int, product_ids: list[int]) -> dict[int, StockLevel]:
+    """The store's stock rows for these products, locked in product-id order so
+    two transactions locking overlapping rows never deadlock."""
+    rows = StockLevel.objects.select_for_update().filter(store_id=store_id, product_id__in=product_ids)
+    return {level.product_id: level for level in rows.order_by("product_id")}
+
+
 @transaction.atomic
 def order_place(*, user, store: Store, address: Address, items: list[tuple[Product, int]]) -> Order:
     """Place an order and take its stock.
@@ -56,12 +63,7 @@ def order_place(*, user, store: Store, address: Address, items: list[tuple[Produ
     racing for the last unit exactly one wins, the other gets OutOfStock.
     """
     wanted = {product.id: (product, quantity) for product, quantity in items}
-    levels = {
-        level.product_id: level
-        for level in StockLevel.objects.select_for_update()
-        .filter(store=store, product_id__in=wanted)
-        .order_by("product_id")
-    }
+    levels = _locked_stock(store_id=store.id, product_ids=list(wanted))
     for product_id, (product, quantity) in sorted(wanted.items()):
         level = levels.get(product_id)
         available = level.quantity if level else 0
@@ -143,12 +145,7 @@ def order_cancel(*, order_id: int) -> Order:
     """Cancel and return the items' stock to the order's store."""
     order = _transition(order_id, OrderStatus.CANCELLED, timestamp_field="cancelled_at")
     items = list(order.items.all())
-    levels = {
-        level.product_id: level
-        for level in StockLevel.objects.select_for_update()
-        .filter(store_id=order.store_id, product_id__in=[item.product_id for item in items])
-        .order_by("product_id")
-    }
+    levels = _locked_stock(store_id=order.store_id, product_ids=[item.product_id for item in items])
     for item in items:
         level = levels.get(item.product_id)
         if level is None:  # the stock row was deleted since: recreate it
