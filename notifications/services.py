@@ -123,9 +123,7 @@ def delivery_send(*, delivery_id: int) -> str:
     try:
         _send(channel, notification)
     except channels.PermanentDeliveryError as exc:
-        Delivery.objects.filter(id=delivery_id).update(
-            status=DeliveryStatus.FAILED, last_error=str(exc), updated_at=timezone.now()
-        )
+        delivery_mark_failed(delivery_id=delivery_id, error=str(exc))
         logger.warning("notification.delivery_failed", extra={"delivery_id": delivery_id, "error": str(exc)})
         return DeliveryStatus.FAILED
     except channels.TransientDeliveryError as exc:
@@ -175,7 +173,7 @@ def _push_to_all(notification: Notification) -> None:
 
 
 def delivery_mark_failed(*, delivery_id: int, error: str) -> None:
-    """Retries ran out: the delivery is failed for good (its job is in the inbox)."""
+    """The delivery is failed for good: a permanent error, or retries ran out."""
     Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.PENDING).update(
         status=DeliveryStatus.FAILED, last_error=error, updated_at=timezone.now()
     )
