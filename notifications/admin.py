@@ -89,17 +89,15 @@ class CampaignAdmin(admin.ModelAdmin):
     actions = ("send_test_to_me", "send")
 
     def get_queryset(self, request):
-        counts = {
-            status: Count("recipients", filter=Q(recipients__status=status))
-            for status in (RecipientStatus.SENT, RecipientStatus.FAILED, RecipientStatus.SKIPPED)
-        }
+        def count(*statuses):
+            return Count("recipients", filter=Q(recipients__status__in=statuses))
+
         # "queued" on the list means not finished yet: waiting or being sent right now.
-        counts["queued_count"] = Count(
-            "recipients", filter=Q(recipients__status__in=[RecipientStatus.QUEUED, RecipientStatus.SENDING])
-        )
         return super().get_queryset(request).annotate(
-            sent_count=counts[RecipientStatus.SENT], failed_count=counts[RecipientStatus.FAILED],
-            skipped_count=counts[RecipientStatus.SKIPPED], queued_count=counts["queued_count"],
+            queued_count=count(RecipientStatus.QUEUED, RecipientStatus.SENDING),
+            sent_count=count(RecipientStatus.SENT),
+            failed_count=count(RecipientStatus.FAILED),
+            skipped_count=count(RecipientStatus.SKIPPED),
         )
 
     @admin.display(description="queued", ordering="queued_count")
