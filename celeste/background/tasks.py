@@ -22,6 +22,10 @@ class CelesteTask(Task):
     # If set: while a message of this task (same kwargs) waits in the queue, new
     # ones are dropped at publish time; for tasks that do "whatever is pending".
     coalesce_seconds = None
+    # If set: a function(**kwargs) that failed_task_retry calls, in its transaction,
+    # before re-enqueueing a job from the inbox. It restores the domain state the
+    # job needs to redo its work (e.g. a failed delivery becomes pending again).
+    on_inbox_retry = None
 
     def before_start(self, task_id, args, kwargs):
         if self.coalesce_seconds:
