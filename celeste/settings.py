@@ -204,6 +204,14 @@ OUTBOX_RELAY_INTERVAL_SECONDS = env_int("OUTBOX_RELAY_INTERVAL_SECONDS", 5)
 # The relay leaves fresh rows to the after-commit publisher of their own transaction.
 OUTBOX_RELAY_MIN_AGE_SECONDS = env_float("OUTBOX_RELAY_MIN_AGE_SECONDS", 2)
 TASK_MAX_RETRIES = env_int("TASK_MAX_RETRIES", 5)
+# The job ledger (celeste/background/ledger.py). A worker's main process beats every
+# WORKER_HEARTBEAT_SECONDS and runs the relay; silent for WORKER_DEAD_AFTER_SECONDS,
+# it is dead and its jobs are republished (so recovery takes well under a minute).
+WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 5)
+WORKER_DEAD_AFTER_SECONDS = env_float("WORKER_DEAD_AFTER_SECONDS", 20)
+# A published job no worker started for this long, and that is not in its queue,
+# was lost with a worker that took it and died: it is republished.
+JOB_UNCLAIMED_AFTER_SECONDS = env_float("JOB_UNCLAIMED_AFTER_SECONDS", 30)
 TASK_RETRY_BACKOFF_SECONDS = env_int("TASK_RETRY_BACKOFF_SECONDS", 2)
 
 # --- Catalog / embeddings -----------------------------------------------------

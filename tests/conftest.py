@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from celeste.background import switches
 from celeste.background.publisher import publisher
-from celeste.background.models import TaskSwitch
+from celeste.background.models import OutboxMessage, TaskSwitch
 from celeste.devserver import embedded
 from celeste.devserver.processes import celery_beat, celery_worker
 
@@ -65,6 +65,11 @@ def redis(embedded_root):
 def published():
     """Wait for this process's outbox publisher to attempt everything committed so far."""
     assert publisher.flush(timeout=10)
+
+
+def pending_jobs() -> int:
+    """Ledger rows not handed to the broker yet."""
+    return OutboxMessage.objects.filter(published_at__isnull=True).count()
 
 
 def queued_messages(redis, queue: str = "slow") -> int:

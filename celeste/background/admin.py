@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from .models import FailedTask, OutboxMessage, TaskSwitch
+from .models import FailedTask, OutboxMessage, TaskSwitch, WorkerHeartbeat
 from .services import failed_task_discard, failed_task_retry
 
 
@@ -15,11 +15,29 @@ class TaskSwitchAdmin(admin.ModelAdmin):
 
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(admin.ModelAdmin):
-    """Messages waiting for the broker. Read-only: the relay owns them."""
+    """The job ledger: every job not finished yet. Read-only: the relay and the
+    workers own the rows."""
 
-    list_display = ("task_name", "created_at", "publish_attempts", "last_error")
-    list_filter = ("task_name",)
+    list_display = (
+        "task_name", "state", "worker_id", "runs", "published_count", "created_at", "publish_attempts", "last_error"
+    )
+    list_filter = ("task_name", ("published_at", admin.EmptyFieldListFilter), ("worker_id", admin.EmptyFieldListFilter))
+    search_fields = ("id", "task_name", "worker_id")
     readonly_fields = [f.name for f in OutboxMessage._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(admin.ModelAdmin):
+    """Live workers beat here; one silent past WORKER_DEAD_AFTER_SECONDS is dead."""
+
+    list_display = ("worker_id", "hostname", "pid", "started_at", "last_seen_at")
+    readonly_fields = [f.name for f in WorkerHeartbeat._meta.fields]
 
     def has_add_permission(self, request):
         return False

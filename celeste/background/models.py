@@ -27,15 +27,26 @@ class TaskSwitch(models.Model):
 
 
 class OutboxMessage(models.Model):
-    """A task waiting to be published. Written in the caller's transaction and
-    deleted once the broker has it, so a rolled-back write enqueues nothing and
-    a broker outage loses nothing."""
+    """The job ledger: one row per background job, from the caller's transaction
+    until the task reports it finished (done, failed into the inbox, or skipped
+    on purpose). A rolled-back write enqueues nothing; a broker outage, a lost
+    message or a killed worker loses nothing, because the relay republishes a
+    row whose job is neither running on a live worker nor waiting in the queue.
+
+    States: pending (``published_at`` empty) → published → claimed by a worker
+    (``worker_id`` set, ``lease_until`` = when it must be done) → row deleted.
+    A retry scheduled for later is unclaimed with ``lease_until`` = its ETA."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     task_name = models.CharField(max_length=200)
     kwargs = models.JSONField(default=dict)
-    publish_attempts = models.PositiveIntegerField(default=0)
+    publish_attempts = models.PositiveIntegerField(default=0, help_text="Failed attempts to reach the broker.")
     last_error = models.TextField(blank=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    published_count = models.PositiveIntegerField(default=0, help_text="Times handed to the broker (>1: recovered).")
+    worker_id = models.CharField(max_length=255, blank=True, help_text="The worker running it now.")
+    lease_until = models.DateTimeField(null=True, blank=True)
+    runs = models.PositiveIntegerField(default=0, help_text="Times a worker started it.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -44,6 +55,29 @@ class OutboxMessage(models.Model):
 
     def __str__(self):
         return f"{self.task_name} {self.id}"
+
+    @property
+    def state(self) -> str:
+        if self.published_at is None:
+            return "pending"
+        return "running" if self.worker_id else "published"
+
+
+class WorkerHeartbeat(models.Model):
+    """A live Celery worker (its main process) beats every WORKER_HEARTBEAT_SECONDS.
+    A worker silent for WORKER_DEAD_AFTER_SECONDS is dead: its jobs are republished."""
+
+    worker_id = models.CharField(max_length=255, primary_key=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+
+    def __str__(self):
+        return self.worker_id
 
 
 class FailedTaskStatus(models.TextChoices):

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from celeste.celery import app as celery_app
 
+from .ledger import JOB_HEADER, jobs_recover
 from .models import FailedTask, OutboxMessage, TaskMode, TaskSwitch
 from .publisher import publisher
 from .redis import client
@@ -49,8 +50,14 @@ def _count_skip(task_name: str) -> None:
 
 
 def _send(message: OutboxMessage) -> None:
-    # The outbox id doubles as the Celery task id, so a duplicate delivery is traceable.
-    celery_app.send_task(message.task_name, kwargs=message.kwargs, task_id=str(message.id))
+    # The outbox id doubles as the Celery task id, so a duplicate delivery is
+    # traceable; the header tells the worker to claim and finish it in the ledger.
+    # ``retries`` carries the starts so far: a job that keeps killing its worker
+    # still runs out of retries and reaches the inbox.
+    celery_app.send_task(
+        message.task_name, kwargs=message.kwargs, task_id=str(message.id),
+        headers={JOB_HEADER: True}, retries=message.runs,
+    )
 
 
 def coalesce_key(task_name: str, kwargs: dict) -> str:
@@ -67,69 +74,79 @@ def coalesce_reset(task_name: str, **kwargs) -> None:
 
 
 def _already_queued(message: OutboxMessage) -> bool:
-    """For tasks with ``coalesce_seconds``: True if an equal message is queued and
-    not started yet (it will do this one's work too). The task clears the mark
-    when it starts, so work committed after that gets a message of its own."""
+    """For tasks with ``coalesce_seconds``: True if another job of this task (same
+    kwargs) is queued and not started yet: it will do this one's work too. The
+    mark holds that job's id, so a row published twice (by its publisher and the
+    relay) never coalesces into itself. The task clears the mark when it starts,
+    so work committed after that gets a message of its own."""
     seconds = getattr(celery_app.tasks[message.task_name], "coalesce_seconds", None)
     if not seconds:
         return False
+    key, job_id = coalesce_key(message.task_name, message.kwargs), str(message.id)
     try:
-        return not client().set(coalesce_key(message.task_name, message.kwargs), "1", nx=True, ex=seconds)
+        if client().set(key, job_id, nx=True, ex=seconds):
+            return False
+        return client().get(key) not in (None, job_id.encode())
     except redis.RedisError:
         return False  # then publishing fails too, and the relay takes over
 
 
 def publish_messages(messages: list[OutboxMessage]) -> int:
-    """Publish committed outbox rows; the published ones are deleted in one
-    statement. On a failure the rest stay for the relay. Returns how many went out."""
-    done = []
+    """Publish pending outbox rows; on a failure the rest stay pending for the
+    relay. A row stays in the ledger until its task finishes; a coalesced row
+    (an equal message is queued and will do its work) is finished here.
+    Returns how many were handled."""
+    sent, coalesced = [], []
     for message in messages:
         try:
-            if not _already_queued(message):
+            if _already_queued(message):
+                coalesced.append(message.id)
+            else:
                 _send(message)
+                sent.append(message.id)
         except Exception as exc:  # broker down: this row and the rest stay in the outbox
-            failed = [m.id for m in messages[len(done):]]
+            handled = len(sent) + len(coalesced)
+            failed = [m.id for m in messages[handled:]]
             OutboxMessage.objects.filter(id__in=failed).update(
                 publish_attempts=F("publish_attempts") + 1, last_error=repr(exc)[:2000], updated_at=timezone.now()
             )
             logger.warning("outbox.publish_failed", extra={"task_name": message.task_name, "error": repr(exc)})
             break
-        done.append(message.id)
-    OutboxMessage.objects.filter(id__in=done).delete()
-    return len(done)
+    now = timezone.now()
+    if sent:
+        # Only still-pending rows: a fast worker may have claimed (or finished) one already.
+        OutboxMessage.objects.filter(id__in=sent, published_at__isnull=True).update(
+            published_at=now, published_count=F("published_count") + 1, updated_at=now
+        )
+    if coalesced:
+        OutboxMessage.objects.filter(id__in=coalesced).delete()
+    return len(sent) + len(coalesced)
 
 
 def outbox_relay(*, limit: int = 500, min_age_seconds: float | None = None) -> int:
-    """Publish what the after-commit publishers left behind. Returns how many went out.
+    """Publish what the after-commit publishers left pending, and republish the
+    jobs of dead workers and lost messages (see ledger.jobs_recover). Returns
+    how many messages went out.
 
-    Rows younger than ``min_age_seconds`` (default OUTBOX_RELAY_MIN_AGE_SECONDS)
-    belong to their own publisher for now; SKIP LOCKED lets several relays run
-    at once without double sends.
+    Pending rows younger than ``min_age_seconds`` (default
+    OUTBOX_RELAY_MIN_AGE_SECONDS) belong to their own publisher for now; SKIP
+    LOCKED lets several relays run at once without double sends. Coalesced like
+    the publisher: a burst left behind by an outage becomes one message per task.
     """
     if min_age_seconds is None:
         min_age_seconds = settings.OUTBOX_RELAY_MIN_AGE_SECONDS
     cutoff = timezone.now() - timezone.timedelta(seconds=min_age_seconds)
-    published = []
     with transaction.atomic():
-        rows = (
+        rows = list(
             OutboxMessage.objects.select_for_update(skip_locked=True)
-            .filter(created_at__lte=cutoff)
+            .filter(published_at__isnull=True, created_at__lte=cutoff)
             .order_by("created_at")[:limit]
         )
-        for message in rows:
-            try:
-                _send(message)
-            except Exception as exc:  # broker still down: try again next time
-                OutboxMessage.objects.filter(id=message.id).update(
-                    publish_attempts=F("publish_attempts") + 1, last_error=repr(exc)[:2000]
-                )
-                logger.warning("outbox.relay_failed", extra={"error": repr(exc), "published": len(published)})
-                break
-            published.append(message.id)
-        OutboxMessage.objects.filter(id__in=published).delete()
-    if published:
-        logger.info("outbox.relayed", extra={"count": len(published)})
-    return len(published)
+        handled = publish_messages(rows) if rows else 0
+    recovered = jobs_recover(send=_send, limit=limit)
+    if handled or recovered:
+        logger.info("outbox.relayed", extra={"count": handled, "recovered": recovered})
+    return handled + recovered
 
 
 def run_inline(task_name: str, kwargs: dict) -> None:

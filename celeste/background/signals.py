@@ -1,16 +1,32 @@
 import logging
 
-from celery.signals import worker_ready
+from celery.signals import celeryd_init, worker_ready, worker_shutdown
 from django.db import connections
+
+from . import ledger
 
 logger = logging.getLogger(__name__)
 
 # Recovery steps every worker runs when it starts (apps append to this list):
-# publish what the outbox kept while the broker was down, re-enqueue stale work.
+# publish what the outbox kept while the broker was down, republish the jobs of
+# dead workers, re-enqueue stale work.
 ON_WORKER_START = []
+_heartbeat: ledger.HeartbeatThread | None = None
 
 
-def _recover_on_worker_start(**_):
+def _assign_worker_id(sender=None, **_):
+    # celeryd_init runs in the main process before the pool forks: children inherit the id.
+    ledger.worker_id_assign(str(sender))
+
+
+def _recover_on_worker_start(sender=None, **_):
+    global _heartbeat
+    from .queue import outbox_relay
+
+    _heartbeat = ledger.HeartbeatThread(hostname=getattr(sender, "hostname", ""), step=outbox_relay)
+    # Beat once before the first message is consumed, so no other worker takes
+    # this one's first claims for a dead worker's.
+    _heartbeat.beat_once(step=False)
     for step in ON_WORKER_START:
         try:
             step()
@@ -18,6 +34,12 @@ def _recover_on_worker_start(**_):
             logger.exception("worker.recovery_failed", extra={"step": step.__name__})
     # This runs in the worker's main process: children must not share its connection.
     connections.close_all()
+    _heartbeat.start()
+
+
+def _sign_off(**_):
+    if _heartbeat is not None:
+        _heartbeat.stop()
 
 
 def connect_worker_signals():
@@ -25,4 +47,6 @@ def connect_worker_signals():
 
     if outbox_relay not in ON_WORKER_START:
         ON_WORKER_START.append(outbox_relay)
+    celeryd_init.connect(_assign_worker_id, dispatch_uid="background.assign_worker_id", weak=False)
     worker_ready.connect(_recover_on_worker_start, dispatch_uid="background.recover_on_worker_start", weak=False)
+    worker_shutdown.connect(_sign_off, dispatch_uid="background.sign_off", weak=False)

@@ -1,9 +1,13 @@
 import logging
 
 from celery import Task, shared_task
+from celery.exceptions import Ignore
 from django.conf import settings
+from django.utils import timezone
 
 from .errors import PermanentError
+from .models import OutboxMessage
+from .ledger import JOB_HEADER, job_claim, job_finish, job_retry_scheduled
 from .queue import coalesce_reset, failed_task_record, outbox_relay
 
 logger = logging.getLogger(__name__)
@@ -28,8 +32,32 @@ class CelesteTask(Task):
     on_inbox_retry = None
 
     def before_start(self, task_id, args, kwargs):
+        if self._is_job() and not job_claim(job_id=task_id, lease_seconds=self._lease_seconds()):
+            # A second copy of the message (a recovered job meeting its original):
+            # the job is finished, or another live worker has it.
+            holder = OutboxMessage.objects.filter(id=task_id).values_list("worker_id", flat=True).first()
+            logger.info(
+                "job.duplicate_skipped",
+                extra={"job_id": task_id, "task_name": self.name, "held_by": holder if holder is not None else "(finished)"},
+            )
+            raise Ignore()
         if self.coalesce_seconds:
             coalesce_reset(self.name, **kwargs)
+
+    def retry(self, args=None, kwargs=None, exc=None, throw=True, eta=None, countdown=None, max_retries=None, **options):
+        # The retry message is held by some worker until its ETA; record when it is
+        # due, so the ledger neither counts it lost nor gives it to nobody.
+        if self._is_job() and self.request.retries < (self.max_retries if max_retries is None else max_retries):
+            due = eta or timezone.now() + timezone.timedelta(
+                seconds=self.default_retry_delay if countdown is None else countdown
+            )
+            job_retry_scheduled(job_id=self.request.id, at=due)
+        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+    def after_return(self, status, retval, task_id, args, kwargs, einfo):
+        # Success or failure (the inbox has it by now): the job is finished.
+        if self._is_job():
+            job_finish(job_id=task_id)
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         failed_task_record(
@@ -40,6 +68,13 @@ class CelesteTask(Task):
             tb=str(einfo),
             attempts=self.request.retries + 1,
         )
+
+    def _is_job(self) -> bool:
+        return bool(not self.request.called_directly and self.request.get(JOB_HEADER))
+
+    def _lease_seconds(self) -> float:
+        # A running job is done by its hard time limit; past that, it is lost.
+        return (self.time_limit or settings.CELERY_TASK_TIME_LIMIT) + settings.JOB_UNCLAIMED_AFTER_SECONDS
 
 
 @shared_task(name="background.relay_outbox", base=CelesteTask, max_retries=0)

@@ -10,7 +10,7 @@ from celeste.background.models import OutboxMessage, TaskSwitch
 from celeste.background.queue import enqueue, outbox_relay
 from celeste.devserver import embedded
 
-from ..conftest import published, queued_messages
+from ..conftest import pending_jobs, published, queued_messages
 from ..factories import ProductFactory, StockLevelFactory, StoreFactory
 
 EMBED = "catalog.embed_products"
@@ -24,7 +24,8 @@ def test_outbox_row_is_written_in_the_transaction_and_published_after_commit(red
         assert queued_messages(redis) == 0
 
     assert queued_messages(redis) == 1
-    assert OutboxMessage.objects.count() == 0
+    # The row is the job's record until a worker finishes it.
+    assert OutboxMessage.objects.get().state == "published"
 
 
 def test_rolled_back_transaction_enqueues_nothing(redis):
@@ -41,11 +42,12 @@ def test_saving_a_product_without_a_text_change_enqueues_nothing(redis):
     published()
     redis.flushall()
 
+    jobs_before = OutboxMessage.objects.count()
     services.product_update(product=product, price="3.99", active=True)
     published()
 
     assert queued_messages(redis) == 0
-    assert OutboxMessage.objects.count() == 0
+    assert OutboxMessage.objects.count() == jobs_before
 
 
 def test_changing_the_name_enqueues_an_embedding(redis):
@@ -81,7 +83,7 @@ def test_broker_down_keeps_the_message_in_the_outbox_until_the_relay_publishes_i
 
     embedded.start_redis(embedded_root)
     assert outbox_relay() == 1
-    assert OutboxMessage.objects.count() == 0
+    assert pending_jobs() == 0
     assert queued_messages(redis) == 1
 
 
@@ -148,6 +150,22 @@ def test_the_relay_running_twice_publishes_each_message_once(redis, embedded_roo
     published()
     embedded.start_redis(embedded_root)
 
-    assert outbox_relay() == 2
+    assert outbox_relay() == 2  # one published, one coalesced into it
     assert outbox_relay() == 0
-    assert queued_messages(redis) == 2
+    assert pending_jobs() == 0
+    assert queued_messages(redis) == 1
+
+
+def test_the_relay_coalesces_like_the_publisher(redis, embedded_root):
+    """During an outage 100 creates left 100 embed rows; one message does them all."""
+    embedded.stop_redis(embedded_root)
+    for _ in range(100):
+        ProductFactory()
+    published()
+    assert pending_jobs() == 100
+    embedded.start_redis(embedded_root)
+
+    assert outbox_relay() == 100
+
+    assert queued_messages(redis) == 1
+    assert list(OutboxMessage.objects.values_list("task_name", "published_count")) == [(EMBED, 1)]

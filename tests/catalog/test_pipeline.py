@@ -71,7 +71,7 @@ def test_products_created_while_redis_is_down_wait_in_the_outbox_and_are_embedde
     embedded.start_redis(embedded_root)
 
     wait_for(all_embedded(20), timeout=120, message="products embedded after Redis came back")
-    wait_for(lambda: OutboxMessage.objects.count() == 0, timeout=30, message="outbox drained")
+    wait_for(lambda: OutboxMessage.objects.count() == 0, timeout=30, message="every job finished")
 
 
 def test_worker_killed_mid_batch_loses_nothing(start_worker):

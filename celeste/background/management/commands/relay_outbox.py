@@ -6,10 +6,13 @@ from celeste.background.queue import outbox_relay
 
 
 class Command(BaseCommand):
-    help = "Drain the outbox now: publish every waiting message to the broker (what the relay does every few seconds)."
+    help = (
+        "Drain the outbox now: publish every pending message to the broker and republish the jobs of dead "
+        "workers (what the relay does every few seconds)."
+    )
 
     def handle(self, *args, **options):
-        waiting = OutboxMessage.objects.count()
+        waiting = OutboxMessage.objects.filter(published_at__isnull=True).count()
         published = 0
         with tqdm(total=waiting, unit="message", disable=waiting == 0, file=self.stderr) as bar:
             while published < waiting:
@@ -18,7 +21,7 @@ class Command(BaseCommand):
                     break
                 published += batch
                 bar.update(batch)
-        left = OutboxMessage.objects.count()
+        left = OutboxMessage.objects.filter(published_at__isnull=True).count()
         if left and published < waiting:
             raise CommandError(f"Published {published}; {left} still waiting (is the broker reachable?).")
         self.stdout.write(self.style.SUCCESS(f"Published {published} message(s)."))

@@ -1,0 +1,239 @@
+"""The job ledger's worker side: claiming, finishing and recovering jobs.
+
+Redis is the transport, Postgres the record (see OutboxMessage). A worker claims
+a job when it starts it and deletes the row when the job is finished; live
+workers beat a heartbeat. The recovery (``jobs_recover``, part of the outbox
+relay) republishes a job whose row says nobody can be working on it:
+
+- claimed by a worker whose heartbeat stopped (SIGKILL, OOM, lost host), or whose
+  lease ran out (the worker lost track of it);
+- published, unclaimed, past its lease, and not in its broker queue: the message
+  was taken by a worker that died before starting it (the Redis transport removes
+  a message from the queue before it records it as unacknowledged).
+
+A republished job may meet an older copy of its message (Redis restores a dead
+worker's unacknowledged messages at the visibility timeout). The claim lets only
+one copy run: a job that is finished, or held by another live worker, is skipped.
+"""
+
+import json
+import logging
+import os
+import socket
+import threading
+import uuid
+
+import redis
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.db.models import Exists, F, OuterRef, Q, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from .models import OutboxMessage, WorkerHeartbeat
+from .redis import client
+
+logger = logging.getLogger(__name__)
+
+# The message header that marks a ledger job (beat ticks and direct sends have no row).
+JOB_HEADER = "celeste_job"
+# How far from the right (the consuming end) the lost-message check looks in a queue.
+QUEUE_SCAN_LIMIT = 20_000
+_QUEUE_SCAN_PAGE = 1_000
+
+# This worker's identity: set in the main process when the worker starts (before
+# the pool forks, so its children inherit it). A restarted worker gets a new one.
+_worker_id = ""
+
+
+def worker_id() -> str:
+    return _worker_id
+
+
+def worker_id_assign(hostname: str) -> str:
+    global _worker_id
+    _worker_id = f"{hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return _worker_id
+
+
+def _live_workers(now):
+    return WorkerHeartbeat.objects.filter(
+        worker_id=OuterRef("worker_id"), last_seen_at__gte=now - timezone.timedelta(seconds=settings.WORKER_DEAD_AFTER_SECONDS)
+    )
+
+
+# --- the task side (runs in the worker child that executes the job) ---------------
+
+
+def job_claim(*, job_id: str, lease_seconds: float) -> bool:
+    """Take the job for this worker. False if it is finished already or another
+    live worker holds it: then this copy of the message must not run."""
+    now = timezone.now()
+    me = worker_id() or f"{socket.gethostname()}:{os.getpid()}"
+    free = Q(worker_id="") | Q(worker_id=me) | Q(lease_until__lt=now) | ~Exists(_live_workers(now))
+    return bool(
+        OutboxMessage.objects.filter(free, id=job_id).update(
+            worker_id=me,
+            lease_until=now + timezone.timedelta(seconds=lease_seconds),
+            runs=F("runs") + 1,
+            # Its worker may start it before the publisher marked it published.
+            published_at=Coalesce(F("published_at"), Value(now)),
+            updated_at=now,
+        )
+    )
+
+
+def job_retry_scheduled(*, job_id: str, at) -> None:
+    """The job will run again at ``at`` (a Celery retry): whoever receives that
+    message claims it then. Until then it is nobody's, and not lost."""
+    lease = at + timezone.timedelta(seconds=settings.JOB_UNCLAIMED_AFTER_SECONDS)
+    OutboxMessage.objects.filter(id=job_id).update(worker_id="", lease_until=lease, updated_at=timezone.now())
+
+
+def job_finish(*, job_id: str) -> None:
+    """The job is done, failed into the inbox, or skipped on purpose: drop its record."""
+    OutboxMessage.objects.filter(id=job_id).delete()
+
+
+# --- heartbeats (the worker's main process) --------------------------------------
+
+
+def worker_heartbeat(*, hostname: str) -> None:
+    now = timezone.now()
+    WorkerHeartbeat.objects.update_or_create(
+        worker_id=worker_id(), defaults={"hostname": hostname, "pid": os.getpid(), "last_seen_at": now},
+        create_defaults={"hostname": hostname, "pid": os.getpid(), "started_at": now, "last_seen_at": now},
+    )
+
+
+def worker_signed_off() -> None:
+    """A clean shutdown: whatever this worker still holds is recovered at once,
+    without waiting for its heartbeat to go stale."""
+    WorkerHeartbeat.objects.filter(worker_id=worker_id()).delete()
+
+
+class HeartbeatThread(threading.Thread):
+    """Beats and runs the recovery in the worker's main process, independent of
+    its event loop (which stops while the broker reconnects) and of its pool
+    (which may be busy with long tasks). Every database use first drops a
+    connection that failed its health check; any error is logged, never fatal."""
+
+    def __init__(self, *, hostname: str, step):
+        super().__init__(name="celeste-heartbeat", daemon=True)
+        self.hostname = hostname
+        self.step = step
+        self.stopping = threading.Event()
+
+    def run(self):
+        while not self.stopping.is_set():
+            self.beat_once()
+            self.stopping.wait(settings.WORKER_HEARTBEAT_SECONDS)
+        try:
+            close_old_connections()
+            worker_signed_off()
+        except Exception:
+            logger.warning("worker.sign_off_failed", exc_info=True)
+        finally:
+            close_old_connections()
+
+    def beat_once(self, *, step: bool = True):
+        try:
+            close_old_connections()
+            worker_heartbeat(hostname=self.hostname)
+            if step:
+                self.step()
+        except Exception:
+            logger.warning("worker.heartbeat_failed", extra={"worker_id": worker_id()}, exc_info=True)
+
+    def stop(self, timeout: float = 5):
+        self.stopping.set()
+        self.join(timeout)
+
+
+# --- recovery (the relay) ----------------------------------------------------------
+
+
+def _queue_of(task_name: str) -> str:
+    from celeste.celery import app
+
+    return app.amqp.router.route({}, task_name)["queue"].name
+
+
+def _queued_ids(queue: str, wanted: set[str]) -> set[str]:
+    """Which of ``wanted`` are still in the broker queue. Old jobs sit at the
+    consuming (right) end, so the scan starts there and stops once all are found."""
+    found: set[str] = set()
+    redis_client = client()
+    end = -1
+    while len(found) < len(wanted) and -end <= QUEUE_SCAN_LIMIT:
+        page = redis_client.lrange(queue, end - _QUEUE_SCAN_PAGE + 1, end)
+        for raw in page:
+            try:
+                job_id = json.loads(raw)["headers"]["id"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if job_id in wanted:
+                found.add(job_id)
+        if len(page) < _QUEUE_SCAN_PAGE:
+            return found
+        end -= _QUEUE_SCAN_PAGE
+    # Past the scan limit: whatever was not found may still be further in; keep it.
+    return found | (wanted if -end > QUEUE_SCAN_LIMIT else set())
+
+
+def orphaned_jobs(now):
+    """Claimed jobs whose worker is dead or whose lease ran out."""
+    return OutboxMessage.objects.exclude(worker_id="").filter(Q(lease_until__lt=now) | ~Exists(_live_workers(now)))
+
+
+def unclaimed_jobs(now):
+    """Published jobs nobody started for a while and that no retry ETA covers."""
+    return OutboxMessage.objects.filter(
+        worker_id="",
+        published_at__lt=now - timezone.timedelta(seconds=settings.JOB_UNCLAIMED_AFTER_SECONDS),
+    ).filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+
+
+def jobs_recover(*, send, limit: int = 500) -> int:
+    """Republish jobs that a dead worker held or a lost message carried. Returns how many."""
+    now = timezone.now()
+    recovered = 0
+    with transaction.atomic():
+        orphans = list(orphaned_jobs(now).select_for_update(skip_locked=True)[:limit])
+        candidates = list(unclaimed_jobs(now).select_for_update(skip_locked=True)[:limit])
+        lost = _not_in_queue(candidates)
+        for job, reason in [(j, "worker_gone") for j in orphans] + [(j, "message_lost") for j in lost]:
+            try:
+                send(job)
+            except Exception as exc:  # broker down: next round
+                logger.warning("job.recover_failed", extra={"job_id": str(job.id), "error": repr(exc)})
+                break
+            OutboxMessage.objects.filter(id=job.id).update(
+                worker_id="", lease_until=None, published_at=timezone.now(),
+                published_count=F("published_count") + 1, updated_at=timezone.now(),
+            )
+            recovered += 1
+            logger.warning(
+                "job.recovered",
+                extra={"job_id": str(job.id), "task_name": job.task_name, "reason": reason, "held_by": job.worker_id},
+            )
+    return recovered
+
+
+def _not_in_queue(candidates: list[OutboxMessage]) -> list[OutboxMessage]:
+    by_queue: dict[str, set[str]] = {}
+    for job in candidates:
+        by_queue.setdefault(_queue_of(job.task_name), set()).add(str(job.id))
+    present: set[str] = set()
+    try:
+        for queue, wanted in by_queue.items():
+            present |= _queued_ids(queue, wanted)
+    except redis.RedisError:
+        return []  # cannot tell while Redis is down; and publishing would fail anyway
+    return [job for job in candidates if str(job.id) not in present]
+
+
+def heartbeats_prune(*, older_than_seconds: int = 86_400) -> int:
+    return WorkerHeartbeat.objects.filter(
+        last_seen_at__lt=timezone.now() - timezone.timedelta(seconds=older_than_seconds)
+    ).delete()[0]

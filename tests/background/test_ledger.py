@@ -1,0 +1,203 @@
+"""The job ledger: a job's row stays until its task finishes; dead workers' jobs
+and lost messages are republished; a second copy of a message never runs twice."""
+
+import socket
+
+import pytest
+from django.utils import timezone
+
+from celeste.background import ledger
+from celeste.background.models import OutboxMessage, WorkerHeartbeat
+from celeste.background.queue import enqueue, outbox_relay, publish_messages
+from notifications.models import Channel, Delivery, DeliveryStatus, Notification, NotificationEvent
+
+from ..conftest import published, queued_messages, wait_for
+from ..factories import UserFactory, place_order
+from ..notifications.conftest import channels_env, smtp_server, vapid_keys  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+SEND_EMAIL = "notifications.send_email"
+
+
+def ago(seconds: float):
+    return timezone.now() - timezone.timedelta(seconds=seconds)
+
+
+def beat(worker_id: str, *, seconds_ago: float = 0) -> None:
+    WorkerHeartbeat.objects.update_or_create(
+        worker_id=worker_id,
+        defaults={"hostname": "h", "pid": 1, "started_at": ago(600), "last_seen_at": ago(seconds_ago)},
+    )
+
+
+def email_delivery(email: str = "ada@example.com") -> Delivery:
+    order = place_order(user=UserFactory(email=email))
+    notification = Notification.objects.create(
+        user=order.user, order=order, event=NotificationEvent.ORDER_PAID, title="Paid", body="Thanks"
+    )
+    return Delivery.objects.create(notification=notification, channel=Channel.EMAIL)
+
+
+def job(**fields) -> OutboxMessage:
+    return OutboxMessage.objects.create(task_name=SEND_EMAIL, kwargs={"delivery_id": 1}, **fields)
+
+
+# --- claim -------------------------------------------------------------------------
+
+
+def test_a_published_job_is_claimed_once_while_its_worker_lives(redis):
+    row = job(published_at=ago(1))
+    ledger.worker_id_assign("a")
+    beat(ledger.worker_id())
+
+    assert ledger.job_claim(job_id=row.id, lease_seconds=60)
+    ledger.worker_id_assign("b")  # another worker gets the same message
+    assert not ledger.job_claim(job_id=row.id, lease_seconds=60)
+
+    row.refresh_from_db()
+    assert row.runs == 1 and row.worker_id.startswith("a:")
+
+
+def test_a_job_held_by_a_dead_worker_can_be_claimed(redis, settings):
+    row = job(published_at=ago(60), worker_id="dead:1:x", lease_until=ago(-600))
+    beat("dead:1:x", seconds_ago=settings.WORKER_DEAD_AFTER_SECONDS + 1)
+    ledger.worker_id_assign("b")
+
+    assert ledger.job_claim(job_id=row.id, lease_seconds=60)
+
+
+def test_a_finished_job_cannot_be_claimed(redis):
+    row = job(published_at=ago(1))
+    ledger.job_finish(job_id=row.id)
+
+    assert not ledger.job_claim(job_id=row.id, lease_seconds=60)
+
+
+# --- recovery -------------------------------------------------------------------------
+
+
+def test_the_relay_republishes_the_jobs_of_a_dead_worker(redis, settings):
+    dead = job(published_at=ago(60), worker_id="dead:1:x", lease_until=ago(-600), runs=1)
+    beat("dead:1:x", seconds_ago=settings.WORKER_DEAD_AFTER_SECONDS + 1)
+    alive = job(published_at=ago(60), worker_id="alive:1:x", lease_until=ago(-600), runs=1)
+    beat("alive:1:x")
+
+    assert outbox_relay() == 1
+
+    dead.refresh_from_db()
+    alive.refresh_from_db()
+    assert (dead.worker_id, dead.published_count) == ("", 1)
+    assert alive.worker_id == "alive:1:x"
+    assert queued_messages(redis, "fast") == 1
+
+
+def test_the_relay_republishes_a_job_whose_lease_ran_out(redis):
+    row = job(published_at=ago(900), worker_id="alive:1:x", lease_until=ago(1))
+    beat("alive:1:x")
+
+    assert outbox_relay() == 1
+    row.refresh_from_db()
+    assert row.worker_id == ""
+
+
+def test_an_old_unclaimed_job_still_in_its_queue_is_left_alone(redis, settings):
+    enqueue(SEND_EMAIL, delivery_id=1)
+    published()
+    OutboxMessage.objects.update(published_at=ago(settings.JOB_UNCLAIMED_AFTER_SECONDS + 1))
+
+    assert outbox_relay() == 0
+    assert queued_messages(redis, "fast") == 1
+
+
+def test_a_message_taken_from_the_queue_by_a_worker_that_died_is_republished(redis, settings):
+    """Finding 1: the Redis transport removes a message from the queue before it
+    records it as unacknowledged; a worker killed in between loses it."""
+    enqueue(SEND_EMAIL, delivery_id=1)
+    published()
+    assert redis.rpop("fast")  # what the dead worker's blocking read did
+    OutboxMessage.objects.update(published_at=ago(settings.JOB_UNCLAIMED_AFTER_SECONDS + 1))
+
+    assert outbox_relay() == 1
+    assert queued_messages(redis, "fast") == 1
+
+
+def test_a_retry_waiting_for_its_eta_is_not_lost(redis):
+    row = job(published_at=ago(600), lease_until=ago(-300))  # unclaimed, due in 5 minutes
+
+    assert outbox_relay() == 0
+    row.refresh_from_db()
+    assert row.published_count == 0
+
+
+# --- with real workers ------------------------------------------------------------
+
+
+@pytest.mark.worker
+def test_a_lost_message_is_still_delivered(start_worker, channels_env, smtp_server, redis):
+    """Finding 1 end to end: the popped message is gone, the ledger re-drives the job."""
+    delivery = email_delivery()
+    enqueue(SEND_EMAIL, delivery_id=delivery.id)
+    published()
+    assert redis.rpop("fast")  # taken by a worker killed before it recorded it
+
+    start_worker(**channels_env, JOB_UNCLAIMED_AFTER_SECONDS="3")
+
+    wait_for(lambda: smtp_server.recipients(), timeout=45, message="the email")
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.SENT
+    assert smtp_server.recipients() == ["ada@example.com"]
+    wait_for(lambda: not OutboxMessage.objects.exists(), timeout=10, message="the job finished in the ledger")
+
+
+@pytest.fixture
+def silent_smtp():
+    """A TCP port that accepts connections and never answers: a send hangs there."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    yield server.getsockname()[1]
+    server.close()
+
+
+@pytest.mark.worker
+def test_a_killed_workers_running_job_runs_elsewhere_within_a_minute(
+    start_worker, channels_env, smtp_server, silent_smtp
+):
+    """Finding 2: jobs held by a killed worker waited the visibility timeout (~20 min)."""
+    stuck = start_worker(**{**channels_env, "EMAIL_PORT": str(silent_smtp), "EMAIL_TIMEOUT": "120"})
+    delivery = email_delivery()
+    enqueue(SEND_EMAIL, delivery_id=delivery.id)
+    published()
+    wait_for(lambda: OutboxMessage.objects.filter(task_name=SEND_EMAIL, runs=1).exists(), timeout=60,
+             message="the email job hanging on the silent server")
+
+    stuck.kill()
+    killed_at = timezone.now()
+    start_worker(**channels_env)
+
+    wait_for(lambda: smtp_server.recipients(), timeout=60, message="the email sent by the second worker")
+    assert (timezone.now() - killed_at).total_seconds() < 60
+    assert smtp_server.recipients() == ["ada@example.com"]
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.SENT
+
+
+def test_a_row_published_by_both_its_publisher_and_the_relay_is_kept(redis):
+    """A coalescing task's row must never coalesce into itself (it would be deleted
+    while its own message is the one that does the work)."""
+    row = OutboxMessage.objects.create(task_name="catalog.embed_products")
+
+    assert publish_messages([row]) == 1
+    assert publish_messages([row]) == 1
+
+    assert OutboxMessage.objects.filter(id=row.id).exists()
+
+
+def test_a_second_embed_job_coalesces_into_the_queued_one(redis):
+    first = OutboxMessage.objects.create(task_name="catalog.embed_products")
+    second = OutboxMessage.objects.create(task_name="catalog.embed_products")
+
+    assert publish_messages([first, second]) == 2
+
+    assert list(OutboxMessage.objects.values_list("id", flat=True)) == [first.id]
+    assert queued_messages(redis) == 1
