@@ -159,7 +159,9 @@ def _broker_url(url: str) -> str:
 
 CELERY_TASK_MAX_SECONDS = env_int("CELERY_TASK_MAX_SECONDS", 300)
 CELERY_BROKER_URL = _broker_url(REDIS_URL)
-CELERY_RESULT_BACKEND = "django-db"
+# django-celery-results' "django-db" backend, made safe for the worker's main process: a
+# database restart must not end the worker (celeste/background/main_process.py).
+CELERY_RESULT_BACKEND = "celeste.background.results:ResilientDatabaseBackend"
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

@@ -1,7 +1,9 @@
 import logging
 
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
 from django.db import connections
+
+from . import main_process
 
 logger = logging.getLogger(__name__)
 
@@ -13,6 +15,8 @@ ON_WORKER_START = []
 def _recover_on_worker_start(**_):
     for step in ON_WORKER_START:
         try:
+            # This runs in the worker's main process, where no request cycle checks connections.
+            main_process.check_connections()
             step()
         except Exception:
             logger.exception("worker.recovery_failed", extra={"step": step.__name__})
@@ -25,4 +29,5 @@ def connect_worker_signals():
 
     if outbox_relay not in ON_WORKER_START:
         ON_WORKER_START.append(outbox_relay)
+    worker_init.connect(main_process.remember_main_process, dispatch_uid="background.remember_main_process", weak=False)
     worker_ready.connect(_recover_on_worker_start, dispatch_uid="background.recover_on_worker_start", weak=False)

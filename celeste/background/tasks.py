@@ -3,6 +3,7 @@ import logging
 from celery import Task, shared_task
 from django.conf import settings
 
+from . import main_process
 from .errors import PermanentError
 from .queue import coalesce_reset, failed_task_record, outbox_relay
 
@@ -32,14 +33,19 @@ class CelesteTask(Task):
             coalesce_reset(self.name, **kwargs)
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
-        failed_task_record(
-            task_name=self.name,
-            task_id=task_id or "",
-            kwargs=kwargs,
-            exc=exc,
-            tb=str(einfo),
-            attempts=self.request.retries + 1,
-        )
+        # Normally called in the pool child; after a hard time limit, in the worker's main
+        # process, where a database error must be logged rather than end the worker.
+        with main_process.database_guard(
+            "task.failure_not_recorded", task_name=self.name, task_id=task_id, task_kwargs=kwargs
+        ):
+            failed_task_record(
+                task_name=self.name,
+                task_id=task_id or "",
+                kwargs=kwargs,
+                exc=exc,
+                tb=str(einfo),
+                attempts=self.request.retries + 1,
+            )
 
 
 @shared_task(name="background.relay_outbox", base=CelesteTask, max_retries=0)
