@@ -78,6 +78,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "celeste.api.unavailable.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -85,6 +86,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# While the database is unreachable, requests get a 503 with this Retry-After (seconds).
+SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS = env_int("SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS", 5)
 
 ROOT_URLCONF = "celeste.urls"
 WSGI_APPLICATION = "celeste.wsgi.application"
@@ -159,7 +163,9 @@ def _broker_url(url: str) -> str:
 
 CELERY_TASK_MAX_SECONDS = env_int("CELERY_TASK_MAX_SECONDS", 300)
 CELERY_BROKER_URL = _broker_url(REDIS_URL)
-CELERY_RESULT_BACKEND = "django-db"
+# django-celery-results' "django-db" backend, made safe for the worker's main process: a
+# database restart must not end the worker (celeste/background/main_process.py).
+CELERY_RESULT_BACKEND = "celeste.background.results:ResilientDatabaseBackend"
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

@@ -2,11 +2,13 @@
 under var/test (started by settings on first use, see celeste/devserver/embedded.py)."""
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import redis as redis_lib
 from django.conf import settings
+from django.db import connections
 from rest_framework.test import APIClient
 
 from celeste.background import switches
@@ -89,8 +91,8 @@ def start_worker(transactional_db, redis):
     """Start workers on demand (for tests that kill or restart them)."""
     started = []
 
-    def start(**env):
-        context = celery_worker(env={**WORKER_ENV, **env}, log_dir=LOG_DIR)
+    def start(*, lean: bool = True, **env):
+        context = celery_worker(env={**WORKER_ENV, **env}, log_dir=LOG_DIR, lean=lean)
         running = context.__enter__()
         started.append(context)
         return running
@@ -113,6 +115,20 @@ def set_switch():
         switches.forget_cached_switches()
 
     return set_mode
+
+
+@contextmanager
+def postgres_down(root: Path, *, keep_connections: bool = False):
+    """Stop the test Postgres for the block; it is back (same data, same socket) afterwards,
+    even if the block fails. This process's dead connections are dropped, unless
+    ``keep_connections`` (to see what code does with a stale connection)."""
+    embedded.stop_postgres(root)
+    try:
+        yield
+    finally:
+        embedded.start_postgres(root)
+        if not keep_connections:
+            connections.close_all()
 
 
 def wait_for(predicate, *, timeout: float = 60, interval: float = 0.2, message: str = "condition"):

@@ -1,9 +1,9 @@
 import logging
 
-from celery.signals import celeryd_init, worker_ready, worker_shutdown
+from celery.signals import celeryd_init, worker_init, worker_ready, worker_shutdown
 from django.db import connections
 
-from . import ledger
+from . import ledger, main_process
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ def _recover_on_worker_start(sender=None, **_):
     _heartbeat.beat_once(step=False)
     for step in ON_WORKER_START:
         try:
+            # This runs in the worker's main process, where no request cycle checks connections.
+            main_process.check_connections()
             step()
         except Exception:
             logger.exception("worker.recovery_failed", extra={"step": step.__name__})
@@ -48,5 +50,6 @@ def connect_worker_signals():
     if outbox_relay not in ON_WORKER_START:
         ON_WORKER_START.append(outbox_relay)
     celeryd_init.connect(_assign_worker_id, dispatch_uid="background.assign_worker_id", weak=False)
+    worker_init.connect(main_process.remember_main_process, dispatch_uid="background.remember_main_process", weak=False)
     worker_ready.connect(_recover_on_worker_start, dispatch_uid="background.recover_on_worker_start", weak=False)
     worker_shutdown.connect(_sign_off, dispatch_uid="background.sign_off", weak=False)

@@ -5,6 +5,7 @@ from celery.exceptions import Ignore
 from django.conf import settings
 from django.utils import timezone
 
+from . import main_process
 from .errors import PermanentError
 from .models import OutboxMessage
 from .ledger import JOB_HEADER, job_claim, job_finish, job_retry_scheduled
@@ -54,20 +55,26 @@ class CelesteTask(Task):
             job_retry_scheduled(job_id=self.request.id, at=due)
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
 
-    def after_return(self, status, retval, task_id, args, kwargs, einfo):
-        # Success or failure (the inbox has it by now): the job is finished.
+    def on_success(self, retval, task_id, args, kwargs):
         if self._is_job():
             job_finish(job_id=task_id)
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
-        failed_task_record(
-            task_name=self.name,
-            task_id=task_id or "",
-            kwargs=kwargs,
-            exc=exc,
-            tb=str(einfo),
-            attempts=self.request.retries + 1,
-        )
+        # Normally called in the pool child; after a hard time limit, in the worker's main
+        # process, where a database error must be logged rather than end the worker.
+        with main_process.database_guard(
+            "task.failure_not_recorded", task_name=self.name, task_id=task_id, task_kwargs=kwargs
+        ):
+            failed_task_record(
+                task_name=self.name,
+                task_id=task_id or "",
+                kwargs=kwargs,
+                exc=exc,
+                tb=str(einfo),
+                attempts=self.request.retries + 1,
+            )
+            # In the inbox now, so finished for the ledger (no-op for messages without a row).
+            job_finish(job_id=task_id)
 
     def _is_job(self) -> bool:
         return bool(not self.request.called_directly and self.request.get(JOB_HEADER))

