@@ -23,6 +23,7 @@ from bench import BASE_DIR, DATABASE_NAME, Result
 SHARED_BUFFERS = "1GB"
 BENCHMARKS = {
     "post_product": "bench.post_product",
+    "task_throughput": "bench.task_throughput",
     "embedding_pipeline": "bench.embedding_pipeline",
     "search": "bench.search",
     "orders": "bench.orders",

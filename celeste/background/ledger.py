@@ -22,12 +22,12 @@ import os
 import socket
 import threading
 import uuid
+from contextlib import contextmanager
 
 import redis
 from django.conf import settings
-from django.db import close_old_connections, transaction
-from django.db.models import Exists, F, OuterRef, Q, Value
-from django.db.models.functions import Coalesce
+from django.db import close_old_connections, connection, transaction
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from .models import OutboxMessage, WorkerHeartbeat
@@ -65,22 +65,44 @@ def _live_workers(now):
 # --- the task side (runs in the worker child that executes the job) ---------------
 
 
+@contextmanager
+def _bookkeeping():
+    """A transaction for the ledger's own writes (claim, finish) that does not wait
+    for the WAL flush, which was most of their cost. A database crash may forget
+    the last fraction of a second of them: then a finished job runs once more, or
+    a lost claim gets the job republished. At-least-once delivery and idempotent
+    tasks cover both; domain writes stay synchronous."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        yield
+
+
 def job_claim(*, job_id: str, lease_seconds: float) -> bool:
     """Take the job for this worker. False if it is finished already or another
     live worker holds it: then this copy of the message must not run."""
     now = timezone.now()
     me = worker_id() or f"{socket.gethostname()}:{os.getpid()}"
-    free = Q(worker_id="") | Q(worker_id=me) | Q(lease_until__lt=now) | ~Exists(_live_workers(now))
-    return bool(
-        OutboxMessage.objects.filter(free, id=job_id).update(
-            worker_id=me,
-            lease_until=now + timezone.timedelta(seconds=lease_seconds),
-            runs=F("runs") + 1,
-            # Its worker may start it before the publisher marked it published.
-            published_at=Coalesce(F("published_at"), Value(now)),
-            updated_at=now,
+    # One statement on the primary key (the ORM's form of it went through a subquery, 3x slower).
+    with _bookkeeping(), connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE background_outboxmessage AS o
+               SET worker_id = %(me)s, lease_until = %(lease)s, runs = o.runs + 1, updated_at = %(now)s,
+                   -- its worker may start it before the publisher marked it published
+                   published_at = COALESCE(o.published_at, %(now)s)
+             WHERE o.id = %(id)s
+               AND (o.worker_id IN ('', %(me)s) OR o.lease_until < %(now)s
+                    OR NOT EXISTS (SELECT 1 FROM background_workerheartbeat AS h
+                                    WHERE h.worker_id = o.worker_id AND h.last_seen_at >= %(alive_since)s))
+            """,
+            {
+                "me": me, "id": job_id, "now": now,
+                "lease": now + timezone.timedelta(seconds=lease_seconds),
+                "alive_since": now - timezone.timedelta(seconds=settings.WORKER_DEAD_AFTER_SECONDS),
+            },
         )
-    )
+        return cursor.rowcount == 1
 
 
 def job_retry_scheduled(*, job_id: str, at) -> None:
@@ -92,7 +114,8 @@ def job_retry_scheduled(*, job_id: str, at) -> None:
 
 def job_finish(*, job_id: str) -> None:
     """The job is done, failed into the inbox, or skipped on purpose: drop its record."""
-    OutboxMessage.objects.filter(id=job_id).delete()
+    with _bookkeeping():
+        OutboxMessage.objects.filter(id=job_id).delete()
 
 
 # --- heartbeats (the worker's main process) --------------------------------------

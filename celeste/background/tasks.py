@@ -87,3 +87,11 @@ class CelesteTask(Task):
 @shared_task(name="background.relay_outbox", base=CelesteTask, max_retries=0)
 def relay_outbox() -> int:
     return outbox_relay()
+
+
+@shared_task(name="background.ping", base=CelesteTask)
+def ping() -> str:
+    """Does nothing. Enqueued, it checks the whole path end to end (outbox,
+    broker, worker, ledger); the task-throughput benchmark measures the
+    control plane's own cost per job with it."""
+    return "pong"
