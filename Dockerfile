@@ -5,7 +5,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    DJANGO_SETTINGS_MODULE=celeste.settings \
+    DJANGO_SETTINGS_MODULE=celeste.settings.production \
     WEB_CONCURRENCY=2
 
 WORKDIR /app
@@ -17,16 +17,12 @@ RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requir
 
 COPY . .
 
-# Static files are collected at build time. Both URLs are set (to dummies: nothing
-# connects during collectstatic) so settings do not start the embedded servers.
-# staticfiles/ and var/ must be writable by the runtime user: `manage.py bootstrap`
-# runs collectstatic again, and looks for var/admin-credentials.txt (creating var/).
+# Static files are collected at build time with the base settings, which need no
+# environment and connect to nothing. staticfiles/ must be writable by the runtime
+# user: `manage.py bootstrap` runs collectstatic again.
 RUN useradd --create-home --uid 10001 --user-group celeste \
- && DATABASE_URL=postgres://build:build@127.0.0.1:5432/build \
-    REDIS_URL=redis://127.0.0.1:6379/0 \
-    python manage.py collectstatic --noinput \
- && mkdir -p /app/var \
- && chown -R celeste:celeste /app/staticfiles /app/var
+ && DJANGO_SETTINGS_MODULE=celeste.settings.base python manage.py collectstatic --noinput \
+ && chown -R celeste:celeste /app/staticfiles
 
 USER celeste
 EXPOSE 8000

@@ -48,7 +48,7 @@ def setup() -> None:
     hold_run_lock(BASE_DIR / "var" / "bench")
     os.environ["CELESTE_VAR_DIR"] = str(BASE_DIR / "var" / "bench")
     os.environ["TASK_SWITCH_CACHE_SECONDS"] = "0"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "celeste.settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "celeste.settings.local"
     os.environ.setdefault("LOG_LEVEL", "WARNING")  # per-request INFO events would drown the figures
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore", module="platformdirs")

@@ -2,7 +2,7 @@ import os
 
 from celery import Celery
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "celeste.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "celeste.settings.local")
 
 app = Celery("celeste")
 app.config_from_object("django.conf:settings", namespace="CELERY")

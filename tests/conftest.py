@@ -20,12 +20,11 @@ from celeste.devserver.processes import celery_beat, celery_worker
 from .factories import UserFactory
 
 LOG_DIR = embedded.var_dir() / "logs"
-# Knobs for worker subprocesses: fast retries, switches read fresh, no warm-up.
+# Knobs for worker subprocesses (on top of celeste/settings/test.py, which they
+# inherit): fast retries, no warm-up.
 WORKER_ENV = {
-    "TASK_SWITCH_CACHE_SECONDS": "0",
     "TASK_MAX_RETRIES": "1",
     "TASK_RETRY_BACKOFF_SECONDS": "1",
-    "OUTBOX_RELAY_MIN_AGE_SECONDS": "0",
     "OUTBOX_RELAY_INTERVAL_SECONDS": "1",
     "EMBEDDING_WARM_ON_START": "0",
     # Order events send email; tests that check email point this at their loopback SMTP server.
@@ -34,10 +33,7 @@ WORKER_ENV = {
 
 
 @pytest.fixture(autouse=True)
-def _test_settings(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed, not security
-    settings.TASK_SWITCH_CACHE_SECONDS = 0
-    settings.OUTBOX_RELAY_MIN_AGE_SECONDS = 0
+def _fresh_switches():
     switches.forget_cached_switches()
 
 

@@ -113,7 +113,12 @@ def job_retry_scheduled(*, job_id: str, at) -> None:
 
 
 def job_finish(*, job_id: str) -> None:
-    """The job is done, failed into the inbox, or skipped on purpose: drop its record."""
+    """The job is done, failed into the inbox, or skipped on purpose: drop its record.
+    Ids that are not a ledger job's (beat ticks, direct sends) are ignored."""
+    try:
+        uuid.UUID(str(job_id))
+    except ValueError:
+        return
     with _bookkeeping():
         OutboxMessage.objects.filter(id=job_id).delete()
 

@@ -66,7 +66,7 @@ def celery_worker(
         **os.environ,
         "DATABASE_URL": database_url_for_current_connection(),
         "REDIS_URL": settings.REDIS_URL,
-        "DJANGO_SETTINGS_MODULE": "celeste.settings",
+        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "celeste.settings.local"),
         **(env or {}),
     }
     with open(log_path, "w") as log:

@@ -14,7 +14,12 @@ DEMO_FILE = Path(__file__).resolve().parents[2] / "demo_data.json"
 class Command(BaseCommand):
     help = "Load the demo catalog (4 stores, 200 products, stock). Existing stores/SKUs are left as they are."
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument("--if-empty", action="store_true", help="Do nothing if any store exists (first run only).")
+
+    def handle(self, *args, if_empty=False, **options):
+        if if_empty and Store.objects.exists():
+            return
         data = json.loads(DEMO_FILE.read_text())
         with transaction.atomic():
             stores = {s.code: s for s in Store.objects.filter(code__in=[s["code"] for s in data["stores"]])}

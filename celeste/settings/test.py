@@ -1,0 +1,19 @@
+"""The test suite (pytest.ini): its own embedded servers under var/test, never
+the dev data; switch changes and fresh outbox rows visible at once; a fast
+password hasher. Environment variables still win, and worker subprocesses the
+tests start inherit this module."""
+
+import os
+from pathlib import Path
+
+_DEFAULTS = {
+    "CELESTE_VAR_DIR": str(Path(__file__).resolve().parents[2] / "var" / "test"),
+    "TASK_SWITCH_CACHE_SECONDS": "0",
+    "OUTBOX_RELAY_MIN_AGE_SECONDS": "0",
+}
+for _name, _value in _DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
+
+from .local import *  # noqa: E402, F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed, not security

@@ -1,0 +1,65 @@
+"""Settings per environment: production refuses what a deployment must not run
+with and passes Django's deploy checks; base has no side effects."""
+
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+
+from celeste.settings.base import BASE_DIR, DEV_SECRET_KEY, DEV_WEBHOOK_SECRET
+
+PRODUCTION_ENV = {
+    "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
+    "DATABASE_URL": "postgres://celeste:secret@db.internal:5432/celeste",
+    "REDIS_URL": "redis://redis.internal:6379/0",
+    "DJANGO_ALLOWED_HOSTS": "shop.example.com",
+    "PAYMENT_WEBHOOK_SECRETS": "whsec_live_1234",
+}
+
+
+def manage(*args: str, settings: str, env: dict) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in PRODUCTION_ENV and k != "CELESTE_VAR_DIR"}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=BASE_DIR, capture_output=True, text=True, timeout=120,
+        env={**clean, "DJANGO_SETTINGS_MODULE": settings, **env},
+    )
+
+
+def test_check_deploy_is_clean_under_production_settings():
+    result = manage("check", "--deploy", "--fail-level", "WARNING", settings="celeste.settings.production",
+                    env=PRODUCTION_ENV)
+
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(PRODUCTION_ENV))
+def test_production_refuses_to_start_without(name):
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != name}
+
+    result = manage("check", settings="celeste.settings.production", env=env)
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert f"{name} is not set" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("DJANGO_SECRET_KEY", DEV_SECRET_KEY), ("PAYMENT_WEBHOOK_SECRETS", DEV_WEBHOOK_SECRET)]
+)
+def test_production_refuses_the_development_defaults(name, value):
+    result = manage("check", settings="celeste.settings.production", env={**PRODUCTION_ENV, name: value})
+
+    assert result.returncode != 0
+    assert f"{name} is the development default" in result.stderr or f"{name} holds the development default" in result.stderr
+
+
+def test_base_settings_need_no_environment_and_start_no_server(tmp_path):
+    """The image collects static files with them at build time, with no database or Redis."""
+    result = manage("collectstatic", "--noinput", "--dry-run", settings="celeste.settings.base",
+                    env={"CELESTE_VAR_DIR": str(tmp_path / "var"), "DATABASE_URL": "", "REDIS_URL": ""})
+
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "var").exists()
