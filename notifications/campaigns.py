@@ -6,14 +6,13 @@ import smtplib
 import time
 from binascii import b2a_qp
 from email.header import Header
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate
 from itertools import islice
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import EmailMessage, get_connection
 from django.core.mail.message import sanitize_address
-from django.core.mail.utils import DNS_NAME
 from django.db import transaction
 from django.db.models import Count, Q
 from django.template import Context, Template, TemplateSyntaxError
@@ -21,6 +20,7 @@ from django.utils import timezone
 
 from celeste.background.queue import enqueue
 
+from .channels import email_message_id
 from .models import Campaign, CampaignAudience, CampaignRecipient, CampaignStatus, Channel, NotificationPreference
 from .models import RecipientStatus as Status
 from .services import unsubscribe_url
@@ -54,12 +54,18 @@ def _render(template: Template, user) -> tuple[str, str]:
     return template.render(context), link
 
 
-def campaign_message(campaign: Campaign, template: Template, user, *, connection=None) -> EmailMessage:
+def recipient_message_id(*, campaign_id: int, recipient_id: int) -> str:
+    """The same for every send to one recipient: a resend is recognisable as one."""
+    return email_message_id(f"campaign-{campaign_id}-recipient-{recipient_id}")
+
+
+def campaign_message(campaign: Campaign, template: Template, user, *, connection=None,
+                     message_id: str | None = None) -> EmailMessage:
     body, link = _render(template, user)
-    return EmailMessage(
-        subject=campaign.subject, body=body, to=[user.email], connection=connection,
-        headers={"List-Unsubscribe": f"<{link}>"},
-    )
+    headers = {"List-Unsubscribe": f"<{link}>"}
+    if message_id:
+        headers["Message-ID"] = message_id
+    return EmailMessage(subject=campaign.subject, body=body, to=[user.email], connection=connection, headers=headers)
 
 
 class _ChunkSender:
@@ -86,13 +92,15 @@ class _ChunkSender:
             "Content-Transfer-Encoding: quoted-printable\n"
         )
 
-    def send(self, user) -> None:
+    def send(self, recipient_id: int, user) -> None:
+        message_id = recipient_message_id(campaign_id=self.campaign.id, recipient_id=recipient_id)
         if self.smtp is None:
-            self.backend.send_messages([campaign_message(self.campaign, self.template, user, connection=self.backend)])
+            self.backend.send_messages([campaign_message(self.campaign, self.template, user, connection=self.backend,
+                                                         message_id=message_id)])
             return
         body, link = _render(self.template, user)
         to = user.email if user.email.isascii() else sanitize_address(user.email, "utf-8")
-        head = f"{self.head}To: {to}\nMessage-ID: {make_msgid(domain=str(DNS_NAME))}\nList-Unsubscribe: <{link}>\n\n"
+        head = f"{self.head}To: {to}\nMessage-ID: {message_id}\nList-Unsubscribe: <{link}>\n\n"
         # smtplib turns the \n line ends into CRLF and dot-stuffs the data.
         self.smtp.sendmail(self.from_email, [to], head.encode() + b2a_qp(body.encode(), istext=True))
 
@@ -226,7 +234,7 @@ def campaign_send_chunk(*, campaign_id: int, recipient_ids: list[int]) -> dict:
                     else:
                         throttle.wait()
                         try:
-                            sender.send(user)
+                            sender.send(recipient_id, user)
                         except smtplib.SMTPResponseException as exc:
                             if exc.smtp_code < 500:
                                 raise
