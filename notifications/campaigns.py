@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 # Recipients are claimed (queued → sending) this many at a time: a killed worker
 # leaves at most this many in doubt, and the claim costs one query per batch.
 CLAIM_BATCH = 50
+# The error of recipients a killed worker left "sending": whether the server took
+# their message is unknown, so they are never sent again (not even by an inbox retry).
+INTERRUPTED = "Interrupted while sending; delivery unknown, not retried."
 
 
 class CampaignError(Exception):
@@ -269,10 +272,32 @@ def campaigns_recover(*, stuck_after_seconds: int = 600) -> int:
     cutoff = timezone.now() - timezone.timedelta(seconds=stuck_after_seconds)
     stuck = CampaignRecipient.objects.filter(status=Status.SENDING, updated_at__lt=cutoff)
     campaign_ids = set(stuck.values_list("campaign_id", flat=True))
-    count = stuck.update(status=Status.FAILED, error="Interrupted while sending; delivery unknown, not retried.",
-                         updated_at=timezone.now())
+    count = stuck.update(status=Status.FAILED, error=INTERRUPTED, updated_at=timezone.now())
     for campaign_id in campaign_ids:
         campaign_finish_if_done(campaign_id=campaign_id)
+    return count
+
+
+@transaction.atomic
+def campaign_recipients_requeue(*, campaign_id: int, recipient_ids: list[int]) -> int:
+    """Queue the chunk's failed recipients again; returns how many.
+
+    What a chunk job retried from the inbox needs: a chunk sends only to
+    ``queued`` recipients (that claim is what makes it idempotent), so a
+    recipient the server refused would otherwise stay failed. Recipients a killed
+    worker left in doubt (INTERRUPTED) stay failed: they may have the mail
+    already. If the campaign had finished meanwhile, it is ``sending`` again, so
+    it finishes (and shows its progress) once the retried chunk is done.
+    """
+    count = (
+        CampaignRecipient.objects.filter(campaign_id=campaign_id, id__in=recipient_ids, status=Status.FAILED)
+        .exclude(error=INTERRUPTED)
+        .update(status=Status.QUEUED, error="", updated_at=timezone.now())
+    )
+    if count:
+        Campaign.objects.filter(id=campaign_id, status=CampaignStatus.SENT).update(
+            status=CampaignStatus.SENDING, finished_at=None, updated_at=timezone.now()
+        )
     return count
 
 

@@ -207,6 +207,23 @@ def delivery_mark_failed(*, delivery_id: int, error: str) -> None:
     )
 
 
+@transaction.atomic
+def delivery_reopen(*, delivery_id: int) -> bool:
+    """Make a ``failed`` delivery ``pending`` again; returns whether it was failed.
+
+    What a send job retried from the inbox needs: when its retries ran out the
+    delivery was marked failed, and delivery_send leaves anything not pending
+    alone, so without this the retry would return at once and send nothing.
+    ``attempts`` keeps the history; ``last_error`` is cleared. A delivery that is
+    sent, skipped or rate-limited stays as it is, so retrying it does nothing.
+    """
+    return bool(
+        Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.FAILED).update(
+            status=DeliveryStatus.PENDING, last_error="", updated_at=timezone.now()
+        )
+    )
+
+
 # --- notification center, preferences, subscriptions ------------------------------
 
 
