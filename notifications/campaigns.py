@@ -6,14 +6,13 @@ import smtplib
 import time
 from binascii import b2a_qp
 from email.header import Header
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate
 from itertools import islice
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import EmailMessage, get_connection
 from django.core.mail.message import sanitize_address
-from django.core.mail.utils import DNS_NAME
 from django.db import transaction
 from django.db.models import Count, Q
 from django.template import Context, Template, TemplateSyntaxError
@@ -21,6 +20,7 @@ from django.utils import timezone
 
 from celeste.background.queue import enqueue
 
+from .channels import email_message_id
 from .models import Campaign, CampaignAudience, CampaignRecipient, CampaignStatus, Channel, NotificationPreference
 from .models import RecipientStatus as Status
 from .services import unsubscribe_url
@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 # Recipients are claimed (queued → sending) this many at a time: a killed worker
 # leaves at most this many in doubt, and the claim costs one query per batch.
 CLAIM_BATCH = 50
+# The error of recipients a killed worker left "sending": whether the server took
+# their message is unknown, so they are never sent again (not even by an inbox retry).
+INTERRUPTED = "Interrupted while sending; delivery unknown, not retried."
 
 
 class CampaignError(Exception):
@@ -54,12 +57,18 @@ def _render(template: Template, user) -> tuple[str, str]:
     return template.render(context), link
 
 
-def campaign_message(campaign: Campaign, template: Template, user, *, connection=None) -> EmailMessage:
+def recipient_message_id(*, campaign_id: int, recipient_id: int) -> str:
+    """The same for every send to one recipient: a resend is recognisable as one."""
+    return email_message_id(f"campaign-{campaign_id}-recipient-{recipient_id}")
+
+
+def campaign_message(campaign: Campaign, template: Template, user, *, connection=None,
+                     message_id: str | None = None) -> EmailMessage:
     body, link = _render(template, user)
-    return EmailMessage(
-        subject=campaign.subject, body=body, to=[user.email], connection=connection,
-        headers={"List-Unsubscribe": f"<{link}>"},
-    )
+    headers = {"List-Unsubscribe": f"<{link}>"}
+    if message_id:
+        headers["Message-ID"] = message_id
+    return EmailMessage(subject=campaign.subject, body=body, to=[user.email], connection=connection, headers=headers)
 
 
 class _ChunkSender:
@@ -86,13 +95,15 @@ class _ChunkSender:
             "Content-Transfer-Encoding: quoted-printable\n"
         )
 
-    def send(self, user) -> None:
+    def send(self, recipient_id: int, user) -> None:
+        message_id = recipient_message_id(campaign_id=self.campaign.id, recipient_id=recipient_id)
         if self.smtp is None:
-            self.backend.send_messages([campaign_message(self.campaign, self.template, user, connection=self.backend)])
+            self.backend.send_messages([campaign_message(self.campaign, self.template, user, connection=self.backend,
+                                                         message_id=message_id)])
             return
         body, link = _render(self.template, user)
         to = user.email if user.email.isascii() else sanitize_address(user.email, "utf-8")
-        head = f"{self.head}To: {to}\nMessage-ID: {make_msgid(domain=str(DNS_NAME))}\nList-Unsubscribe: <{link}>\n\n"
+        head = f"{self.head}To: {to}\nMessage-ID: {message_id}\nList-Unsubscribe: <{link}>\n\n"
         # smtplib turns the \n line ends into CRLF and dot-stuffs the data.
         self.smtp.sendmail(self.from_email, [to], head.encode() + b2a_qp(body.encode(), istext=True))
 
@@ -226,7 +237,7 @@ def campaign_send_chunk(*, campaign_id: int, recipient_ids: list[int]) -> dict:
                     else:
                         throttle.wait()
                         try:
-                            sender.send(user)
+                            sender.send(recipient_id, user)
                         except smtplib.SMTPResponseException as exc:
                             if exc.smtp_code < 500:
                                 raise
@@ -261,10 +272,32 @@ def campaigns_recover(*, stuck_after_seconds: int = 600) -> int:
     cutoff = timezone.now() - timezone.timedelta(seconds=stuck_after_seconds)
     stuck = CampaignRecipient.objects.filter(status=Status.SENDING, updated_at__lt=cutoff)
     campaign_ids = set(stuck.values_list("campaign_id", flat=True))
-    count = stuck.update(status=Status.FAILED, error="Interrupted while sending; delivery unknown, not retried.",
-                         updated_at=timezone.now())
+    count = stuck.update(status=Status.FAILED, error=INTERRUPTED, updated_at=timezone.now())
     for campaign_id in campaign_ids:
         campaign_finish_if_done(campaign_id=campaign_id)
+    return count
+
+
+@transaction.atomic
+def campaign_recipients_requeue(*, campaign_id: int, recipient_ids: list[int]) -> int:
+    """Queue the chunk's failed recipients again; returns how many.
+
+    What a chunk job retried from the inbox needs: a chunk sends only to
+    ``queued`` recipients (that claim is what makes it idempotent), so a
+    recipient the server refused would otherwise stay failed. Recipients a killed
+    worker left in doubt (INTERRUPTED) stay failed: they may have the mail
+    already. If the campaign had finished meanwhile, it is ``sending`` again, so
+    it finishes (and shows its progress) once the retried chunk is done.
+    """
+    count = (
+        CampaignRecipient.objects.filter(campaign_id=campaign_id, id__in=recipient_ids, status=Status.FAILED)
+        .exclude(error=INTERRUPTED)
+        .update(status=Status.QUEUED, error="", updated_at=timezone.now())
+    )
+    if count:
+        Campaign.objects.filter(id=campaign_id, status=CampaignStatus.SENT).update(
+            status=CampaignStatus.SENDING, finished_at=None, updated_at=timezone.now()
+        )
     return count
 
 

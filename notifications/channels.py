@@ -3,16 +3,23 @@ PermanentDeliveryError is never retried, a TransientDeliveryError is."""
 
 import base64
 import json
+import logging
 import smtplib
 import socket
+from collections.abc import Callable
+from contextlib import contextmanager
+from email.utils import parseaddr
 
 import requests
 
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.utils import DNS_NAME
 from django.template.loader import render_to_string
 
 from .models import Notification, PushSubscription
+
+logger = logging.getLogger(__name__)
 
 
 class TransientDeliveryError(Exception):
@@ -23,7 +30,23 @@ class PermanentDeliveryError(Exception):
     pass
 
 
-def email_render(notification: Notification) -> EmailMultiAlternatives:
+def email_message_id(local_part: str) -> str:
+    """A deterministic ``Message-ID`` for ``local_part``, on the domain of
+    DEFAULT_FROM_EMAIL (the host name if it has none). The same thing sent again
+    carries the same id, so the receiving side can recognise the resend."""
+    domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2]
+    try:
+        domain = domain.encode("idna").decode("ascii") if domain else ""
+    except UnicodeError:
+        domain = ""
+    return f"<{local_part}@{domain or DNS_NAME}>"
+
+
+def delivery_message_id(delivery_id: int) -> str:
+    return email_message_id(f"delivery-{delivery_id}")
+
+
+def email_render(notification: Notification, *, message_id: str | None = None) -> EmailMultiAlternatives:
     order = notification.order
     context = {
         "notification": notification,
@@ -36,17 +59,34 @@ def email_render(notification: Notification) -> EmailMultiAlternatives:
         subject=notification.title,
         body=render_to_string(f"notifications/email/{template}.txt", context),
         to=[notification.user.email],
+        headers={"Message-ID": message_id} if message_id else None,
     )
     message.attach_alternative(render_to_string(f"notifications/email/{template}.html", context), "text/html")
     return message
 
 
-def email_send(notification: Notification) -> None:
+def email_send(notification: Notification, *, message_id: str, accepted: Callable[[], None]) -> None:
+    """Send the notification's email and call ``accepted()`` as soon as the
+    server has taken it, before the connection is closed: a failing QUIT comes
+    after the caller recorded the send, so it can neither delay that record nor
+    turn an accepted message into an error (and a second copy)."""
     if not notification.user.email:
         raise PermanentDeliveryError("The user has no email address.")
-    message = email_render(notification)
+    message = email_render(notification, message_id=message_id)
+    connection = get_connection(fail_silently=False)
     try:
-        message.send(fail_silently=False)
+        with _smtp_errors():
+            connection.open()
+            connection.send_messages([message])
+        accepted()
+    finally:
+        _close_quietly(connection)
+
+
+@contextmanager
+def _smtp_errors():
+    try:
+        yield
     except smtplib.SMTPResponseException as exc:
         raise _smtp_error(exc.smtp_code, exc.smtp_error) from exc
     except smtplib.SMTPRecipientsRefused as exc:
@@ -54,6 +94,13 @@ def email_send(notification: Notification) -> None:
         raise _smtp_error(code, reason) from exc
     except (smtplib.SMTPException, OSError, socket.timeout) as exc:
         raise TransientDeliveryError(f"SMTP unavailable: {exc!r}") from exc
+
+
+def _close_quietly(connection) -> None:
+    try:
+        connection.close()
+    except (smtplib.SMTPException, OSError) as exc:  # the message was taken, or the send already failed
+        logger.info("notification.smtp_close_failed", extra={"error": repr(exc)})
 
 
 def _smtp_error(code: int, reason) -> Exception:

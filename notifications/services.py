@@ -1,6 +1,7 @@
 """Notification writes: dispatching order events, sending deliveries, the
 notification center, preferences and push subscriptions."""
 
+import functools
 import logging
 
 from django.conf import settings
@@ -97,6 +98,11 @@ def delivery_send(*, delivery_id: int) -> str:
 
     Idempotent: a delivery that is no longer pending is left alone. Raises
     TransientDeliveryError when a retry may succeed (the delivery stays pending).
+    The one window in which a message can go out twice lies between the server
+    accepting it and the delivery being marked sent: the mark is the very next
+    thing done (for email, before the SMTP connection is even closed). A worker
+    lost inside it leaves the delivery pending and the job is redelivered; the
+    email it resends carries the same Message-ID, so the receiver can tell.
     """
     with transaction.atomic():
         delivery = (
@@ -121,7 +127,7 @@ def delivery_send(*, delivery_id: int) -> str:
         delivery.save(update_fields=["attempts", "updated_at"])
     # Send outside the row lock: a slow SMTP or push server must not hold it.
     try:
-        _send(channel, notification)
+        _send(delivery_id=delivery_id, channel=channel, notification=notification)
     except channels.PermanentDeliveryError as exc:
         delivery_mark_failed(delivery_id=delivery_id, error=str(exc))
         logger.warning("notification.delivery_failed", extra={"delivery_id": delivery_id, "error": str(exc)})
@@ -129,53 +135,92 @@ def delivery_send(*, delivery_id: int) -> str:
     except channels.TransientDeliveryError as exc:
         Delivery.objects.filter(id=delivery_id).update(last_error=str(exc), updated_at=timezone.now())
         raise
-    Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.PENDING).update(
-        status=DeliveryStatus.SENT, sent_at=timezone.now(), last_error="", updated_at=timezone.now()
-    )
     return DeliveryStatus.SENT
 
 
-def _send(channel: str, notification: Notification) -> None:
+def _mark_sent(delivery_id: int) -> None:
+    Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.PENDING).update(
+        status=DeliveryStatus.SENT, sent_at=timezone.now(), last_error="", updated_at=timezone.now()
+    )
+
+
+def _send(*, delivery_id: int, channel: str, notification: Notification) -> None:
+    """Transmit on ``channel``; the delivery is marked sent the moment the message is taken."""
+    accepted = functools.partial(_mark_sent, delivery_id)
     if channel == Channel.EMAIL:
-        channels.email_send(notification)
+        channels.email_send(notification, message_id=channels.delivery_message_id(delivery_id), accepted=accepted)
     elif channel == Channel.PUSH:
-        _push_to_all(notification)
-    # in-app: the notification row is the message; nothing to transmit
+        _push_to_all(notification, accepted=accepted)
+    else:
+        accepted()  # in-app: the notification row is the message; nothing to transmit
 
 
-def _push_to_all(notification: Notification) -> None:
+def _push_to_all(notification: Notification, *, accepted) -> None:
     subscriptions = list(PushSubscription.objects.filter(user_id=notification.user_id, active=True))
     if not subscriptions:
         raise channels.PermanentDeliveryError("The user has no active push subscription.")
     payload = channels.push_payload(notification)
-    transient, refused, delivered = None, None, 0
+    outcomes: dict[int, Exception | None] = {}  # subscription id → its error, None if it took the message
     for subscription in subscriptions:
         try:
             channels.push_send(subscription, payload)
         except channels.SubscriptionGone as exc:
-            push_subscription_deactivate(subscription_id=subscription.id, reason=str(exc))
+            outcomes[subscription.id] = exc
         except channels.PermanentDeliveryError as exc:
             if not settings.VAPID_PRIVATE_KEY:
                 raise  # nothing can be sent to anyone
-            refused = exc
-            PushSubscription.objects.filter(id=subscription.id).update(last_error=str(exc), updated_at=timezone.now())
+            outcomes[subscription.id] = exc
         except channels.TransientDeliveryError as exc:
-            transient = exc
+            outcomes[subscription.id] = exc
         else:
-            delivered += 1
-            PushSubscription.objects.filter(id=subscription.id).update(
+            outcomes[subscription.id] = None
+    delivered = None in outcomes.values()
+    if delivered:
+        accepted()  # before the bookkeeping below: nothing may widen the window
+    _push_outcomes_record(outcomes)
+    if delivered:
+        return
+    errors = list(outcomes.values())
+    transient = next((e for e in errors if isinstance(e, channels.TransientDeliveryError)), None)
+    if transient is not None:
+        raise transient
+    refused = next((e for e in errors if not isinstance(e, channels.SubscriptionGone)), None)
+    raise refused or channels.PermanentDeliveryError("Every push subscription of the user is gone.")
+
+
+def _push_outcomes_record(outcomes: dict[int, Exception | None]) -> None:
+    for subscription_id, error in outcomes.items():
+        if error is None:
+            PushSubscription.objects.filter(id=subscription_id).update(
                 last_success_at=timezone.now(), last_error="", updated_at=timezone.now()
             )
-    if transient is not None and not delivered:
-        raise transient
-    if not delivered:
-        raise refused or channels.PermanentDeliveryError("Every push subscription of the user is gone.")
+        elif isinstance(error, channels.SubscriptionGone):
+            push_subscription_deactivate(subscription_id=subscription_id, reason=str(error))
+        elif isinstance(error, channels.PermanentDeliveryError):
+            PushSubscription.objects.filter(id=subscription_id).update(last_error=str(error), updated_at=timezone.now())
 
 
 def delivery_mark_failed(*, delivery_id: int, error: str) -> None:
     """The delivery is failed for good: a permanent error, or retries ran out."""
     Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.PENDING).update(
         status=DeliveryStatus.FAILED, last_error=error, updated_at=timezone.now()
+    )
+
+
+@transaction.atomic
+def delivery_reopen(*, delivery_id: int) -> bool:
+    """Make a ``failed`` delivery ``pending`` again; returns whether it was failed.
+
+    What a send job retried from the inbox needs: when its retries ran out the
+    delivery was marked failed, and delivery_send leaves anything not pending
+    alone, so without this the retry would return at once and send nothing.
+    ``attempts`` keeps the history; ``last_error`` is cleared. A delivery that is
+    sent, skipped or rate-limited stays as it is, so retrying it does nothing.
+    """
+    return bool(
+        Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.FAILED).update(
+            status=DeliveryStatus.PENDING, last_error="", updated_at=timezone.now()
+        )
     )
 
 

@@ -40,9 +40,11 @@ class _SMTPHandler:
         self.server = server
 
     async def handle_DATA(self, smtp_server, session, envelope):
-        if self.server.fail_with:
+        with self.server.lock:
+            answer = self.server.answers.pop(0) if self.server.answers else self.server.fail_with
+        if answer:
             self.server.refused += 1
-            return self.server.fail_with
+            return answer
         with self.server.lock:
             self.server.messages.append(
                 {"from": envelope.mail_from, "to": list(envelope.rcpt_tos), "message": message_from_bytes(envelope.content)}
@@ -51,12 +53,15 @@ class _SMTPHandler:
 
 
 class SMTPServer:
-    """``fail_with = "451 4.3.0 Try again later"`` makes it refuse every message."""
+    """``fail_with = "451 4.3.0 Try again later"`` makes it refuse every message;
+    ``answers = ["550 5.7.1 Relaying denied"]`` refuses the next ones (one answer
+    each, in order) before ``fail_with`` applies again."""
 
     def __init__(self):
         self.messages: list[dict] = []
         self.lock = threading.Lock()
         self.fail_with: str | None = None
+        self.answers: list[str] = []
         self.refused = 0
         self.port = free_port()
         self.controller = Controller(_SMTPHandler(self), hostname="127.0.0.1", port=self.port, ready_timeout=10)

@@ -128,6 +128,22 @@ def _partner_find_or_create(client: OdooClient, user) -> int:
     })
 
 
+@transaction.atomic
+def order_link_reopen(*, order_id: int) -> bool:
+    """A ``failed`` order link becomes ``pending`` again; returns whether it was failed.
+
+    For odoo_sync_order retried from the inbox. order_sync redoes any link that
+    is not synced, so the retry would push without this; but until it runs the
+    link should say a sync is pending, not failed (as after "sync again" in the
+    admin). The last error stays until the next attempt replaces it.
+    """
+    return bool(
+        OdooOrderLink.objects.filter(order_id=order_id, status=SyncStatus.FAILED).update(
+            status=SyncStatus.PENDING, updated_at=timezone.now()
+        )
+    )
+
+
 def order_sync_requeue(*, order_ids: list[int]) -> int:
     """Staff asked to sync these orders again (e.g. after fixing a product in Odoo)."""
     with transaction.atomic():

@@ -27,6 +27,18 @@ def permanent(*, record_id: int) -> None:
     raise PermanentError(f"record {record_id} is invalid")
 
 
+def _restore(*, record_id: int) -> None:
+    # What the hook saw: its arguments, and whether the job was already enqueued.
+    if record_id < 0:
+        raise ValueError(f"record {record_id} cannot be restored")
+    CALLS.append(("restore", record_id, OutboxMessage.objects.filter(task_name="tests.restorable").count()))
+
+
+@shared_task(name="tests.restorable", base=CelesteTask, on_inbox_retry=_restore)
+def restorable(*, record_id: int) -> None:
+    CALLS.append(("run", record_id))
+
+
 @pytest.fixture(autouse=True)
 def _reset_calls():
     CALLS.clear()
@@ -91,3 +103,36 @@ def test_discard_closes_open_jobs_only():
 
     job.refresh_from_db()
     assert job.status == FailedTaskStatus.DISCARDED
+
+
+@pytest.mark.django_db
+def test_retry_calls_the_tasks_inbox_hook_with_the_job_arguments_before_enqueueing():
+    job = FailedTask.objects.create(task_name="tests.restorable", kwargs={"record_id": 3}, error="boom")
+
+    failed_task_retry(failed_task_ids=[job.id])
+
+    assert CALLS == [("restore", 3, 0)]
+    assert [m.kwargs for m in OutboxMessage.objects.filter(task_name="tests.restorable")] == [{"record_id": 3}]
+
+
+@pytest.mark.django_db
+def test_a_failing_inbox_hook_leaves_the_job_open_and_enqueues_nothing():
+    job = FailedTask.objects.create(task_name="tests.restorable", kwargs={"record_id": -1}, error="boom")
+
+    with pytest.raises(ValueError, match="cannot be restored"):
+        failed_task_retry(failed_task_ids=[job.id])
+
+    job.refresh_from_db()
+    assert job.status == FailedTaskStatus.OPEN
+    assert not OutboxMessage.objects.exists()
+
+
+@pytest.mark.django_db
+def test_with_the_switch_off_the_inbox_hook_is_not_called(set_switch):
+    job = FailedTask.objects.create(task_name="tests.restorable", kwargs={"record_id": 3}, error="boom")
+    set_switch("tests.restorable", "off")
+
+    failed_task_retry(failed_task_ids=[job.id])
+
+    assert CALLS == []
+    assert FailedTask.objects.get(id=job.id).status == FailedTaskStatus.RETRIED

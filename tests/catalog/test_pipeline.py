@@ -9,6 +9,7 @@ from catalog.models import EmbeddingStatus, Product, ProductEmbedding
 from catalog.services import product_create
 from celeste.background import metrics
 from celeste.background.models import FailedTask, FailedTaskStatus, OutboxMessage
+from celeste.background.services import failed_task_retry
 from celeste.devserver import embedded
 
 from ..conftest import published, wait_for
@@ -111,6 +112,24 @@ def test_failed_embedding_lands_in_the_inbox_and_the_admin_retry_embeds_it(start
     wait_for(all_embedded(1), timeout=90, message="the product embedded after Retry")
     failed.refresh_from_db()
     assert failed.status == FailedTaskStatus.RETRIED
+
+
+def test_retrying_a_failed_embed_job_embeds_the_product_in_the_same_worker(start_worker, tmp_path, settings):
+    """No new worker (whose start-up recovery would embed it anyway): only the retry can."""
+    # Given an embed job that ran out of retries because the model was not where the worker looks
+    model = tmp_path / "model"
+    start_worker(EMBEDDING_MODEL=str(model))
+    product = product_create(sku="R-1", name="Oat Milk", description="Dairy-free", price="1.00")
+    failed = wait_for(lambda: FailedTask.objects.filter(task_name="catalog.embed_products").first(), timeout=90,
+                      message="the failed task in the inbox")
+    assert ProductEmbedding.objects.get(product=product).status == EmbeddingStatus.FAILED
+
+    # When the model is put in place and staff retry the job
+    model.symlink_to(settings.EMBEDDING_MODEL)
+    failed_task_retry(failed_task_ids=[failed.id])
+
+    # Then the same worker embeds the product
+    wait_for(all_embedded(1), timeout=90, message="the product embedded after the retry")
 
 
 def test_embed_task_running_twice_gives_the_same_result(worker, redis):

@@ -129,6 +129,19 @@ def test_a_chunk_run_twice_emails_nobody_twice(redis, smtp_server, channels_env)
     assert len(smtp_server.recipients()) == 4
 
 
+def test_each_email_carries_a_message_id_made_from_its_recipient(redis, smtp_server, channels_env):
+    customers(2)
+    draft = campaign()
+    (chunk,) = start_and_fan_out(draft)
+
+    campaign_send_chunk(campaign_id=draft.id, recipient_ids=chunk)
+
+    received = {m["to"][0]: m["message"]["Message-ID"] for m in smtp_server.messages}
+    expected = {r.user.email: f"<campaign-{draft.id}-recipient-{r.id}@example.com>"
+                for r in CampaignRecipient.objects.filter(campaign=draft).select_related("user")}
+    assert received == expected
+
+
 def test_someone_who_unsubscribes_after_the_fan_out_is_skipped(redis, smtp_server, channels_env):
     keen, leaving = customers(2)
     draft = campaign()
@@ -293,3 +306,5 @@ def test_a_non_smtp_backend_gets_ordinary_messages(settings, redis):
     assert campaign_send_chunk(campaign_id=draft.id, recipient_ids=chunk)["sent"] == 2
     assert sorted(m.to[0] for m in mail.outbox) == ["c0@example.com", "c1@example.com"]
     assert mail.outbox[0].extra_headers["List-Unsubscribe"].startswith("<http")
+    first = CampaignRecipient.objects.filter(campaign=draft).order_by("id").first()
+    assert mail.outbox[0].message()["Message-ID"] == f"<campaign-{draft.id}-recipient-{first.id}@example.com>"

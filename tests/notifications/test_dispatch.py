@@ -144,6 +144,16 @@ def test_email_has_text_and_html_with_the_order(order, redis, smtp_server, chann
     assert "Order shipped" in parts["text/html"]
 
 
+def test_an_email_carries_a_message_id_made_from_its_delivery(order, redis, smtp_server, channels_env):
+    notification = services.notification_dispatch_order_event(order_id=order.id, status="paid")
+    email = notification.deliveries.get(channel="email")
+
+    services.delivery_send(delivery_id=email.id)
+
+    (received,) = smtp_server.messages
+    assert received["message"]["Message-ID"] == f"<delivery-{email.id}@example.com>"  # same on every resend
+
+
 def test_a_temporary_smtp_failure_leaves_the_delivery_pending_for_a_retry(order, redis, smtp_server, channels_env):
     smtp_server.fail_with = "451 4.3.0 Mailbox busy, try later"
     notification = services.notification_dispatch_order_event(order_id=order.id, status="paid")

@@ -15,7 +15,7 @@ from orders.payments import SIGNATURE_HEADER, signature_header
 from orders.selectors import orders_with_relations
 from orders.tasks import cache_enriched_order
 
-from ..conftest import wait_for
+from ..conftest import published, wait_for
 from ..factories import UserFactory, place_order
 
 ALL = {"include": "products,stores,addresses"}
@@ -69,6 +69,33 @@ def test_payment_fills_the_cache_through_a_real_worker(worker, owner, owner_clie
     assert served == json.loads(entry[1])
     assert served["status"] == "paid"
     assert served == enriched_order_build(orders_with_relations().get(id=order.id))
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_cache_job_that_failed_with_redis_down_fills_the_cache_when_retried(
+    start_worker, owner, embedded_root, set_switch
+):
+    from celeste.background.models import FailedTask
+    from celeste.background.services import failed_task_retry
+
+    # Given a cache job that ran out of retries while Redis was down
+    set_switch("catalog.embed_products", "off")  # no model load in the worker: not what this is about
+    order = place_order(user=owner)
+    published()
+    embedded.stop_redis(embedded_root)
+    cache_enriched_order.apply(kwargs={"order_id": order.id})
+    embedded.start_redis(embedded_root)
+    job = FailedTask.objects.get(task_name="orders.cache_enriched_order")
+    assert cached(order) is None
+
+    # When staff retry it with Redis back
+    start_worker()
+    failed_task_retry(failed_task_ids=[job.id])
+
+    # Then the order is cached, exactly as the API renders it
+    entry = wait_for(lambda: cached(order), timeout=30, message="the enriched order in Redis")
+    assert json.loads(entry[1]) == enriched_order_build(orders_with_relations().get(id=order.id))
 
 
 @pytest.mark.django_db
