@@ -1,10 +1,10 @@
 # The two commands: `make run` (set up and run everything) and `make test`.
 PYTHON ?= python3
 VENV := .venv
-REQ_HASH := $(shell sha1sum requirements.txt | cut -c1-12)
+REQ_HASH := $(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 
-.PHONY: run test bench install stop-services
+.PHONY: run test test-fast lint bench install stop-services
 
 run: $(STAMP)
 	$(VENV)/bin/python manage.py runall
@@ -12,15 +12,24 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
 
+# The suite without the tests that start Celery workers (a few minutes faster).
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -m "not worker"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench
 
 install: $(STAMP)
 
-# Reinstalls only when requirements.txt changes (the stamp is named by its hash).
-$(STAMP): requirements.txt
+# Reinstalls only when a requirements file changes (the stamp is named by their hash).
+# Both commands install the development set too: the embedded servers and the tests need it.
+$(STAMP): requirements.txt requirements-dev.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --disable-pip-version-check -r requirements.txt
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -r requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
