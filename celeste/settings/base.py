@@ -165,7 +165,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
 }
 
-# --- Celery (reliability rules: see DESIGN.md) ---------------------------------
+# --- Celery (reliability rules: see docs/architecture.md) ----------------------
 CELERY_TASK_MAX_SECONDS = env_int("CELERY_TASK_MAX_SECONDS", 300)
 # django-celery-results' "django-db" backend, made safe for the worker's main process: a
 # database restart must not end the worker (celeste/background/main_process.py).
