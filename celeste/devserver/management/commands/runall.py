@@ -18,8 +18,8 @@ class Command(BaseCommand):
     help = "Set up (bootstrap) and run the web server, a Celery worker and Celery beat until Ctrl-C."
 
     def add_arguments(self, parser):
-        parser.add_argument("--host", default=os.environ.get("CELESTE_HOST", "127.0.0.1"))
-        parser.add_argument("--port", type=int, default=int(os.environ.get("CELESTE_PORT", 8000)))
+        parser.add_argument("--host", default=os.environ.get("CELESTE_HOST") or "127.0.0.1")
+        parser.add_argument("--port", type=int, default=int(os.environ.get("CELESTE_PORT") or 8000))
         parser.add_argument("--no-demo", action="store_true")
 
     def handle(self, *args, host, port, no_demo, **options):
