@@ -21,15 +21,17 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 
 import redis
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
 from django.db.models import Exists, F, OuterRef, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from . import main_process
 from .models import OutboxMessage, WorkerHeartbeat
 from .redis import client
 
@@ -65,34 +67,71 @@ def _live_workers(now):
 # --- the task side (runs in the worker child that executes the job) ---------------
 
 
+def waiting_for_the_database(write):
+    """Run one of a task's bookkeeping writes (its ledger claim, retry or finish, the
+    result the tracer stores), waiting out a database restart.
+
+    If one of them fails, the job stays claimed by a live worker until its lease runs
+    out (the hard time limit: minutes): a job whose retry could not be recorded, or
+    whose result could not be stored (then ``on_success`` never runs), would sit that
+    long. So while the database is unreachable the write is tried again on a fresh
+    connection, for up to JOB_LEDGER_DATABASE_WAIT_SECONDS. Not in the worker's main
+    process (its event loop must not stall; errors are logged there) nor inside a
+    transaction (its connection cannot be replaced): there errors propagate at once."""
+    deadline = time.monotonic() + settings.JOB_LEDGER_DATABASE_WAIT_SECONDS
+    pause, waited = 0.1, False
+    while True:
+        try:
+            return write()
+        except (OperationalError, InterfaceError) as exc:
+            if connection.in_atomic_block or main_process.in_worker_main_process() or time.monotonic() + pause > deadline:
+                raise
+            if not waited:
+                logger.warning("job.ledger_waits_for_database", extra={"error": repr(exc)})
+                waited = True
+        connection.close()  # broken: the next query connects afresh
+        time.sleep(pause)
+        pause = min(pause * 2, 2.0)
+
+
 def job_claim(*, job_id: str, lease_seconds: float) -> bool:
     """Take the job for this worker. False if it is finished already or another
     live worker holds it: then this copy of the message must not run."""
-    now = timezone.now()
     me = worker_id() or f"{socket.gethostname()}:{os.getpid()}"
-    free = Q(worker_id="") | Q(worker_id=me) | Q(lease_until__lt=now) | ~Exists(_live_workers(now))
-    return bool(
-        OutboxMessage.objects.filter(free, id=job_id).update(
-            worker_id=me,
-            lease_until=now + timezone.timedelta(seconds=lease_seconds),
-            runs=F("runs") + 1,
-            # Its worker may start it before the publisher marked it published.
-            published_at=Coalesce(F("published_at"), Value(now)),
-            updated_at=now,
+
+    def claim() -> bool:
+        now = timezone.now()
+        free = Q(worker_id="") | Q(worker_id=me) | Q(lease_until__lt=now) | ~Exists(_live_workers(now))
+        return bool(
+            OutboxMessage.objects.filter(free, id=job_id).update(
+                worker_id=me,
+                lease_until=now + timezone.timedelta(seconds=lease_seconds),
+                runs=F("runs") + 1,
+                # Its worker may start it before the publisher marked it published.
+                published_at=Coalesce(F("published_at"), Value(now)),
+                updated_at=now,
+            )
         )
-    )
+
+    return waiting_for_the_database(claim)
 
 
-def job_retry_scheduled(*, job_id: str, at) -> None:
-    """The job will run again at ``at`` (a Celery retry): whoever receives that
-    message claims it then. Until then it is nobody's, and not lost."""
-    lease = at + timezone.timedelta(seconds=settings.JOB_UNCLAIMED_AFTER_SECONDS)
-    OutboxMessage.objects.filter(id=job_id).update(worker_id="", lease_until=lease, updated_at=timezone.now())
+def job_retry_scheduled(*, job_id: str, at=None, countdown: float = 0) -> None:
+    """The job will run again at ``at`` (or ``countdown`` seconds from now: a Celery
+    retry): whoever receives that message claims it then. Until then it is nobody's,
+    and not lost."""
+
+    def release() -> None:
+        due = at or timezone.now() + timezone.timedelta(seconds=countdown)
+        lease = due + timezone.timedelta(seconds=settings.JOB_UNCLAIMED_AFTER_SECONDS)
+        OutboxMessage.objects.filter(id=job_id).update(worker_id="", lease_until=lease, updated_at=timezone.now())
+
+    waiting_for_the_database(release)
 
 
 def job_finish(*, job_id: str) -> None:
     """The job is done, failed into the inbox, or skipped on purpose: drop its record."""
-    OutboxMessage.objects.filter(id=job_id).delete()
+    waiting_for_the_database(lambda: OutboxMessage.objects.filter(id=job_id).delete())
 
 
 # --- heartbeats (the worker's main process) --------------------------------------
