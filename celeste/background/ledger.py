@@ -21,15 +21,17 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 
 import redis
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from . import main_process
 from .models import OutboxMessage, WorkerHeartbeat
 from .redis import client
 
@@ -65,6 +67,36 @@ def _live_workers(now):
 # --- the task side (runs in the worker child that executes the job) ---------------
 
 
+def waiting_for_the_database(write):
+    """Run one of a task's bookkeeping writes (ledger claim, retry, finish; its
+    stored result), waiting out a database restart.
+
+    A write that fails leaves its job claimed by a live worker until the lease
+    runs out (the hard time limit: minutes). So while the database is unreachable
+    the write is tried again on a fresh connection, for up to
+    JOB_LEDGER_DATABASE_WAIT_SECONDS. Not in the worker's main process (its loop
+    must not stall; errors are logged there) nor inside a transaction (its
+    connection cannot be replaced): there errors propagate at once."""
+    deadline = time.monotonic() + settings.JOB_LEDGER_DATABASE_WAIT_SECONDS
+    pause, waited = 0.1, False
+    while True:
+        try:
+            return write()
+        except (OperationalError, InterfaceError) as exc:
+            if (
+                connection.in_atomic_block
+                or main_process.in_worker_main_process()
+                or time.monotonic() + pause > deadline
+            ):
+                raise
+            if not waited:
+                logger.warning("job.ledger_waits_for_database", extra={"error": repr(exc)})
+                waited = True
+        connection.close()  # broken: the next query connects afresh
+        time.sleep(pause)
+        pause = min(pause * 2, 2.0)
+
+
 @contextmanager
 def _bookkeeping():
     """A transaction for the ledger's own writes (claim, finish) that does not wait
@@ -81,35 +113,48 @@ def _bookkeeping():
 def job_claim(*, job_id: str, lease_seconds: float) -> bool:
     """Take the job for this worker. False if it is finished already or another
     live worker holds it: then this copy of the message must not run."""
-    now = timezone.now()
     me = worker_id() or f"{socket.gethostname()}:{os.getpid()}"
-    # One statement on the primary key (the ORM's form of it went through a subquery, 3x slower).
-    with _bookkeeping(), connection.cursor() as cursor:
-        cursor.execute(
-            """
-            UPDATE background_outboxmessage AS o
-               SET worker_id = %(me)s, lease_until = %(lease)s, runs = o.runs + 1, updated_at = %(now)s,
-                   -- its worker may start it before the publisher marked it published
-                   published_at = COALESCE(o.published_at, %(now)s)
-             WHERE o.id = %(id)s
-               AND (o.worker_id IN ('', %(me)s) OR o.lease_until < %(now)s
-                    OR NOT EXISTS (SELECT 1 FROM background_workerheartbeat AS h
-                                    WHERE h.worker_id = o.worker_id AND h.last_seen_at >= %(alive_since)s))
-            """,
-            {
-                "me": me, "id": job_id, "now": now,
-                "lease": now + timezone.timedelta(seconds=lease_seconds),
-                "alive_since": now - timezone.timedelta(seconds=settings.WORKER_DEAD_AFTER_SECONDS),
-            },
-        )
-        return cursor.rowcount == 1
+
+    def claim() -> bool:
+        now = timezone.now()
+        # One statement on the primary key (the ORM's form of it went through a subquery, 3x slower).
+        with _bookkeeping(), connection.cursor() as cursor:
+            cursor.execute(
+                """
+                UPDATE background_outboxmessage AS o
+                   SET worker_id = %(me)s, lease_until = %(lease)s, runs = o.runs + 1, updated_at = %(now)s,
+                       -- its worker may start it before the publisher marked it published
+                       published_at = COALESCE(o.published_at, %(now)s)
+                 WHERE o.id = %(id)s
+                   AND (o.worker_id IN ('', %(me)s) OR o.lease_until < %(now)s
+                        OR NOT EXISTS (SELECT 1 FROM background_workerheartbeat AS h
+                                        WHERE h.worker_id = o.worker_id AND h.last_seen_at >= %(alive_since)s))
+                """,
+                {
+                    "me": me,
+                    "id": job_id,
+                    "now": now,
+                    "lease": now + timezone.timedelta(seconds=lease_seconds),
+                    "alive_since": now - timezone.timedelta(seconds=settings.WORKER_DEAD_AFTER_SECONDS),
+                },
+            )
+            return cursor.rowcount == 1
+
+    return waiting_for_the_database(claim)
 
 
-def job_retry_scheduled(*, job_id: str, at) -> None:
-    """The job will run again at ``at`` (a Celery retry): whoever receives that
-    message claims it then. Until then it is nobody's, and not lost."""
-    lease = at + timezone.timedelta(seconds=settings.JOB_UNCLAIMED_AFTER_SECONDS)
-    OutboxMessage.objects.filter(id=job_id).update(worker_id="", lease_until=lease, updated_at=timezone.now())
+def job_retry_scheduled(*, job_id: str, at=None, countdown: float = 0) -> None:
+    """The job will run again at ``at`` (or ``countdown`` seconds from now: a Celery
+    retry): whoever receives that message claims it then. Until then it is nobody's,
+    and not lost."""
+
+    def release() -> None:
+        # The due time is taken when the write succeeds (it may have waited for the database).
+        due = at or timezone.now() + timezone.timedelta(seconds=countdown)
+        lease = due + timezone.timedelta(seconds=settings.JOB_UNCLAIMED_AFTER_SECONDS)
+        OutboxMessage.objects.filter(id=job_id).update(worker_id="", lease_until=lease, updated_at=timezone.now())
+
+    waiting_for_the_database(release)
 
 
 def job_finish(*, job_id: str) -> None:
@@ -119,8 +164,12 @@ def job_finish(*, job_id: str) -> None:
         uuid.UUID(str(job_id))
     except ValueError:
         return
-    with _bookkeeping():
-        OutboxMessage.objects.filter(id=job_id).delete()
+
+    def finish() -> None:
+        with _bookkeeping():
+            OutboxMessage.objects.filter(id=job_id).delete()
+
+    waiting_for_the_database(finish)
 
 
 # --- heartbeats (the worker's main process) --------------------------------------

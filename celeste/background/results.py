@@ -5,6 +5,7 @@ from celery import states
 from django_celery_results.backends.database import DatabaseBackend
 
 from . import main_process
+from .ledger import waiting_for_the_database
 
 
 class ResilientDatabaseBackend(DatabaseBackend):
@@ -13,7 +14,8 @@ class ResilientDatabaseBackend(DatabaseBackend):
     messages, ``Request.on_timeout`` / ``on_failure`` / ``_retry_worker_lost``, the
     unknown-task and bad-ETA paths, the ``revoke`` control command). There a database error
     is logged, not raised: the state is lost, the worker lives. In pool children and other
-    processes they behave exactly as django-celery-results' own."""
+    processes they behave as django-celery-results' own, except that storing a result
+    waits out a database restart (``_store_result``)."""
 
     def mark_as_revoked(self, task_id, *args, **kwargs):
         with main_process.database_guard("task.state_not_recorded", task_id=task_id, state=states.REVOKED):
@@ -26,6 +28,12 @@ class ResilientDatabaseBackend(DatabaseBackend):
     def mark_as_retry(self, task_id, *args, **kwargs):
         with main_process.database_guard("task.state_not_recorded", task_id=task_id, state=states.RETRY):
             return super().mark_as_retry(task_id, *args, **kwargs)
+
+    def _store_result(self, *args, **kwargs):
+        # In a pool child the tracer stores the outcome before it calls on_success /
+        # on_failure (which finish the job in the ledger): a store that fails while
+        # Postgres restarts would leave the job claimed until its lease runs out.
+        return waiting_for_the_database(lambda: super(ResilientDatabaseBackend, self)._store_result(*args, **kwargs))
 
     def _get_task_meta_for(self, task_id):
         # The main process reads a state when a child is lost (did it store SUCCESS first?)

@@ -3,7 +3,6 @@ import logging
 from celery import Task, shared_task
 from celery.exceptions import Ignore
 from django.conf import settings
-from django.utils import timezone
 
 from . import main_process
 from .errors import PermanentError
@@ -49,10 +48,11 @@ class CelesteTask(Task):
         # The retry message is held by some worker until its ETA; record when it is
         # due, so the ledger neither counts it lost nor gives it to nobody.
         if self._is_job() and self.request.retries < (self.max_retries if max_retries is None else max_retries):
-            due = eta or timezone.now() + timezone.timedelta(
-                seconds=self.default_retry_delay if countdown is None else countdown
+            # The due time is taken when the ledger records it (that may wait out a
+            # database restart), just before the retry message is published.
+            job_retry_scheduled(
+                job_id=self.request.id, at=eta, countdown=self.default_retry_delay if countdown is None else countdown
             )
-            job_retry_scheduled(job_id=self.request.id, at=due)
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
 
     def on_success(self, retval, task_id, args, kwargs):

@@ -222,6 +222,10 @@ WORKER_DEAD_AFTER_SECONDS = env_float("WORKER_DEAD_AFTER_SECONDS", 20)
 # A published job no worker started for this long, and that is not in its queue,
 # was lost with a worker that took it and died: it is republished.
 JOB_UNCLAIMED_AFTER_SECONDS = env_float("JOB_UNCLAIMED_AFTER_SECONDS", 30)
+# A task's bookkeeping writes in a pool child (ledger claim, retry, finish; its stored
+# result) wait this long for a restarting database, instead of failing and leaving the
+# job claimed by a live worker until its lease runs out.
+JOB_LEDGER_DATABASE_WAIT_SECONDS = env_float("JOB_LEDGER_DATABASE_WAIT_SECONDS", 30)
 TASK_RETRY_BACKOFF_SECONDS = env_int("TASK_RETRY_BACKOFF_SECONDS", 2)
 
 # --- Catalog / embeddings -----------------------------------------------------
