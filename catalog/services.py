@@ -12,6 +12,7 @@ from django.utils import timezone
 from celeste.background.queue import coalesce_reset, enqueue
 
 from . import embeddings
+from .errors import InsufficientStock
 from .models import EmbeddingStatus, Product, ProductEmbedding, StockLevel, Store
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,47 @@ def stock_level_set(*, product: Product, store: Store, quantity: int) -> StockLe
         raise ValueError("quantity must not be negative")
     level, _ = StockLevel.objects.update_or_create(product=product, store=store, defaults={"quantity": quantity})
     return level
+
+
+def _stock_locked(*, store_id: int, product_ids) -> dict[int, StockLevel]:
+    """The store's stock rows for these products, locked in product-id order so
+    two transactions locking overlapping rows never deadlock."""
+    rows = StockLevel.objects.select_for_update().filter(store_id=store_id, product_id__in=list(product_ids))
+    return {level.product_id: level for level in rows.order_by("product_id")}
+
+
+@transaction.atomic
+def stock_reserve(*, store_id: int, quantities: dict[int, int]) -> None:
+    """Take ``quantities`` ({product id: units}) from the store's stock, all or nothing.
+
+    Rows are locked in product-id order and checked before any is changed: of two
+    callers racing for the last unit exactly one gets it, the other gets
+    InsufficientStock (for the lowest product id that is short) and nothing changes.
+    Each row is saved, so its post_save receivers see the change.
+    """
+    levels = _stock_locked(store_id=store_id, product_ids=quantities)
+    for product_id, wanted in sorted(quantities.items()):
+        available = levels[product_id].quantity if product_id in levels else 0
+        if available < wanted:
+            raise InsufficientStock(product_id=product_id, store_id=store_id, available=available, wanted=wanted)
+    for product_id, wanted in sorted(quantities.items()):
+        level = levels[product_id]
+        level.quantity -= wanted
+        level.save(update_fields=["quantity", "updated_at"])
+
+
+@transaction.atomic
+def stock_release(*, store_id: int, quantities: dict[int, int]) -> None:
+    """Give ``quantities`` ({product id: units}) back to the store's stock (a
+    cancelled order). A stock row deleted since is created again with them."""
+    levels = _stock_locked(store_id=store_id, product_ids=quantities)
+    for product_id, units in quantities.items():
+        level = levels.get(product_id)
+        if level is None:
+            StockLevel.objects.create(product_id=product_id, store_id=store_id, quantity=units)
+        else:
+            level.quantity += units
+            level.save(update_fields=["quantity", "updated_at"])
 
 
 # --- embeddings ---------------------------------------------------------------
