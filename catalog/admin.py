@@ -1,8 +1,8 @@
 from django.contrib import admin, messages
 
 from . import services
-from .api.serializers import embedding_status
 from .models import Product, StockLevel, Store
+from .selectors import embedding_status
 
 
 @admin.register(Store)
