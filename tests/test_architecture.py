@@ -1,0 +1,157 @@
+"""The project's shape, checked so it holds without anyone remembering it.
+
+Imports (every module of the project, module-level and function-level imports,
+absolute and relative; migrations aside):
+
+1. The base package ``celeste`` imports no domain app: apps plug into it
+   (``celeste.api.errors.Conflict``, ``celeste.background.startup``), never the
+   other way round.
+2. Services, selectors and tasks (modules or packages of that name) import no
+   ``api`` package, and outside a domain app's ``api/`` no module imports a
+   domain app's API, and no app's API imports another app's: except the
+   modules in API_ALLOWED, whose docstring must say why.
+3. Domain apps import only "down": catalog imports no other domain app; orders
+   may import catalog; notifications and integrations may import orders and
+   catalog.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = "celeste"
+MAY_IMPORT = {
+    "catalog": set(),
+    "orders": {"catalog"},
+    "notifications": {"orders", "catalog"},
+    "integrations": {"orders", "catalog"},
+}
+DOMAIN = set(MAY_IMPORT)
+SERVICE_LAYER = {"services", "selectors", "tasks"}
+# module -> (the API module it may import, what its docstring must say)
+API_ALLOWED = {
+    "orders.enriched": ("orders.api.serializers", "the API's JSON itself is the product"),
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def project_modules() -> dict[str, Path]:
+    modules = {}
+    for top in (BASE, *sorted(DOMAIN)):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            if "migrations" not in path.relative_to(ROOT).parts:
+                modules[module_name(path)] = path
+    return modules
+
+
+def imports_of(module: str, source: str, *, is_package: bool = False) -> set[str]:
+    """Every module ``source`` imports, anywhere in it, as absolute dotted names.
+    ``from x import y`` counts as importing x and x.y (y may be a submodule)."""
+    package = module if is_package else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(part for part in [*base_parts, node.module or ""] if part)
+            else:
+                base = node.module
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+    return found
+
+
+def is_api(name: str) -> bool:
+    return "api" in name.split(".")
+
+
+def within(name: str, module: str) -> bool:
+    return bool(module) and (name == module or name.startswith(module + "."))
+
+
+def in_service_layer(module: str) -> bool:
+    return bool(SERVICE_LAYER & set(module.split(".")[1:]))
+
+
+def violations(module: str, imported: set[str]) -> list[str]:
+    app = module.split(".")[0]
+    found: dict[str, str] = {}  # imported name -> the rule it breaks (once per import, not per name in it)
+    for name in sorted(imported):
+        if any(within(name, flagged) for flagged in found):
+            continue
+        target = name.split(".")[0]
+        if app == BASE and target in DOMAIN:
+            found[name] = "the base package imports no domain app"
+        elif app in DOMAIN and target in DOMAIN and target != app and target not in MAY_IMPORT[app]:
+            allowed = " and ".join(sorted(MAY_IMPORT[app]))
+            found[name] = f"{app} may import {allowed} only" if allowed else f"{app} imports no other domain app"
+        elif not is_api(name) or within(name, API_ALLOWED.get(module, ("",))[0]):
+            continue
+        elif in_service_layer(module):
+            found[name] = "services, selectors and tasks import no api package"
+        elif target in DOMAIN and (not is_api(module) or target != app):
+            found[name] = f"only {target}'s own api package imports it"
+    return [f"{module} imports {name}: {rule}" for name, rule in found.items()]
+
+
+def test_every_import_follows_the_rules():
+    found = []
+    for module, path in project_modules().items():
+        imported = imports_of(module, path.read_text(), is_package=path.name == "__init__.py")
+        found += violations(module, imported)
+    assert not found, "\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("module", sorted(API_ALLOWED))
+def test_each_allowed_api_import_is_used_and_explained(module):
+    allowed, reason = API_ALLOWED[module]
+    path = project_modules()[module]
+    source = path.read_text()
+
+    assert allowed in imports_of(module, source)
+    assert reason.lower() in " ".join((ast.get_docstring(ast.parse(source)) or "").split()).lower()
+
+
+@pytest.mark.parametrize(
+    ("module", "source"),
+    [
+        ("celeste.wsgi", "from catalog.embeddings import warm_up_in_background"),
+        ("celeste.devserver.loopback", "def serve():\n    import orders.models"),
+        ("celeste.api.exceptions", "from orders import errors"),
+        ("catalog.services", "from orders.models import Order"),
+        ("catalog.admin", "from .api.serializers import embedding_status"),
+        ("catalog.services", "from .api import serializers"),
+        ("orders.tasks", "def run():\n    from orders.api.views import OrderViewSet"),
+        ("orders.services", "from celeste.api.params import boolean_param"),
+        ("integrations.odoo.services.orders", "from ...api import anything"),
+        ("notifications.api.views", "from orders.api.views import IsStaff"),
+        ("orders.models", "from notifications.models import Notification"),
+        ("notifications.services", "from integrations.models import OdooOrderLink"),
+    ],
+)
+def test_the_checker_catches_a_bad_import(module, source):
+    assert violations(module, imports_of(module, source))
+
+
+@pytest.mark.parametrize(
+    ("module", "source"),
+    [
+        ("celeste.background.queue", "from .models import OutboxMessage"),
+        ("orders.services", "from catalog.services import stock_reserve"),
+        ("orders.api.views", "from ..services import order_place\nfrom celeste.api.permissions import IsStaff"),
+        ("orders.errors", "from celeste.api.errors import Conflict"),
+        ("integrations.odoo.signals", "from orders.models import Order\nfrom catalog.models import StockLevel"),
+    ],
+)
+def test_the_checker_accepts_a_good_import(module, source):
+    assert violations(module, imports_of(module, source)) == []
