@@ -11,13 +11,12 @@ from django.utils import timezone
 
 from celeste.background.queue import coalesce_reset, enqueue
 
-from . import embeddings
+from . import embeddings, tasks
 from .errors import InsufficientStock
 from .models import EmbeddingStatus, Product, ProductEmbedding, StockLevel, Store
 
 logger = logging.getLogger(__name__)
 
-EMBED_TASK = "catalog.embed_products"
 PRODUCT_FIELDS = ("sku", "name", "description", "category", "price", "currency", "active")
 
 
@@ -200,7 +199,7 @@ def embeddings_embed_pending(*, budget_seconds: float = 60) -> int:
     while embedded := embeddings_embed_stale():
         total += embedded
         if time.monotonic() - started > budget_seconds:
-            enqueue(EMBED_TASK)
+            enqueue(tasks.embed_products)
             break
     return total
 
@@ -212,7 +211,7 @@ def embeddings_reset(*, product_ids: list[int]) -> int:
         content_hash="", status=EmbeddingStatus.PENDING, error=""
     )
     if count:
-        enqueue(EMBED_TASK)
+        enqueue(tasks.embed_products)
     return count
 
 
@@ -234,7 +233,7 @@ def embedding_sweep(*, stale_after_seconds: int) -> int:
     cutoff = timezone.now() - timezone.timedelta(seconds=stale_after_seconds)
     count = pending_embeddings().filter(product__updated_at__lte=cutoff).count()
     if count:
-        enqueue(EMBED_TASK)  # one message: the task works until nothing is pending
+        enqueue(tasks.embed_products)  # one message: the task works until nothing is pending
         logger.info("embedding.sweep_enqueued", extra={"stale": count})
     return count
 
@@ -242,5 +241,5 @@ def embedding_sweep(*, stale_after_seconds: int) -> int:
 def embeddings_recover() -> int:
     """Run when a worker starts: whatever is pending now gets enqueued, so work a
     killed worker held is picked up without waiting for the sweeper."""
-    coalesce_reset(EMBED_TASK)
+    coalesce_reset(tasks.embed_products.name)
     return embedding_sweep(stale_after_seconds=0)

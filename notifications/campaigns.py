@@ -20,10 +20,10 @@ from django.utils import timezone
 
 from celeste.background.queue import enqueue
 
+from . import services, tasks
 from .channels import email_message_id
 from .models import Campaign, CampaignAudience, CampaignRecipient, CampaignStatus, Channel, NotificationPreference
 from .models import RecipientStatus as Status
-from .services import unsubscribe_url
 
 logger = logging.getLogger(__name__)
 # Recipients are claimed (queued → sending) this many at a time: a killed worker
@@ -51,7 +51,7 @@ def campaign_template(campaign: Campaign) -> Template:
 
 def _render(template: Template, user) -> tuple[str, str]:
     """(body, unsubscribe link) for one recipient."""
-    link = unsubscribe_url(user_id=user.id)
+    link = services.unsubscribe_url(user_id=user.id)
     # Plain-text email: HTML escaping would turn "O'Brien & Co" into entities.
     context = Context({"name": user.first_name or user.username, "unsubscribe_url": link}, autoescape=False)
     return template.render(context), link
@@ -138,7 +138,7 @@ def campaign_start(*, campaign_id: int) -> Campaign:
     campaign.status = CampaignStatus.SENDING
     campaign.started_at = timezone.now()
     campaign.save(update_fields=["status", "started_at", "updated_at"])
-    enqueue("notifications.campaign_fan_out", campaign_id=campaign.id)
+    enqueue(tasks.campaign_fan_out, campaign_id=campaign.id)
     return campaign
 
 
@@ -161,7 +161,7 @@ def campaign_fan_out(*, campaign_id: int) -> int:
     chunks = 0
     with transaction.atomic():
         for chunk in _chunks(queued, settings.CAMPAIGN_CHUNK_SIZE):
-            enqueue("notifications.campaign_send_chunk", campaign_id=campaign.id, recipient_ids=chunk)
+            enqueue(tasks.campaign_send_chunk, campaign_id=campaign.id, recipient_ids=chunk)
             chunks += 1
     campaign_finish_if_done(campaign_id=campaign.id)
     logger.info("campaign.fanned_out", extra={"campaign_id": campaign.id, "chunks": chunks})

@@ -13,9 +13,16 @@ absolute and relative; migrations aside):
 3. Domain apps import only "down": catalog imports no other domain app; orders
    may import catalog; notifications and integrations may import orders and
    catalog.
+
+A tasks module and the services that enqueue its tasks import each other; each
+of them must import cleanly whichever comes first (so neither reads the other
+while it loads).
 """
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,3 +162,56 @@ def test_the_checker_catches_a_bad_import(module, source):
 )
 def test_the_checker_accepts_a_good_import(module, source):
     assert violations(module, imports_of(module, source)) == []
+
+
+def task_cycles() -> dict[str, list[str]]:
+    """Each tasks module -> the modules of its app it imports that import it back
+    (and the packages holding them)."""
+    modules = project_modules()
+    imports = {m: imports_of(m, p.read_text(), is_package=p.name == "__init__.py") for m, p in modules.items()}
+    cycles = {}
+    for tasks in (m for m in modules if m.rsplit(".", 1)[-1] == "tasks"):
+        # Its own packages aside (``from . import services`` names the package too).
+        imported = {name for name in imports[tasks] if not within(tasks, name)}
+        partners = [
+            m for m in modules
+            if m != tasks and any(within(name, tasks) for name in imports[m])
+            and any(within(m, name) for name in imported)
+        ]
+        packages = {name for name in imported if name in modules and any(within(p, name) for p in partners)}
+        if partners:
+            cycles[tasks] = sorted({*partners, *packages})
+    return cycles
+
+
+IMPORT_FIRST = """
+import importlib, sys
+import django
+
+django.setup()
+cycle, first = sys.argv[1].split(","), sys.argv[2]
+# Forget the cycle's modules (and the parents' attributes naming them), then load
+# them again starting with ``first``, as if nothing had imported them yet.
+for name in [n for n in sys.modules if any(n == c or n.startswith(c + ".") for c in cycle)]:
+    del sys.modules[name]
+    parent, _, child = name.rpartition(".")
+    vars(sys.modules[parent]).pop(child, None) if parent in sys.modules else None
+importlib.import_module(first)
+for name in cycle:
+    importlib.import_module(name)
+"""
+
+
+def test_tasks_and_their_services_are_found_importing_each_other():
+    assert {"catalog.tasks", "notifications.tasks", "integrations.odoo.tasks"} <= set(task_cycles())
+
+
+@pytest.mark.parametrize("tasks", sorted(task_cycles()))
+def test_a_task_cycle_imports_whichever_module_comes_first(tasks, tmp_path):
+    cycle = [tasks, *task_cycles()[tasks]]
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "celeste.settings.base", "DATABASE_URL": "", "REDIS_URL": "",
+           "CELESTE_VAR_DIR": str(tmp_path)}
+    for first in cycle:
+        result = subprocess.run([sys.executable, "-c", IMPORT_FIRST, ",".join(cycle), first],
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, f"importing {first} first:\n{result.stderr[-3000:]}"

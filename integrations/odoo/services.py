@@ -20,15 +20,11 @@ from celeste.background.queue import enqueue, failed_task_record
 from orders.models import Order
 
 from ..models import InventorySyncState, OdooOrderLink, SyncStatus
+from . import tasks
 from .client import OdooClient, many2one_id, odoo_client, odoo_enabled
 from .errors import OdooError, OdooPermanentError, OdooTransientError
 
 logger = logging.getLogger(__name__)
-
-ORDER_TASK = "integrations.odoo_sync_order"
-INVENTORY_CHANGED_TASK = "integrations.odoo_inventory_changed"
-PUSH_TASK = "integrations.odoo_push_inventory"
-PAIR_TASK = "integrations.odoo_sync_inventory_pair"
 
 OFF_MESSAGE = "ODOO_URL is not set: the Odoo integration is off"
 INVENTORY_MODE = {"inventory_mode": True}
@@ -151,7 +147,7 @@ def order_sync_requeue(*, order_ids: list[int]) -> int:
             status=SyncStatus.PENDING, updated_at=timezone.now()
         )
         for order_id in order_ids:
-            enqueue(ORDER_TASK, order_id=order_id)
+            enqueue(tasks.odoo_sync_order, order_id=order_id)
     return len(order_ids)
 
 
@@ -229,7 +225,7 @@ def inventory_push_schedule() -> bool:
     that may still roll back (the flag lives in Redis, not in the database)."""
     if not cache.add(PUSH_SCHEDULED_KEY, 1, timeout=PUSH_SCHEDULED_TTL):
         return False
-    enqueue(PUSH_TASK)
+    enqueue(tasks.odoo_push_inventory)
     return True
 
 
@@ -485,7 +481,7 @@ def _pair_fail(state: InventorySyncState, exc: OdooPermanentError) -> None:
     state.error = f"{type(exc).__name__}: {exc}"[:2000]
     state.save(update_fields=["dirty", "status", "attempts", "error", "updated_at"])
     failed_task_record(
-        task_name=PAIR_TASK, task_id="", kwargs={"product_id": state.product_id, "store_id": state.store_id},
+        task_name=tasks.odoo_sync_inventory_pair.name, task_id="", kwargs={"product_id": state.product_id, "store_id": state.store_id},
         exc=exc, tb="", attempts=1,
     )
     logger.warning("odoo.inventory_pair_failed", extra={"product_id": state.product_id, "store_id": state.store_id,
