@@ -17,15 +17,22 @@ absolute and relative; migrations aside):
 A tasks module and the services that enqueue its tasks import each other; each
 of them must import cleanly whichever comes first (so neither reads the other
 while it loads).
+
+Every ``post_save`` / ``post_delete`` receiver of ours is in the receivers table
+of docs/architecture.md (model, receiver, tasks enqueued, what they do), and the
+table lists no receiver that is not connected.
 """
 
 import ast
 import os
+import re
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
+from django.db.models.signals import post_delete, post_save
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "celeste"
@@ -215,3 +222,29 @@ def test_a_task_cycle_imports_whichever_module_comes_first(tasks, tmp_path):
         result = subprocess.run([sys.executable, "-c", IMPORT_FIRST, ",".join(cycle), first],
                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, f"importing {first} first:\n{result.stderr[-3000:]}"
+
+
+def connected_receivers() -> set[str]:
+    """``module.function`` of every post_save / post_delete receiver defined in our packages."""
+    found = set()
+    for signal in (post_save, post_delete):
+        for _key, receiver, _is_async in signal.receivers:
+            if isinstance(receiver, weakref.ReferenceType):
+                receiver = receiver()
+            module = getattr(receiver, "__module__", "") or ""
+            if receiver is not None and module.split(".")[0] in {BASE, *DOMAIN}:
+                found.add(f"{module}.{receiver.__qualname__}")
+    return found
+
+
+def documented_receivers() -> set[str]:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    section = text.split("\n## Receivers\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return {re.findall(r"`([^`]+)`", row.split("|")[3])[0] for row in rows}
+
+
+def test_every_receiver_of_ours_is_in_the_receivers_table():
+    assert connected_receivers(), "no receivers found: the lookup is broken"
+    assert connected_receivers() - documented_receivers() == set(), "missing from docs/architecture.md"
+    assert documented_receivers() - connected_receivers() == set(), "listed but not connected"
