@@ -11,3 +11,7 @@ class InsufficientStock(CatalogConflict):
     def __init__(self, *, product_id: int, store_id: int, available: int, wanted: int):
         super().__init__(f"Only {available} of product {product_id} left in store {store_id} ({wanted} wanted).")
         self.product_id, self.store_id, self.available, self.wanted = product_id, store_id, available, wanted
+
+
+class InUse(CatalogConflict):
+    """Other records (orders) still refer to it: the delete is refused and nothing changes."""

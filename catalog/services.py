@@ -6,13 +6,13 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, ProtectedError, Q
 from django.utils import timezone
 
 from celeste.background.queue import coalesce_reset, enqueue
 
 from . import embeddings, tasks
-from .errors import InsufficientStock
+from .errors import InsufficientStock, InUse
 from .models import EmbeddingStatus, Product, ProductEmbedding, StockLevel, Store
 
 logger = logging.getLogger(__name__)
@@ -20,9 +20,15 @@ logger = logging.getLogger(__name__)
 PRODUCT_FIELDS = ("sku", "name", "description", "category", "price", "currency", "active")
 
 
+def _referenced_by(exc: ProtectedError) -> str:
+    return ", ".join(sorted({str(obj._meta.verbose_name_plural) for obj in exc.protected_objects}))
+
+
 @transaction.atomic
-def store_create(*, code: str, name: str, city: str = "", active: bool = True) -> Store:
-    return Store.objects.create(code=code, name=name, city=city, active=active)
+def store_create(
+    *, code: str, name: str, city: str = "", active: bool = True, odoo_location_id: int | None = None
+) -> Store:
+    return Store.objects.create(code=code, name=name, city=city, active=active, odoo_location_id=odoo_location_id)
 
 
 @transaction.atomic
@@ -31,6 +37,19 @@ def store_update(*, store: Store, **fields) -> Store:
         setattr(store, field, value)
     store.save()
     return store
+
+
+@transaction.atomic
+def store_delete(*, store: Store) -> None:
+    """Delete a store and its stock levels. A store that orders refer to keeps
+    them valid: it is not deleted (InUse, 409, nothing changes); deactivate it."""
+    try:
+        store.delete()
+    except ProtectedError as exc:
+        raise InUse(
+            f"Store {store.name!r} cannot be deleted: {_referenced_by(exc)} refer to it. "
+            "Deactivate it instead (active: false)."
+        ) from None
 
 
 @transaction.atomic
@@ -68,11 +87,33 @@ def product_update(*, product: Product, **fields) -> Product:
 
 
 @transaction.atomic
+def product_delete(*, product: Product) -> None:
+    """Delete a product with its stock levels and embedding. A product that
+    orders refer to stays, so their lines keep their product: the delete is
+    refused (InUse, 409, nothing changes). Deactivate it instead: it leaves
+    search and can no longer be ordered."""
+    try:
+        product.delete()
+    except ProtectedError as exc:
+        raise InUse(
+            f"Product {product.name!r} ({product.sku}) cannot be deleted: {_referenced_by(exc)} refer to it. "
+            "Deactivate it instead (active: false)."
+        ) from None
+
+
+@transaction.atomic
 def stock_level_set(*, product: Product, store: Store, quantity: int) -> StockLevel:
     if quantity < 0:
         raise ValueError("quantity must not be negative")
     level, _ = StockLevel.objects.update_or_create(product=product, store=store, defaults={"quantity": quantity})
     return level
+
+
+@transaction.atomic
+def stock_level_delete(*, stock_level: StockLevel) -> None:
+    """The store no longer stocks the product (unlike quantity 0, which it stocks
+    and has sold out). Orders keep their lines; a cancel recreates the row."""
+    stock_level.delete()
 
 
 def _stock_locked(*, store_id: int, product_ids) -> dict[int, StockLevel]:

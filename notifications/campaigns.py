@@ -122,6 +122,44 @@ def campaign_audience(campaign: Campaign):
     return users.values_list("id", flat=True).distinct().order_by("id")
 
 
+CAMPAIGN_FIELDS = ("subject", "body", "audience", "ordered_within_days")
+
+
+@transaction.atomic
+def campaign_create(
+    *, subject: str, body: str, audience: str = CampaignAudience.ALL, stores=(), ordered_within_days: int = 30,
+    created_by=None,
+) -> Campaign:
+    """A draft campaign. Raises CampaignTemplateError for a body that is not a valid template."""
+    campaign = Campaign(subject=subject, body=body, audience=audience, ordered_within_days=ordered_within_days,
+                        created_by=created_by)
+    campaign_template(campaign)
+    campaign.save()
+    campaign.stores.set(stores)
+    return campaign
+
+
+@transaction.atomic
+def campaign_update(*, campaign: Campaign, stores=None, **fields) -> Campaign:
+    """Edit a draft. Once a campaign has started it is what was sent: changing it
+    raises CampaignError. Raises CampaignTemplateError for an invalid body."""
+    unknown = set(fields) - set(CAMPAIGN_FIELDS)
+    if unknown:
+        raise ValueError(f"Unknown campaign fields: {sorted(unknown)}")
+    if not fields and stores is None:
+        return campaign
+    campaign = Campaign.objects.select_for_update().get(id=campaign.id)
+    if campaign.status != CampaignStatus.DRAFT:
+        raise CampaignError(f"Campaign {campaign.subject!r} is already {campaign.status}; it cannot be changed.")
+    for field, value in fields.items():
+        setattr(campaign, field, value)
+    campaign_template(campaign)
+    campaign.save()
+    if stores is not None:
+        campaign.stores.set(stores)
+    return campaign
+
+
 def campaign_send_test(*, campaign: Campaign, user) -> None:
     """Send the campaign to one staff member now; it is not recorded as a recipient."""
     if not user.email:
