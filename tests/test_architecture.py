@@ -18,6 +18,9 @@ A tasks module and the services that enqueue its tasks import each other; each
 of them must import cleanly whichever comes first (so neither reads the other
 while it loads).
 
+Every task name is written once, in the ``celeste_task(name, …)`` that defines
+the task; code refers to the task object.
+
 Every ``post_save`` / ``post_delete`` receiver of ours is in the receivers table
 of docs/architecture.md (model, receiver, tasks enqueued, what they do), and the
 table lists no receiver that is not connected.
@@ -248,3 +251,22 @@ def test_every_receiver_of_ours_is_in_the_receivers_table():
     assert connected_receivers(), "no receivers found: the lookup is broken"
     assert connected_receivers() - documented_receivers() == set(), "missing from docs/architecture.md"
     assert documented_receivers() - connected_receivers() == set(), "listed but not connected"
+
+
+def test_every_task_name_is_written_once_where_the_task_is_defined():
+    from celeste.celery import app
+
+    names = {name for name, task in app.tasks.items() if task.__module__.split(".")[0] in {BASE, *DOMAIN}}
+    assert "catalog.embed_products" in names
+    written: dict[str, list[str]] = {name: [] for name in names}
+    for module, path in project_modules().items():
+        tree = ast.parse(path.read_text())
+        defining = {
+            id(node.args[0]) for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "celeste_task" and node.args
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in names:
+                written[node.value].append(f"{module}:{node.lineno}" + (" (definition)" if id(node) in defining else ""))
+
+    assert {name: places for name, places in written.items() if len(places) != 1 or "(definition)" not in places[0]} == {}
