@@ -28,7 +28,7 @@ from django.db.models import F
 
 from bench import (BASE_DIR, Result, cached_switches, flush_redis, product_payloads, report, reset_catalog,
                    set_switch)
-from catalog import embeddings, services
+from catalog import embeddings, services, tasks
 from catalog.models import EmbeddingStatus, ProductEmbedding, embedding_text
 from celeste.background import metrics
 from celeste.devserver.processes import celery_worker
@@ -91,7 +91,7 @@ def raw_encode_rate(texts: list[str]) -> float:
 def run(quick: bool) -> list[Result]:
     count = 200 if quick else 1000
     reset_catalog()
-    set_switch(services.EMBED_TASK, "background")
+    set_switch(tasks.embed_products.name, "background")
     warm, burst, held = (product_payloads(8, prefix="WARM"), product_payloads(count, prefix="BURST"),
                          product_payloads(count, prefix="HELD"))
     # Raw throughput on the burst's texts, before and after the pipeline: the

@@ -40,10 +40,10 @@ BENCH = "odoo_sync"
 
 def _catalog(stores: int, products: int):
     from bench import reset_catalog, set_switch
-    from catalog import services
+    from catalog import services, tasks
 
     reset_catalog()
-    set_switch("catalog.embed_products", "off")  # embeddings are not what this measures
+    set_switch(tasks.embed_products.name, "off")  # embeddings are not what this measures
     from catalog.models import Store
 
     Store.objects.filter(code__startswith="odoo-bench-").delete()

@@ -20,7 +20,7 @@ from rest_framework.test import APIClient
 from bench import Result, cached_switches, p50, product_payloads, report, reset_catalog, set_switch
 from catalog import embeddings
 from catalog.models import EmbeddingStatus, Product, ProductEmbedding
-from catalog.services import EMBED_TASK
+from catalog.tasks import embed_products
 
 URL = "/api/v1/products/"
 MODES = ("background", "off", "sync")
@@ -37,7 +37,7 @@ def run(quick: bool) -> list[Result]:
     timings = {mode: [] for mode in MODES}
 
     def post_block(mode: str, count: int, record: bool) -> None:
-        set_switch(EMBED_TASK, mode)
+        set_switch(embed_products.name, mode)
         ids = []
         for _ in range(count):
             data = next(payloads)
@@ -64,7 +64,7 @@ def run(quick: bool) -> list[Result]:
             order = MODES[round_no % len(MODES):] + MODES[: round_no % len(MODES)]
             for mode in order:
                 post_block(mode, per_mode // rounds, record=True)
-    set_switch(EMBED_TASK, "background")
+    set_switch(embed_products.name, "background")
     reset_catalog()  # also flushes the messages queued in background mode
 
     ms = {mode: p50(samples) * 1000 for mode, samples in timings.items()}

@@ -20,10 +20,9 @@ from bench import BASE_DIR, Result, flush_redis, report
 from celeste.background.models import OutboxMessage
 from celeste.background.publisher import publisher
 from celeste.background.queue import enqueue
+from celeste.background.tasks import ping
 from celeste.celery import app
 from celeste.devserver.processes import celery_worker
-
-PING = "background.ping"
 
 
 def wait_until(done, timeout: float, worker, what: str) -> float:
@@ -39,18 +38,18 @@ def through_ledger(n: int, worker) -> float:
     started = time.monotonic()
     with transaction.atomic():
         for _ in range(n):
-            enqueue(PING)
+            enqueue(ping)
     publisher.flush(timeout=60)
     finished = wait_until(lambda: not OutboxMessage.objects.exists(), 600, worker, "ledger jobs")
     return n / (finished - started)
 
 
 def bare(n: int, worker) -> float:
-    TaskResult.objects.filter(task_name=PING).delete()
+    TaskResult.objects.filter(task_name=ping.name).delete()
     started = time.monotonic()
     for _ in range(n):
-        app.send_task(PING)
-    finished = wait_until(lambda: TaskResult.objects.filter(task_name=PING).count() >= n, 600, worker, "bare tasks")
+        app.send_task(ping.name)
+    finished = wait_until(lambda: TaskResult.objects.filter(task_name=ping.name).count() >= n, 600, worker, "bare tasks")
     return n / (finished - started)
 
 

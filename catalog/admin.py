@@ -1,8 +1,12 @@
 from django.contrib import admin, messages
+from django.db import transaction
 
 from . import services
-from .api.serializers import embedding_status
 from .models import Product, StockLevel, Store
+from .selectors import embedding_status
+
+
+STORE_FIELDS = ("code", "name", "city", "active", "odoo_location_id")
 
 
 @admin.register(Store)
@@ -11,6 +15,21 @@ class StoreAdmin(admin.ModelAdmin):
     list_filter = ("active", "city")
     search_fields = ("name", "code", "city")
     prepopulated_fields = {"code": ("name",)}
+
+    def save_model(self, request, obj, form, change):
+        fields = {f: form.cleaned_data[f] for f in STORE_FIELDS if f in form.cleaned_data}
+        if change:
+            services.store_update(store=obj, **fields)
+        else:
+            obj.pk = services.store_create(**fields).pk
+
+    def delete_model(self, request, obj):
+        services.store_delete(store=obj)
+
+    @transaction.atomic
+    def delete_queryset(self, request, queryset):
+        for store in queryset:
+            services.store_delete(store=store)
 
 
 class StockLevelInline(admin.TabularInline):
@@ -45,6 +64,28 @@ class ProductAdmin(admin.ModelAdmin):
         else:
             obj.pk = services.product_create(**fields).pk
 
+    def save_formset(self, request, form, formset, change):
+        """The stock-level inline, through the services: a row whose store changed
+        moves its stock (the old pair goes, the new one is set)."""
+        if formset.model is not StockLevel:
+            return super().save_formset(request, form, formset, change)
+        formset.save(commit=False)  # fills deleted_objects, changed_objects, new_objects; saves nothing
+        for level in formset.deleted_objects:
+            services.stock_level_delete(stock_level=level)
+        for level, changed in formset.changed_objects:
+            if "store" in changed:
+                services.stock_level_delete(stock_level=StockLevel.objects.get(pk=level.pk))
+        for level in [*formset.new_objects, *(level for level, _ in formset.changed_objects)]:
+            services.stock_level_set(product=form.instance, store=level.store, quantity=level.quantity)
+
+    def delete_model(self, request, obj):
+        services.product_delete(product=obj)
+
+    @transaction.atomic
+    def delete_queryset(self, request, queryset):
+        for product in queryset:
+            services.product_delete(product=product)
+
     @admin.action(description="Re-embed selected products")
     def re_embed(self, request, queryset):
         count = services.embeddings_reset(product_ids=list(queryset.values_list("id", flat=True)))
@@ -64,3 +105,11 @@ class StockLevelAdmin(admin.ModelAdmin):
             product=form.cleaned_data["product"], store=form.cleaned_data["store"], quantity=form.cleaned_data["quantity"]
         )
         obj.pk = saved.pk
+
+    def delete_model(self, request, obj):
+        services.stock_level_delete(stock_level=obj)
+
+    @transaction.atomic
+    def delete_queryset(self, request, queryset):
+        for level in queryset:
+            services.stock_level_delete(stock_level=level)

@@ -1,15 +1,18 @@
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class CatalogConfig(AppConfig):
     name = "catalog"
 
     def ready(self):
-        from celeste.background.signals import ON_WORKER_START
+        from celeste.background import startup
 
-        from . import signals, tasks
-        from .services import embeddings_recover
+        from . import embeddings, services, signals, tasks
 
         signals.connect()
-        if embeddings_recover not in ON_WORKER_START:
-            ON_WORKER_START.append(embeddings_recover)
+        startup.periodic_task_declare(
+            name="Embedding sweeper", task=tasks.sweep_stale_embeddings, every=settings.EMBEDDING_SWEEP_INTERVAL_SECONDS
+        )
+        startup.worker_start_declare(services.embeddings_recover)
+        startup.web_start_declare(embeddings.warm_up_in_background)

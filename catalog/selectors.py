@@ -1,4 +1,4 @@
-"""Catalog reads that need care: semantic search."""
+"""Catalog reads that need care: semantic search, what a product's embedding status is."""
 
 from dataclasses import dataclass
 
@@ -7,7 +7,20 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from pgvector.django import CosineDistance
 
-from .models import Product, ProductEmbedding, StockLevel
+from .models import EmbeddingStatus, Product, ProductEmbedding, StockLevel
+
+
+def embedding_status(product: Product) -> str:
+    """Pending while the vector is missing or stale (text or model changed), even if
+    the row still says ready; failed until a retry makes it anew. Needs
+    ``select_related("embedding")`` on lists."""
+    embedding = getattr(product, "embedding", None)
+    if embedding is None:
+        return EmbeddingStatus.PENDING
+    stale = embedding.content_hash != product.content_hash or embedding.model_name != settings.EMBEDDING_MODEL_NAME
+    if stale and embedding.status != EmbeddingStatus.FAILED:
+        return EmbeddingStatus.PENDING
+    return embedding.status
 
 
 @dataclass(frozen=True)

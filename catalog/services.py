@@ -6,23 +6,29 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, ProtectedError, Q
 from django.utils import timezone
 
 from celeste.background.queue import coalesce_reset, enqueue
 
-from . import embeddings
+from . import embeddings, tasks
+from .errors import InsufficientStock, InUse
 from .models import EmbeddingStatus, Product, ProductEmbedding, StockLevel, Store
 
 logger = logging.getLogger(__name__)
 
-EMBED_TASK = "catalog.embed_products"
 PRODUCT_FIELDS = ("sku", "name", "description", "category", "price", "currency", "active")
 
 
+def _referenced_by(exc: ProtectedError) -> str:
+    return ", ".join(sorted({str(obj._meta.verbose_name_plural) for obj in exc.protected_objects}))
+
+
 @transaction.atomic
-def store_create(*, code: str, name: str, city: str = "", active: bool = True) -> Store:
-    return Store.objects.create(code=code, name=name, city=city, active=active)
+def store_create(
+    *, code: str, name: str, city: str = "", active: bool = True, odoo_location_id: int | None = None
+) -> Store:
+    return Store.objects.create(code=code, name=name, city=city, active=active, odoo_location_id=odoo_location_id)
 
 
 @transaction.atomic
@@ -31,6 +37,19 @@ def store_update(*, store: Store, **fields) -> Store:
         setattr(store, field, value)
     store.save()
     return store
+
+
+@transaction.atomic
+def store_delete(*, store: Store) -> None:
+    """Delete a store and its stock levels. A store that orders refer to keeps
+    them valid: it is not deleted (InUse, 409, nothing changes); deactivate it."""
+    try:
+        store.delete()
+    except ProtectedError as exc:
+        raise InUse(
+            f"Store {store.name!r} cannot be deleted: {_referenced_by(exc)} refer to it. "
+            "Deactivate it instead (active: false)."
+        ) from None
 
 
 @transaction.atomic
@@ -68,11 +87,74 @@ def product_update(*, product: Product, **fields) -> Product:
 
 
 @transaction.atomic
+def product_delete(*, product: Product) -> None:
+    """Delete a product with its stock levels and embedding. A product that
+    orders refer to stays, so their lines keep their product: the delete is
+    refused (InUse, 409, nothing changes). Deactivate it instead: it leaves
+    search and can no longer be ordered."""
+    try:
+        product.delete()
+    except ProtectedError as exc:
+        raise InUse(
+            f"Product {product.name!r} ({product.sku}) cannot be deleted: {_referenced_by(exc)} refer to it. "
+            "Deactivate it instead (active: false)."
+        ) from None
+
+
+@transaction.atomic
 def stock_level_set(*, product: Product, store: Store, quantity: int) -> StockLevel:
     if quantity < 0:
         raise ValueError("quantity must not be negative")
     level, _ = StockLevel.objects.update_or_create(product=product, store=store, defaults={"quantity": quantity})
     return level
+
+
+@transaction.atomic
+def stock_level_delete(*, stock_level: StockLevel) -> None:
+    """The store no longer stocks the product (unlike quantity 0, which it stocks
+    and has sold out). Orders keep their lines; a cancel recreates the row."""
+    stock_level.delete()
+
+
+def _stock_locked(*, store_id: int, product_ids) -> dict[int, StockLevel]:
+    """The store's stock rows for these products, locked in product-id order so
+    two transactions locking overlapping rows never deadlock."""
+    rows = StockLevel.objects.select_for_update().filter(store_id=store_id, product_id__in=list(product_ids))
+    return {level.product_id: level for level in rows.order_by("product_id")}
+
+
+@transaction.atomic
+def stock_reserve(*, store_id: int, quantities: dict[int, int]) -> None:
+    """Take ``quantities`` ({product id: units}) from the store's stock, all or nothing.
+
+    Rows are locked in product-id order and checked before any is changed: of two
+    callers racing for the last unit exactly one gets it, the other gets
+    InsufficientStock (for the lowest product id that is short) and nothing changes.
+    Each row is saved, so its post_save receivers see the change.
+    """
+    levels = _stock_locked(store_id=store_id, product_ids=quantities)
+    for product_id, wanted in sorted(quantities.items()):
+        available = levels[product_id].quantity if product_id in levels else 0
+        if available < wanted:
+            raise InsufficientStock(product_id=product_id, store_id=store_id, available=available, wanted=wanted)
+    for product_id, wanted in sorted(quantities.items()):
+        level = levels[product_id]
+        level.quantity -= wanted
+        level.save(update_fields=["quantity", "updated_at"])
+
+
+@transaction.atomic
+def stock_release(*, store_id: int, quantities: dict[int, int]) -> None:
+    """Give ``quantities`` ({product id: units}) back to the store's stock (a
+    cancelled order). A stock row deleted since is created again with them."""
+    levels = _stock_locked(store_id=store_id, product_ids=quantities)
+    for product_id, units in quantities.items():
+        level = levels.get(product_id)
+        if level is None:
+            StockLevel.objects.create(product_id=product_id, store_id=store_id, quantity=units)
+        else:
+            level.quantity += units
+            level.save(update_fields=["quantity", "updated_at"])
 
 
 # --- embeddings ---------------------------------------------------------------
@@ -158,7 +240,7 @@ def embeddings_embed_pending(*, budget_seconds: float = 60) -> int:
     while embedded := embeddings_embed_stale():
         total += embedded
         if time.monotonic() - started > budget_seconds:
-            enqueue(EMBED_TASK)
+            enqueue(tasks.embed_products)
             break
     return total
 
@@ -170,7 +252,7 @@ def embeddings_reset(*, product_ids: list[int]) -> int:
         content_hash="", status=EmbeddingStatus.PENDING, error=""
     )
     if count:
-        enqueue(EMBED_TASK)
+        enqueue(tasks.embed_products)
     return count
 
 
@@ -192,7 +274,7 @@ def embedding_sweep(*, stale_after_seconds: int) -> int:
     cutoff = timezone.now() - timezone.timedelta(seconds=stale_after_seconds)
     count = pending_embeddings().filter(product__updated_at__lte=cutoff).count()
     if count:
-        enqueue(EMBED_TASK)  # one message: the task works until nothing is pending
+        enqueue(tasks.embed_products)  # one message: the task works until nothing is pending
         logger.info("embedding.sweep_enqueued", extra={"stale": count})
     return count
 
@@ -200,5 +282,5 @@ def embedding_sweep(*, stale_after_seconds: int) -> int:
 def embeddings_recover() -> int:
     """Run when a worker starts: whatever is pending now gets enqueued, so work a
     killed worker held is picked up without waiting for the sweeper."""
-    coalesce_reset(EMBED_TASK)
+    coalesce_reset(tasks.embed_products.name)
     return embedding_sweep(stale_after_seconds=0)

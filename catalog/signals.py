@@ -2,12 +2,13 @@ from django.db.models.signals import post_save
 
 from celeste.background.queue import enqueue
 
+from . import tasks
 from .models import Product
 
 
 def product_saved(sender, instance: Product, created: bool, **kwargs):
     if instance.text_changed:
-        enqueue("catalog.embed_products")
+        enqueue(tasks.embed_products)
 
 
 def connect():

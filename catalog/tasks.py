@@ -1,14 +1,14 @@
-from celery import shared_task
 from django.conf import settings
 
-from celeste.background.tasks import CelesteTask
+from celeste.background.tasks import celeste_task
 
+# services imports this module (to enqueue): read it only when a task runs.
 from . import services
 
 
 # A retry from the inbox redoes the work as is: a failed batch is marked failed,
 # and the claim takes every embedding that is not ready, failed ones included.
-@shared_task(name="catalog.embed_products", base=CelesteTask, coalesce_seconds=60)
+@celeste_task("catalog.embed_products", queue="slow", coalesce_seconds=60)
 def embed_products() -> int:
     """Embed whatever is pending when it runs, batch by batch. A burst of saves
     is coalesced into one queued message (see CelesteTask.coalesce_seconds)."""
@@ -16,6 +16,6 @@ def embed_products() -> int:
 
 
 # Re-runnable as is: it reconciles and enqueues from the current state.
-@shared_task(name="catalog.sweep_stale_embeddings", base=CelesteTask)
+@celeste_task("catalog.sweep_stale_embeddings")
 def sweep_stale_embeddings() -> int:
     return services.embedding_sweep(stale_after_seconds=settings.EMBEDDING_STALE_AFTER_SECONDS)

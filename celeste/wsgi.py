@@ -5,6 +5,6 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "celeste.settings.local")
 application = get_wsgi_application()
 
-from catalog.embeddings import warm_up_in_background  # noqa: E402  (needs settings)
+from celeste.background.startup import web_start_run  # noqa: E402  (needs the apps loaded)
 
-warm_up_in_background()
+web_start_run()  # what the apps asked every web process to do once loaded (e.g. warm the embedding model)

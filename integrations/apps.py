@@ -5,11 +5,9 @@ class IntegrationsConfig(AppConfig):
     name = "integrations"
 
     def ready(self):
-        from celeste.background.signals import ON_WORKER_START
+        from celeste.background import startup
 
-        from .odoo import signals, tasks  # noqa: F401  (registers the tasks)
-        from .odoo.services import inventory_recover
+        from .odoo import services, signals, tasks  # noqa: F401  (registers the tasks)
 
         signals.connect()
-        if inventory_recover not in ON_WORKER_START:
-            ON_WORKER_START.append(inventory_recover)
+        startup.worker_start_declare(services.inventory_recover)

@@ -2,7 +2,15 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, Q
 
-from .campaigns import CampaignError, campaign_send_test, campaign_start, campaign_template
+from .campaigns import (
+    CAMPAIGN_FIELDS,
+    CampaignError,
+    campaign_create,
+    campaign_send_test,
+    campaign_start,
+    campaign_template,
+    campaign_update,
+)
 from .models import (
     Campaign,
     CampaignRecipient,
@@ -122,9 +130,17 @@ class CampaignAdmin(admin.ModelAdmin):
         return []
 
     def save_model(self, request, obj, form, change):
-        if not change:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
+        fields = {f: form.cleaned_data[f] for f in CAMPAIGN_FIELDS if f in form.cleaned_data}
+        stores = form.cleaned_data.get("stores")
+        if change:
+            campaign_update(campaign=obj, stores=stores, **fields)
+        else:
+            obj.pk = campaign_create(stores=stores or (), created_by=request.user, **fields).pk
+
+    def save_related(self, request, form, formsets, change):
+        # The services saved the stores already (form.save_m2m would bypass them).
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
 
     @admin.action(description="Send a test to me")
     def send_test_to_me(self, request, queryset):

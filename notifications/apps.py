@@ -5,6 +5,9 @@ class NotificationsConfig(AppConfig):
     name = "notifications"
 
     def ready(self):
-        from . import signals, tasks  # noqa: F401  (registers the tasks)
+        from celeste.background import startup
+
+        from . import signals, tasks
 
         signals.connect()
+        startup.periodic_task_declare(name="Campaign recovery", task=tasks.recover_campaigns, every=300)

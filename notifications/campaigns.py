@@ -20,10 +20,10 @@ from django.utils import timezone
 
 from celeste.background.queue import enqueue
 
+from . import services, tasks
 from .channels import email_message_id
 from .models import Campaign, CampaignAudience, CampaignRecipient, CampaignStatus, Channel, NotificationPreference
 from .models import RecipientStatus as Status
-from .services import unsubscribe_url
 
 logger = logging.getLogger(__name__)
 # Recipients are claimed (queued → sending) this many at a time: a killed worker
@@ -51,7 +51,7 @@ def campaign_template(campaign: Campaign) -> Template:
 
 def _render(template: Template, user) -> tuple[str, str]:
     """(body, unsubscribe link) for one recipient."""
-    link = unsubscribe_url(user_id=user.id)
+    link = services.unsubscribe_url(user_id=user.id)
     # Plain-text email: HTML escaping would turn "O'Brien & Co" into entities.
     context = Context({"name": user.first_name or user.username, "unsubscribe_url": link}, autoescape=False)
     return template.render(context), link
@@ -122,6 +122,44 @@ def campaign_audience(campaign: Campaign):
     return users.values_list("id", flat=True).distinct().order_by("id")
 
 
+CAMPAIGN_FIELDS = ("subject", "body", "audience", "ordered_within_days")
+
+
+@transaction.atomic
+def campaign_create(
+    *, subject: str, body: str, audience: str = CampaignAudience.ALL, stores=(), ordered_within_days: int = 30,
+    created_by=None,
+) -> Campaign:
+    """A draft campaign. Raises CampaignTemplateError for a body that is not a valid template."""
+    campaign = Campaign(subject=subject, body=body, audience=audience, ordered_within_days=ordered_within_days,
+                        created_by=created_by)
+    campaign_template(campaign)
+    campaign.save()
+    campaign.stores.set(stores)
+    return campaign
+
+
+@transaction.atomic
+def campaign_update(*, campaign: Campaign, stores=None, **fields) -> Campaign:
+    """Edit a draft. Once a campaign has started it is what was sent: changing it
+    raises CampaignError. Raises CampaignTemplateError for an invalid body."""
+    unknown = set(fields) - set(CAMPAIGN_FIELDS)
+    if unknown:
+        raise ValueError(f"Unknown campaign fields: {sorted(unknown)}")
+    if not fields and stores is None:
+        return campaign
+    campaign = Campaign.objects.select_for_update().get(id=campaign.id)
+    if campaign.status != CampaignStatus.DRAFT:
+        raise CampaignError(f"Campaign {campaign.subject!r} is already {campaign.status}; it cannot be changed.")
+    for field, value in fields.items():
+        setattr(campaign, field, value)
+    campaign_template(campaign)
+    campaign.save()
+    if stores is not None:
+        campaign.stores.set(stores)
+    return campaign
+
+
 def campaign_send_test(*, campaign: Campaign, user) -> None:
     """Send the campaign to one staff member now; it is not recorded as a recipient."""
     if not user.email:
@@ -138,7 +176,7 @@ def campaign_start(*, campaign_id: int) -> Campaign:
     campaign.status = CampaignStatus.SENDING
     campaign.started_at = timezone.now()
     campaign.save(update_fields=["status", "started_at", "updated_at"])
-    enqueue("notifications.campaign_fan_out", campaign_id=campaign.id)
+    enqueue(tasks.campaign_fan_out, campaign_id=campaign.id)
     return campaign
 
 
@@ -161,7 +199,7 @@ def campaign_fan_out(*, campaign_id: int) -> int:
     chunks = 0
     with transaction.atomic():
         for chunk in _chunks(queued, settings.CAMPAIGN_CHUNK_SIZE):
-            enqueue("notifications.campaign_send_chunk", campaign_id=campaign.id, recipient_ids=chunk)
+            enqueue(tasks.campaign_send_chunk, campaign_id=campaign.id, recipient_ids=chunk)
             chunks += 1
     campaign_finish_if_done(campaign_id=campaign.id)
     logger.info("campaign.fanned_out", extra={"campaign_id": campaign.id, "chunks": chunks})

@@ -16,7 +16,7 @@ from celeste.background.queue import enqueue
 from celeste.background.switches import task_mode
 from orders.models import Order
 
-from . import channels
+from . import channels, tasks
 from .models import (
     Channel,
     Delivery,
@@ -30,7 +30,6 @@ from .ratelimit import rate_limit_allow
 
 logger = logging.getLogger(__name__)
 
-SEND_TASKS = {Channel.EMAIL: "notifications.send_email", Channel.PUSH: "notifications.send_push"}
 EVENT_FOR_STATUS = {
     "paid": NotificationEvent.ORDER_PAID,
     "confirmed": NotificationEvent.ORDER_CONFIRMED,
@@ -46,6 +45,11 @@ MESSAGES = {
     NotificationEvent.ORDER_CANCELLED: ("Order {number} cancelled", "Your order was cancelled."),
 }
 UNSUBSCRIBE_SALT = "notifications.unsubscribe"
+
+
+def _send_task(channel: str):
+    """The task that sends on ``channel``; None for in-app (the record is the message)."""
+    return {Channel.EMAIL: tasks.send_email, Channel.PUSH: tasks.send_push}.get(channel)
 
 
 def channel_enabled(*, user_id: int, channel: str) -> bool:
@@ -74,12 +78,13 @@ def notification_dispatch_order_event(*, order_id: int, status: str) -> Notifica
         return notification
     for channel in Channel.values:
         delivery = Delivery.objects.create(notification=notification, channel=channel)
-        if channel == Channel.IN_APP:
+        send = _send_task(channel)
+        if send is None:
             delivery_send(delivery_id=delivery.id)  # the record itself is the in-app message
-        elif task_mode(SEND_TASKS[channel]) == TaskMode.OFF:
+        elif task_mode(send.name) == TaskMode.OFF:
             _finish(delivery, DeliveryStatus.SKIPPED, "The channel is switched off.")
         else:
-            enqueue(SEND_TASKS[channel], delivery_id=delivery.id)
+            enqueue(send, delivery_id=delivery.id)
     logger.info("notification.dispatched", extra={"notification_id": notification.id, "event": event})
     return notification
 
@@ -113,7 +118,8 @@ def delivery_send(*, delivery_id: int) -> str:
         if delivery.status != DeliveryStatus.PENDING:
             return delivery.status
         notification, channel = delivery.notification, delivery.channel
-        if channel in SEND_TASKS and task_mode(SEND_TASKS[channel]) == TaskMode.OFF:
+        send = _send_task(channel)
+        if send is not None and task_mode(send.name) == TaskMode.OFF:
             return _finish(delivery, DeliveryStatus.SKIPPED, "The channel is switched off.").status
         if not channel_enabled(user_id=notification.user_id, channel=channel):
             return _finish(delivery, DeliveryStatus.SKIPPED, "The user turned this channel off.").status

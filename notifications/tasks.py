@@ -1,7 +1,11 @@
-from celery import shared_task
+"""Thin tasks: ids in, a service call out.
+
+services and campaigns import this module (to enqueue), so it reads them only
+when a task runs; that is why the inbox-retry hooks are small lambdas.
+"""
 
 from celeste.background.errors import PermanentError, TransientError
-from celeste.background.tasks import CelesteTask
+from celeste.background.tasks import celeste_task
 
 from . import campaigns, services
 from .channels import TransientDeliveryError
@@ -9,7 +13,7 @@ from .channels import TransientDeliveryError
 
 # Retry from the inbox redoes the work as is: the dispatch is one transaction, so
 # a failed run left nothing behind (no notification, no deliveries) to get in its way.
-@shared_task(name="notifications.dispatch_order_event", base=CelesteTask)
+@celeste_task("notifications.dispatch_order_event")
 def dispatch_order_event(*, order_id: int, status: str) -> int | None:
     notification = services.notification_dispatch_order_event(order_id=order_id, status=status)
     return notification.id if notification else None
@@ -25,12 +29,12 @@ def _send(task, delivery_id: int) -> str:
 
 
 # Running out of retries marks the delivery failed; a retry from the inbox makes it pending again.
-@shared_task(name="notifications.send_email", base=CelesteTask, bind=True, on_inbox_retry=services.delivery_reopen)
+@celeste_task("notifications.send_email", bind=True, on_inbox_retry=lambda **job: services.delivery_reopen(**job))
 def send_email(self, *, delivery_id: int) -> str:
     return _send(self, delivery_id)
 
 
-@shared_task(name="notifications.send_push", base=CelesteTask, bind=True, on_inbox_retry=services.delivery_reopen)
+@celeste_task("notifications.send_push", bind=True, on_inbox_retry=lambda **job: services.delivery_reopen(**job))
 def send_push(self, *, delivery_id: int) -> str:
     return _send(self, delivery_id)
 
@@ -38,21 +42,21 @@ def send_push(self, *, delivery_id: int) -> str:
 # Retry from the inbox redoes the work as is: the campaign is still "sending"
 # (it finishes only when no recipient is queued), recipient rows are created with
 # ignore_conflicts, and chunks go out for every recipient still queued.
-@shared_task(name="notifications.campaign_fan_out", base=CelesteTask)
+@celeste_task("notifications.campaign_fan_out")
 def campaign_fan_out(*, campaign_id: int) -> int:
     return campaigns.campaign_fan_out(campaign_id=campaign_id)
 
 
 # Re-runnable as is: it looks for stuck recipients each time it runs.
-@shared_task(name="notifications.recover_campaigns", base=CelesteTask)
+@celeste_task("notifications.recover_campaigns")
 def recover_campaigns() -> int:
     return campaigns.campaigns_recover()
 
 
 # A 4xx or a dropped connection puts the unsent back to queued by itself; a retry
 # from the inbox also queues again those the server refused (5xx).
-@shared_task(name="notifications.campaign_send_chunk", base=CelesteTask, bind=True,
-             on_inbox_retry=campaigns.campaign_recipients_requeue)
+@celeste_task("notifications.campaign_send_chunk", bind=True,
+              on_inbox_retry=lambda **job: campaigns.campaign_recipients_requeue(**job))
 def campaign_send_chunk(self, *, campaign_id: int, recipient_ids: list[int]) -> dict:
     try:
         return campaigns.campaign_send_chunk(campaign_id=campaign_id, recipient_ids=recipient_ids)

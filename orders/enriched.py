@@ -1,4 +1,11 @@
-"""Building the enriched order that the detail endpoint serves from Redis."""
+"""Building the enriched order that the detail endpoint serves from Redis.
+
+The one module outside ``api/`` that imports the API (its serializer): here the
+API's JSON itself is the product. The cache must hold byte for byte what
+``GET /orders/{id}/?include=products,stores,addresses`` answers, so it is built
+with the very serializer that answers it. tests/test_architecture.py allows this
+import and no other.
+"""
 
 from .api.serializers import INCLUDES, OrderSerializer
 from .cache import enriched_order_forget, enriched_order_set

@@ -1,4 +1,7 @@
-class OrderConflict(Exception):
+from celeste.api.errors import Conflict
+
+
+class OrderConflict(Conflict):
     """The request is valid but the order's state forbids it (answered with 409)."""
 
 

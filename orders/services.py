@@ -7,7 +7,9 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.utils import timezone
 
-from catalog.models import Product, StockLevel, Store
+from catalog.errors import InsufficientStock
+from catalog.models import Product, Store
+from catalog.services import stock_release, stock_reserve
 
 from .errors import InvalidTransition, OutOfStock
 from .models import TRANSITIONS, Address, Order, OrderItem, OrderStatus
@@ -45,40 +47,28 @@ def _next_order_number() -> str:
     return f"CEL-{value:08d}"
 
 
-def _locked_stock(*, store_id: int, product_ids: list[int]) -> dict[int, StockLevel]:
-    """The store's stock rows for these products, locked in product-id order so
-    two transactions locking overlapping rows never deadlock."""
-    rows = StockLevel.objects.select_for_update().filter(store_id=store_id, product_id__in=product_ids)
-    return {level.product_id: level for level in rows.order_by("product_id")}
-
-
 @transaction.atomic
 def order_place(*, user, store: Store, address: Address, items: list[tuple[Product, int]]) -> Order:
     """Place an order and take its stock.
 
     Preconditions: ``address`` belongs to ``user``; items name distinct active
     products with quantity ≥ 1. Prices come from the catalog, never the client.
-    Stock rows are locked in product-id order (no deadlocks between two
-    orders), checked, and decremented in the same transaction: of two buyers
-    racing for the last unit exactly one wins, the other gets OutOfStock.
+    The catalog takes the stock (stock_reserve: rows locked in product-id order,
+    so no deadlocks between two orders, checked, decremented) in this
+    transaction: of two buyers racing for the last unit exactly one wins, the
+    other gets OutOfStock.
     """
     wanted = {product.id: (product, quantity) for product, quantity in items}
-    levels = _locked_stock(store_id=store.id, product_ids=list(wanted))
-    for product_id, (product, quantity) in sorted(wanted.items()):
-        level = levels.get(product_id)
-        available = level.quantity if level else 0
-        if available < quantity:
-            raise OutOfStock(f"Only {available} of {product.name!r} ({product.sku}) left in {store.name}.")
+    try:
+        stock_reserve(store_id=store.id, quantities={pid: quantity for pid, (_, quantity) in wanted.items()})
+    except InsufficientStock as short:
+        product = wanted[short.product_id][0]
+        raise OutOfStock(f"Only {short.available} of {product.name!r} ({product.sku}) left in {store.name}.") from None
     currencies = {product.currency for product, _ in wanted.values()}
     if len(currencies) != 1:
-        raise ValueError("All items of an order must share one currency.")
+        raise ValueError("All items of an order must share one currency.")  # rolls the reservation back
 
-    lines = []
-    for product_id, (product, quantity) in sorted(wanted.items()):
-        level = levels[product_id]
-        level.quantity -= quantity
-        level.save(update_fields=["quantity", "updated_at"])
-        lines.append((product, quantity, product.price * quantity))
+    lines = [(product, quantity, product.price * quantity) for _, (product, quantity) in sorted(wanted.items())]
     subtotal = sum((line_total for *_, line_total in lines), Decimal("0.00"))
     order = Order.objects.create(
         number=_next_order_number(),
@@ -144,15 +134,7 @@ def order_deliver(*, order_id: int) -> Order:
 def order_cancel(*, order_id: int) -> Order:
     """Cancel and return the items' stock to the order's store."""
     order = _transition(order_id, OrderStatus.CANCELLED, timestamp_field="cancelled_at")
-    items = list(order.items.all())
-    levels = _locked_stock(store_id=order.store_id, product_ids=[item.product_id for item in items])
-    for item in items:
-        level = levels.get(item.product_id)
-        if level is None:  # the stock row was deleted since: recreate it
-            StockLevel.objects.create(product_id=item.product_id, store_id=order.store_id, quantity=item.quantity)
-        else:
-            level.quantity += item.quantity
-            level.save(update_fields=["quantity", "updated_at"])
+    stock_release(store_id=order.store_id, quantities={item.product_id: item.quantity for item in order.items.all()})
     return order
 
 

@@ -3,13 +3,14 @@ from django.db.models.signals import post_delete, post_save
 
 from celeste.background.queue import enqueue
 
+from . import tasks
 from .cache import enriched_order_forget
 from .models import Address, Order, OrderItem, OrderStatus
 
 
 def order_saved(sender, instance: Order, **kwargs):
     if instance.status_transition and instance.status == OrderStatus.PAID:
-        enqueue("orders.cache_enriched_order", order_id=instance.id)
+        enqueue(tasks.cache_enriched_order, order_id=instance.id)
 
 
 # Cache invalidation is the one thing receivers do besides enqueueing: it must

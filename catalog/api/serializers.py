@@ -1,7 +1,8 @@
 from django.conf import settings
 from rest_framework import serializers
 
-from ..models import EmbeddingStatus, Product, StockLevel, Store
+from ..models import Product, StockLevel, Store
+from ..selectors import embedding_status
 
 
 class StoreSerializer(serializers.ModelSerializer):
@@ -9,16 +10,6 @@ class StoreSerializer(serializers.ModelSerializer):
         model = Store
         fields = ["id", "code", "name", "city", "active", "created_at", "updated_at"]
         read_only_fields = ["created_at", "updated_at"]
-
-
-def embedding_status(product: Product) -> str:
-    embedding = getattr(product, "embedding", None)
-    if embedding is None:
-        return EmbeddingStatus.PENDING
-    stale = embedding.content_hash != product.content_hash or embedding.model_name != settings.EMBEDDING_MODEL_NAME
-    if stale and embedding.status != EmbeddingStatus.FAILED:
-        return EmbeddingStatus.PENDING
-    return embedding.status
 
 
 class ProductSerializer(serializers.ModelSerializer):

@@ -32,6 +32,9 @@ class StoreViewSet(viewsets.ModelViewSet):
     def perform_update(self, serializer):
         serializer.instance = services.store_update(store=serializer.instance, **serializer.validated_data)
 
+    def perform_destroy(self, instance):
+        services.store_delete(store=instance)
+
 
 class ProductViewSet(viewsets.ModelViewSet):
     queryset = Product.objects.select_related("embedding")
@@ -49,6 +52,9 @@ class ProductViewSet(viewsets.ModelViewSet):
     def perform_update(self, serializer):
         product = services.product_update(product=serializer.instance, **serializer.validated_data)
         serializer.instance = self.get_queryset().get(id=product.id)
+
+    def perform_destroy(self, instance):
+        services.product_delete(product=instance)
 
     @extend_schema(
         parameters=[SearchQuerySerializer],
@@ -85,3 +91,6 @@ class StockLevelViewSet(viewsets.ModelViewSet):
         level = serializer.instance
         quantity = serializer.validated_data.get("quantity", level.quantity)
         serializer.instance = services.stock_level_set(product=level.product, store=level.store, quantity=quantity)
+
+    def perform_destroy(self, instance):
+        services.stock_level_delete(stock_level=instance)

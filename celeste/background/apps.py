@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.conf import settings
 from django.db.models.signals import post_migrate
 
 
@@ -8,8 +9,11 @@ class BackgroundConfig(AppConfig):
     verbose_name = "Background tasks"
 
     def ready(self):
-        from . import signals, schedules
+        from . import schedules, signals, startup, tasks
 
+        startup.periodic_task_declare(
+            name="Outbox relay", task=tasks.relay_outbox, every=settings.OUTBOX_RELAY_INTERVAL_SECONDS
+        )
         # post_migrate also runs after a test flush, so schedules survive it.
         post_migrate.connect(schedules.on_post_migrate, dispatch_uid="background.ensure_schedules")
         signals.connect_worker_signals()

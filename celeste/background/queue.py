@@ -21,13 +21,18 @@ from .switches import task_mode
 logger = logging.getLogger(__name__)
 
 
-def enqueue(task_name: str, **kwargs) -> OutboxMessage | None:
-    """Schedule ``task_name(**kwargs)`` according to the task's switch.
+def enqueue(task, **kwargs) -> OutboxMessage | None:
+    """Schedule ``task(**kwargs)`` according to the task's switch.
 
-    Call it inside the transaction whose writes make the work necessary: the
-    outbox row commits or rolls back with them. kwargs must be JSON (ids and
-    small scalars, never model instances or personal data).
+    ``task`` is the task itself (``enqueue(tasks.embed_products)``), never its
+    name: a name is written once, where the task is defined. Call it inside the
+    transaction whose writes make the work necessary: the outbox row commits or
+    rolls back with them. kwargs must be JSON (ids and small scalars, never
+    model instances or personal data).
     """
+    task_name = getattr(task, "name", None)
+    if not isinstance(task_name, str):
+        raise TypeError(f"enqueue() takes a task (e.g. tasks.embed_products), not {task!r}")
     if task_name not in celery_app.tasks:
         raise ValueError(f"Unknown task {task_name!r}")
     mode = task_mode(task_name)

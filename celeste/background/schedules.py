@@ -1,45 +1,27 @@
 """Periodic tasks as django-celery-beat rows, so staff see, pause and re-time
-them in the admin. Created if missing; an existing row is never overwritten."""
+them in the admin. Created if missing; an existing row is never overwritten.
+Each app declares its own (see startup.py)."""
 
 import json
 
-from django.conf import settings
-
-
-def periodic_tasks() -> list[dict]:
-    return [
-        {
-            "name": "Outbox relay",
-            "task": "background.relay_outbox",
-            "every": settings.OUTBOX_RELAY_INTERVAL_SECONDS,
-        },
-        {
-            "name": "Embedding sweeper",
-            "task": "catalog.sweep_stale_embeddings",
-            "every": settings.EMBEDDING_SWEEP_INTERVAL_SECONDS,
-        },
-        {
-            "name": "Campaign recovery",
-            "task": "notifications.recover_campaigns",
-            "every": 300,
-        },
-    ]
+from . import startup
 
 
 def ensure_periodic_tasks() -> int:
+    """The periodic tasks the apps declared (startup.periodic_task_declare)."""
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
     created = 0
-    for spec in periodic_tasks():
-        interval, _ = IntervalSchedule.objects.get_or_create(every=spec["every"], period=IntervalSchedule.SECONDS)
+    for spec in startup.periodic_tasks():
+        interval, _ = IntervalSchedule.objects.get_or_create(every=spec.every, period=IntervalSchedule.SECONDS)
         _, was_created = PeriodicTask.objects.get_or_create(
-            name=spec["name"],
+            name=spec.name,
             defaults={
-                "task": spec["task"],
+                "task": spec.task.name,
                 "interval": interval,
                 "kwargs": json.dumps({}),
                 # A stale tick is worthless: drop it rather than pile up while workers are away.
-                "expire_seconds": spec["every"] * 2,
+                "expire_seconds": spec.every * 2,
             },
         )
         created += was_created

@@ -23,21 +23,17 @@ def failed_task_retry(*, failed_task_ids: list[int]) -> int:
             FailedTask.objects.select_for_update().filter(id__in=failed_task_ids, status=FailedTaskStatus.OPEN)
         )
         for job in jobs:
-            restore = _inbox_retry_hook(job.task_name)
+            task = celery_app.tasks[job.task_name]
+            # Read from the class: Celery makes decorator options class attributes, and a
+            # plain function read through the task instance would be bound to it.
+            restore = getattr(type(task), "on_inbox_retry", None)
             if restore is not None and task_mode(job.task_name) != TaskMode.OFF:
                 restore(**job.kwargs)
-            enqueue(job.task_name, **job.kwargs)
+            enqueue(task, **job.kwargs)
             job.status = FailedTaskStatus.RETRIED
             job.resolved_at = timezone.now()
             job.save(update_fields=["status", "resolved_at", "updated_at"])
     return len(jobs)
-
-
-def _inbox_retry_hook(task_name: str):
-    task = celery_app.tasks.get(task_name)
-    # Read from the class: Celery makes decorator options class attributes, and a
-    # plain function read through the task instance would be bound to it.
-    return getattr(type(task), "on_inbox_retry", None) if task is not None else None
 
 
 def failed_task_discard(*, failed_task_ids: list[int]) -> int:

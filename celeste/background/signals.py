@@ -3,14 +3,10 @@ import logging
 from celery.signals import celeryd_init, worker_init, worker_ready, worker_shutdown
 from django.db import connections
 
-from . import ledger, main_process
+from . import ledger, main_process, startup
 
 logger = logging.getLogger(__name__)
 
-# Recovery steps every worker runs when it starts (apps append to this list):
-# publish what the outbox kept while the broker was down, republish the jobs of
-# dead workers, re-enqueue stale work.
-ON_WORKER_START = []
 _heartbeat: ledger.HeartbeatThread | None = None
 
 
@@ -27,7 +23,9 @@ def _recover_on_worker_start(sender=None, **_):
     # Beat once before the first message is consumed, so no other worker takes
     # this one's first claims for a dead worker's.
     _heartbeat.beat_once(step=False)
-    for step in ON_WORKER_START:
+    # Recovery: first publish what the outbox kept while the broker was down and
+    # republish the jobs of dead workers, then the apps' own steps (startup.py).
+    for step in [outbox_relay, *startup.worker_start_steps()]:
         try:
             # This runs in the worker's main process, where no request cycle checks connections.
             main_process.check_connections()
@@ -45,10 +43,6 @@ def _sign_off(**_):
 
 
 def connect_worker_signals():
-    from .queue import outbox_relay
-
-    if outbox_relay not in ON_WORKER_START:
-        ON_WORKER_START.append(outbox_relay)
     celeryd_init.connect(_assign_worker_id, dispatch_uid="background.assign_worker_id", weak=False)
     worker_init.connect(main_process.remember_main_process, dispatch_uid="background.remember_main_process", weak=False)
     worker_ready.connect(_recover_on_worker_start, dispatch_uid="background.recover_on_worker_start", weak=False)

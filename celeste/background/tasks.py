@@ -30,6 +30,8 @@ class CelesteTask(Task):
     # before re-enqueueing a job from the inbox. It restores the domain state the
     # job needs to redo its work (e.g. a failed delivery becomes pending again).
     on_inbox_retry = None
+    # The queue the task runs on (celeste_task(queue=…); routing.py reads it).
+    queue_name = "fast"
 
     def before_start(self, task_id, args, kwargs):
         if self._is_job() and not job_claim(job_id=task_id, lease_seconds=self._lease_seconds()):
@@ -84,12 +86,21 @@ class CelesteTask(Task):
         return (self.time_limit or settings.CELERY_TASK_TIME_LIMIT) + settings.JOB_UNCLAIMED_AFTER_SECONDS
 
 
-@shared_task(name="background.relay_outbox", base=CelesteTask, max_retries=0)
+def celeste_task(name: str, *, queue: str = "fast", **options):
+    """Declare a task: its stable name, written here once (the outbox, the inbox,
+    switches and beat rows store it as data; code refers to the task object), and
+    the queue it runs on (routing.py routes by it): ``slow`` for heavy work
+    (embeddings, images), ``fast`` for the rest, so a backlog of one never
+    starves the other. ``options`` are Celery's and CelesteTask's."""
+    return shared_task(name=name, base=CelesteTask, queue_name=queue, **options)
+
+
+@celeste_task("background.relay_outbox", max_retries=0)
 def relay_outbox() -> int:
     return outbox_relay()
 
 
-@shared_task(name="background.ping", base=CelesteTask)
+@celeste_task("background.ping")
 def ping() -> str:
     """Does nothing. Enqueued, it checks the whole path end to end (outbox,
     broker, worker, ledger); the task-throughput benchmark measures the

@@ -199,10 +199,9 @@ CELERY_TASK_PUBLISH_RETRY = False
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "fast"
-CELERY_TASK_ROUTES = {
-    "catalog.embed_products": {"queue": "slow"},
-}
-# Everything else (outbox relay, sweeper, order cache, notifications) is fast work.
+# Each task declares its queue where it is defined: celeste_task(name, queue="slow") for
+# heavy work (embeddings), "fast" (the default) for the rest.
+CELERY_TASK_ROUTES = ("celeste.background.routing.route_task",)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False

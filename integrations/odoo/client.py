@@ -248,6 +248,7 @@ class OdooClient:
         return self.execute(model, "write", ids, values, **kwargs)
 
 
+OFF_MESSAGE = "ODOO_URL is not set: the Odoo integration is off"
 _local = threading.local()
 
 
@@ -258,7 +259,7 @@ def odoo_client() -> OdooClient:
     """
     config = OdooConfig.from_settings()
     if config is None:
-        raise OdooNotConfigured("ODOO_URL is not set: the Odoo integration is off")
+        raise OdooNotConfigured(OFF_MESSAGE)
     client = getattr(_local, "client", None)
     if client is None or client.config != config:
         client = _local.client = OdooClient(config)

@@ -6,17 +6,17 @@ from catalog.models import StockLevel
 from celeste.background.queue import enqueue
 from orders.models import Order, OrderStatus
 
-from .services import INVENTORY_CHANGED_TASK, ORDER_TASK
+from . import tasks
 
 
 def stock_level_saved(sender, instance: StockLevel, **kwargs):
     # Ids only: the push reads the quantity StockLevel holds when it sends.
-    enqueue(INVENTORY_CHANGED_TASK, product_id=instance.product_id, store_id=instance.store_id)
+    enqueue(tasks.odoo_inventory_changed, product_id=instance.product_id, store_id=instance.store_id)
 
 
 def order_saved(sender, instance: Order, **kwargs):
     if getattr(instance, "status_transition", None) and instance.status == OrderStatus.PAID:
-        enqueue(ORDER_TASK, order_id=instance.id)
+        enqueue(tasks.odoo_sync_order, order_id=instance.id)
 
 
 def connect():

@@ -1,10 +1,13 @@
 """Thin tasks: ids in, a service call, a JSON result out. Names are stable (the
-outbox, the inbox and task switches refer to them)."""
+outbox, the inbox and task switches store them).
 
-from celery import shared_task
+services imports this module (to enqueue), so it reads services only when a
+task runs; that is why the inbox-retry hook is a small lambda.
+"""
+
 from django.conf import settings
 
-from celeste.background.tasks import CelesteTask
+from celeste.background.tasks import celeste_task
 
 from . import services
 
@@ -15,15 +18,15 @@ SYNC_RETRIES = max(settings.ODOO_SYNC_MAX_ATTEMPTS - 1, 0)
 # A retry from the inbox finds the link failed; order_sync redoes anything not
 # synced (and finds a sale.order created by a lost response), the hook only
 # shows the link pending until the retry runs.
-@shared_task(name=services.ORDER_TASK, base=CelesteTask, max_retries=SYNC_RETRIES,
-             on_inbox_retry=services.order_link_reopen)
+@celeste_task("integrations.odoo_sync_order", max_retries=SYNC_RETRIES,
+              on_inbox_retry=lambda **job: services.order_link_reopen(**job))
 def odoo_sync_order(*, order_id: int) -> str:
     return services.order_sync(order_id=order_id)
 
 
 # One per stock change, and nobody reads its result: skip the result-backend write.
 # A retry from the inbox redoes the work as is: the upsert marks the pair dirty again.
-@shared_task(name=services.INVENTORY_CHANGED_TASK, base=CelesteTask, ignore_result=True)
+@celeste_task("integrations.odoo_inventory_changed", ignore_result=True)
 def odoo_inventory_changed(*, product_id: int, store_id: int) -> bool:
     """Mark the pair dirty and make sure a push is queued (no Odoo call here)."""
     return services.inventory_mark_changed(product_id=product_id, store_id=store_id)
@@ -31,7 +34,7 @@ def odoo_inventory_changed(*, product_id: int, store_id: int) -> bool:
 
 # A retry from the inbox redoes the work as is: a failed push leaves its pairs
 # dirty (only a success cleans a pair), and a push sends whatever is dirty.
-@shared_task(name=services.PUSH_TASK, base=CelesteTask, max_retries=SYNC_RETRIES)
+@celeste_task("integrations.odoo_push_inventory", max_retries=SYNC_RETRIES)
 def odoo_push_inventory() -> dict:
     """Push one batch of dirty pairs with the quantities they have now."""
     return services.inventory_push().as_dict()
@@ -39,7 +42,7 @@ def odoo_push_inventory() -> dict:
 
 # A retry from the inbox redoes the work as is: the task marks its pair dirty
 # before pushing it, whatever a failure left (a parked pair is clean and failed).
-@shared_task(name=services.PAIR_TASK, base=CelesteTask, max_retries=SYNC_RETRIES)
+@celeste_task("integrations.odoo_sync_inventory_pair", max_retries=SYNC_RETRIES)
 def odoo_sync_inventory_pair(*, product_id: int, store_id: int) -> dict:
     """Re-send one pair's current quantity (what the inbox's Retry runs)."""
     return services.inventory_pair_sync(product_id=product_id, store_id=store_id)

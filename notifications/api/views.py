@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from celeste.api.params import boolean_param
-from orders.api.views import IsStaff
+from celeste.api.permissions import IsStaff
 
 from .. import services
 from ..models import Channel, Notification, PushSubscription

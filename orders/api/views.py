@@ -9,6 +9,8 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from celeste.api.permissions import IsStaff
+
 from .. import services
 from ..cache import count_lookup, enriched_order_forget, enriched_order_get
 from ..models import Address
@@ -29,11 +31,6 @@ def parse_includes(request) -> set[str]:
     if unknown:
         raise ValidationError({"include": f"Unknown include {sorted(unknown)}; allowed: {', '.join(INCLUDES)}."})
     return wanted
-
-
-class IsStaff(permissions.BasePermission):
-    def has_permission(self, request, view):
-        return bool(request.user and request.user.is_staff)
 
 
 class AddressViewSet(viewsets.ModelViewSet):

@@ -5,6 +5,7 @@ from django.db import transaction
 
 from catalog import services
 from catalog.models import EmbeddingStatus, ProductEmbedding
+from catalog.tasks import embed_products
 from celeste.background import switches
 from celeste.background.models import OutboxMessage, TaskSwitch
 from celeste.background.queue import enqueue, outbox_relay
@@ -131,16 +132,24 @@ def test_switch_change_reaches_a_process_once_its_cache_expires(settings, redis)
     assert switches.task_mode(EMBED) == "off"
 
 
-def test_unknown_task_name_is_refused(redis):
+def test_a_task_name_is_refused_the_task_itself_is_needed(redis):
+    with pytest.raises(TypeError, match="takes a task"):
+        enqueue(EMBED)
+
+
+def test_an_unregistered_task_is_refused(redis):
+    class Unregistered:
+        name = "catalog.no_such_task"
+
     with pytest.raises(ValueError, match="Unknown task"):
-        enqueue("catalog.no_such_task")
+        enqueue(Unregistered())
 
 
 def test_model_instances_cannot_be_enqueued(redis):
     store = StoreFactory()
 
     with pytest.raises(TypeError):
-        enqueue(EMBED, store=store)
+        enqueue(embed_products, store=store)
 
 
 def test_the_relay_running_twice_publishes_each_message_once(redis, embedded_root):

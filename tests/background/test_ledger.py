@@ -14,6 +14,7 @@ from celeste.background import ledger, main_process
 from celeste.background.models import OutboxMessage, WorkerHeartbeat
 from celeste.background.queue import enqueue, outbox_relay, publish_messages
 from notifications.models import Channel, Delivery, DeliveryStatus, Notification, NotificationEvent
+from notifications.tasks import send_email
 
 from celeste.devserver import embedded
 
@@ -166,7 +167,7 @@ def test_the_relay_republishes_a_job_whose_lease_ran_out(redis):
 
 
 def test_an_old_unclaimed_job_still_in_its_queue_is_left_alone(redis, settings):
-    enqueue(SEND_EMAIL, delivery_id=1)
+    enqueue(send_email, delivery_id=1)
     published()
     OutboxMessage.objects.update(published_at=ago(settings.JOB_UNCLAIMED_AFTER_SECONDS + 1))
 
@@ -177,7 +178,7 @@ def test_an_old_unclaimed_job_still_in_its_queue_is_left_alone(redis, settings):
 def test_a_message_taken_from_the_queue_by_a_worker_that_died_is_republished(redis, settings):
     """Finding 1: the Redis transport removes a message from the queue before it
     records it as unacknowledged; a worker killed in between loses it."""
-    enqueue(SEND_EMAIL, delivery_id=1)
+    enqueue(send_email, delivery_id=1)
     published()
     assert redis.rpop("fast")  # what the dead worker's blocking read did
     OutboxMessage.objects.update(published_at=ago(settings.JOB_UNCLAIMED_AFTER_SECONDS + 1))
@@ -201,7 +202,7 @@ def test_a_retry_waiting_for_its_eta_is_not_lost(redis):
 def test_a_lost_message_is_still_delivered(start_worker, channels_env, smtp_server, redis):
     """Finding 1 end to end: the popped message is gone, the ledger re-drives the job."""
     delivery = email_delivery()
-    enqueue(SEND_EMAIL, delivery_id=delivery.id)
+    enqueue(send_email, delivery_id=delivery.id)
     published()
     assert redis.rpop("fast")  # taken by a worker killed before it recorded it
 
@@ -230,7 +231,7 @@ def test_a_killed_workers_running_job_runs_elsewhere_within_a_minute(
     """Finding 2: jobs held by a killed worker waited the visibility timeout (~20 min)."""
     stuck = start_worker(**{**channels_env, "EMAIL_PORT": str(silent_smtp), "EMAIL_TIMEOUT": "120"})
     delivery = email_delivery()
-    enqueue(SEND_EMAIL, delivery_id=delivery.id)
+    enqueue(send_email, delivery_id=delivery.id)
     published()
     wait_for(lambda: OutboxMessage.objects.filter(task_name=SEND_EMAIL, runs=1).exists(), timeout=60,
              message="the email job hanging on the silent server")

@@ -5,7 +5,7 @@ import pytest
 from catalog.models import Product, ProductEmbedding, StockLevel
 from catalog.services import embeddings_embed_stale
 
-from ..factories import ProductFactory, StockLevelFactory, StoreFactory
+from ..factories import ProductFactory, StockLevelFactory, StoreFactory, place_order
 
 pytestmark = pytest.mark.django_db
 
@@ -97,6 +97,38 @@ def test_staff_updates_and_deletes_a_product(staff_client):
     assert Product.objects.get(id=product.id).name == "Renamed"
     assert staff_client.delete(f"{PRODUCTS}{product.id}/").status_code == 204
     assert not Product.objects.filter(id=product.id).exists()
+
+
+def test_deleting_a_product_orders_refer_to_is_a_409_and_changes_nothing(staff_client):
+    order = place_order()
+    product = order.items.get().product
+
+    response = staff_client.delete(f"{PRODUCTS}{product.id}/")
+
+    assert response.status_code == 409
+    assert response.json()["detail"] == (
+        f"Product {product.name!r} ({product.sku}) cannot be deleted: order items refer to it. "
+        "Deactivate it instead (active: false)."
+    )
+    assert Product.objects.filter(id=product.id, active=True).exists()
+    assert StockLevel.objects.filter(product=product).exists()
+
+
+def test_deleting_a_store_orders_refer_to_is_a_409_and_changes_nothing(staff_client):
+    store = place_order().store
+
+    response = staff_client.delete(f"{STORES}{store.id}/")
+
+    assert response.status_code == 409
+    assert "orders refer to it" in response.json()["detail"]
+    assert StockLevel.objects.filter(store=store).exists()
+
+
+def test_staff_deletes_a_store_with_its_stock_levels(staff_client):
+    level = StockLevelFactory()
+
+    assert staff_client.delete(f"{STORES}{level.store_id}/").status_code == 204
+    assert not StockLevel.objects.filter(id=level.id).exists()
 
 
 def test_unknown_product_is_a_404(api_client):

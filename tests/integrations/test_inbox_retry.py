@@ -11,8 +11,7 @@ from catalog.services import stock_level_set
 from celeste.background.models import FailedTask
 from celeste.background.services import failed_task_retry
 from integrations.models import InventorySyncState, OdooOrderLink, SyncStatus
-from integrations.odoo.services import ORDER_TASK, PAIR_TASK
-from integrations.odoo.tasks import odoo_sync_order
+from integrations.odoo.tasks import odoo_sync_inventory_pair, odoo_sync_order
 from orders import services as order_services
 from orders.services import order_place
 
@@ -38,7 +37,7 @@ def inbox_job(task_name: str) -> FailedTask:
 def test_a_retry_shows_the_failed_order_link_pending_until_it_runs(odoo, odoo_settings, order, redis):
     odoo.deny_access()
     odoo_sync_order.apply(kwargs={"order_id": order.id})
-    job = FailedTask.objects.get(task_name=ORDER_TASK)
+    job = FailedTask.objects.get(task_name=odoo_sync_order.name)
     assert OdooOrderLink.objects.get(order=order).status == SyncStatus.FAILED
 
     failed_task_retry(failed_task_ids=[job.id])
@@ -55,7 +54,7 @@ def test_retrying_a_failed_order_sync_creates_one_confirmed_sale_order(odoo, odo
     odoo.fail_next(100, "503", model="sale.order")
     odoo_worker(ODOO_SYNC_MAX_ATTEMPTS="2")
     order_services.order_mark_paid(order_id=order.id)
-    job = inbox_job(ORDER_TASK)
+    job = inbox_job(odoo_sync_order.name)
     assert OdooOrderLink.objects.get(order=order).status == SyncStatus.FAILED
     assert odoo.state.records["sale.order"] == {}
 
@@ -78,7 +77,7 @@ def test_retrying_a_parked_pair_sends_its_current_quantity(odoo, odoo_worker, ma
     product = ProductFactory()
     odoo_worker()
     stock_level_set(product=product, store=mapped_store, quantity=7)
-    job = inbox_job(PAIR_TASK)
+    job = inbox_job(odoo_sync_inventory_pair.name)
     state = InventorySyncState.objects.get(product=product, store=mapped_store)
     assert (state.status, state.dirty) == (SyncStatus.FAILED, False)
 

@@ -8,14 +8,17 @@ from django.utils import timezone
 
 from celeste.background.models import OutboxMessage
 from notifications import services
+from notifications import admin as notifications_admin
 from notifications.campaigns import (
     CampaignError,
     campaign_audience,
+    campaign_create,
     campaign_fan_out,
     campaigns_recover,
     campaign_progress,
     campaign_send_chunk,
     campaign_start,
+    campaign_update,
 )
 from notifications.models import Campaign, CampaignAudience, CampaignRecipient, CampaignStatus, Channel
 from orders.models import Order
@@ -229,6 +232,52 @@ def test_admin_send_starts_the_campaign_and_shows_progress(admin_client):
 
     assert Campaign.objects.get(id=draft.id).status == CampaignStatus.SENDING
     assert "Sending" in page
+
+
+def test_adding_a_campaign_in_the_admin_goes_through_the_service(admin_client, monkeypatch):
+    made = []
+    monkeypatch.setattr(notifications_admin, "campaign_create", lambda **kw: made.append(kw) or campaign_create(**kw))
+    store = StoreFactory()
+
+    response = admin_client.post(reverse("admin:notifications_campaign_add"), {
+        "subject": "Oat milk week", "body": BODY, "audience": "stores", "stores": [store.id], "ordered_within_days": 7})
+
+    assert response.status_code == 302, response.content[:3000]
+    saved = Campaign.objects.get()
+    assert (saved.audience, list(saved.stores.all()), saved.status) == ("stores", [store], CampaignStatus.DRAFT)
+    assert saved.created_by.email == "staff@example.com"
+    assert len(made) == 1
+
+
+def test_editing_a_draft_in_the_admin_goes_through_the_service(admin_client, monkeypatch):
+    edited = []
+    monkeypatch.setattr(notifications_admin, "campaign_update", lambda **kw: edited.append(kw) or campaign_update(**kw))
+    draft = campaign()
+
+    response = admin_client.post(reverse("admin:notifications_campaign_change", args=[draft.id]), {
+        "subject": "Oat milk month", "body": BODY, "audience": "all", "ordered_within_days": 30})
+
+    assert response.status_code == 302, response.content[:3000]
+    assert Campaign.objects.get(id=draft.id).subject == "Oat milk month"
+    assert len(edited) == 1
+
+
+def test_saving_a_started_campaign_in_the_admin_changes_nothing(admin_client):
+    started = campaign(status=CampaignStatus.SENDING)
+
+    response = admin_client.post(reverse("admin:notifications_campaign_change", args=[started.id]), {})
+
+    assert response.status_code == 302, response.content[:3000]
+    assert Campaign.objects.filter(id=started.id, subject="Oat milk week", status=CampaignStatus.SENDING).exists()
+
+
+def test_a_campaign_that_has_started_cannot_be_changed():
+    started = campaign(status=CampaignStatus.SENDING)
+
+    with pytest.raises(CampaignError, match="cannot be changed"):
+        campaign_update(campaign=started, subject="Something else")
+
+    assert Campaign.objects.get(id=started.id).subject == "Oat milk week"
 
 
 def test_admin_refuses_a_broken_template(admin_client):

@@ -3,7 +3,7 @@
 import pytest
 
 from celeste.background.queue import enqueue
-from notifications import services
+from notifications import services, tasks
 from notifications.campaigns import campaign_start
 from notifications.models import Campaign, CampaignRecipient, Delivery, Notification
 from orders import services as orders
@@ -92,8 +92,8 @@ def test_a_campaign_reaches_each_recipient_exactly_once_even_when_a_chunk_runs_t
              message="fan-out")
     first_chunk = list(CampaignRecipient.objects.filter(campaign=campaign).order_by("id")
                        .values_list("id", flat=True)[:100])
-    enqueue("notifications.campaign_send_chunk", campaign_id=campaign.id, recipient_ids=first_chunk)
-    enqueue("notifications.campaign_fan_out", campaign_id=campaign.id)
+    enqueue(tasks.campaign_send_chunk, campaign_id=campaign.id, recipient_ids=first_chunk)
+    enqueue(tasks.campaign_fan_out, campaign_id=campaign.id)
 
     wait_for(lambda: Campaign.objects.get(id=campaign.id).status == "sent", timeout=120, message="campaign sent")
     received = smtp_server.recipients()

@@ -1,8 +1,8 @@
-"""Odoo sync: paid orders become confirmed sale.orders; stock changes are
-coalesced per (product, store) pair and pushed as inventory adjustments.
+"""Stock changes are coalesced per (product, store) pair and pushed to Odoo as
+inventory adjustments.
 
-All writes to the link/state rows happen here. Tasks (tasks.py) are thin
-wrappers taking ids; receivers (signals.py) only enqueue.
+All writes to the sync states happen here. Tasks (tasks.py) are thin wrappers
+taking ids; the receiver (signals.py) only enqueues.
 """
 
 from __future__ import annotations
@@ -10,27 +10,22 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from catalog.models import StockLevel, Store
+from catalog.models import StockLevel
 from celeste.background.queue import enqueue, failed_task_record
-from orders.models import Order
 
-from ..models import InventorySyncState, OdooOrderLink, SyncStatus
-from .client import OdooClient, many2one_id, odoo_client, odoo_enabled
-from .errors import OdooError, OdooPermanentError, OdooTransientError
+from ...models import InventorySyncState, SyncStatus
+from .. import tasks
+from ..client import OFF_MESSAGE, OdooClient, many2one_id, odoo_client, odoo_enabled
+from ..errors import OdooError, OdooPermanentError, OdooTransientError
 
 logger = logging.getLogger(__name__)
 
-ORDER_TASK = "integrations.odoo_sync_order"
-INVENTORY_CHANGED_TASK = "integrations.odoo_inventory_changed"
-PUSH_TASK = "integrations.odoo_push_inventory"
-PAIR_TASK = "integrations.odoo_sync_inventory_pair"
-
-OFF_MESSAGE = "ODOO_URL is not set: the Odoo integration is off"
 INVENTORY_MODE = {"inventory_mode": True}
 # Set while a push is queued: every change that arrives meanwhile is picked up by
 # that push, so a burst of changes queues one push, not one per change. The TTL
@@ -39,123 +34,7 @@ PUSH_SCHEDULED_KEY = "integrations:odoo:inventory_push_scheduled"
 PUSH_SCHEDULED_TTL = 60
 
 
-# --- orders ---------------------------------------------------------------------
-
-
-def order_sync(*, order_id: int) -> str:
-    """Create (once) and confirm the order's sale.order in Odoo; returns the link status.
-
-    Idempotent: an order already synced is left alone, and Odoo is searched by
-    ``client_order_ref`` = order number before anything is created, so a retry
-    after a lost response, or a duplicate delivery, finds the first sale order.
-    The link row is locked for the whole call, so two runs of the same order
-    never race to create. A failure is recorded on the link, then re-raised
-    (transient: the task retries; permanent: the inbox).
-    """
-    if not Order.objects.filter(id=order_id).exists():
-        logger.warning("odoo.order_gone", extra={"order_id": order_id})
-        return "gone"
-    OdooOrderLink.objects.get_or_create(order_id=order_id)
-    failure = None
-    with transaction.atomic():
-        link = OdooOrderLink.objects.select_for_update().select_related("order__user").get(order_id=order_id)
-        if link.status == SyncStatus.SYNCED:
-            return link.status
-        if not odoo_enabled():
-            link.status, link.error = SyncStatus.SKIPPED, OFF_MESSAGE
-            link.save(update_fields=["status", "error", "updated_at"])
-            logger.info("odoo.order_skipped", extra={"order_id": order_id})
-            return link.status
-        link.attempts += 1
-        try:
-            link.odoo_id = _sale_order_push(odoo_client(), link.order)
-        except OdooError as exc:
-            failure = exc
-            link.status, link.error = SyncStatus.FAILED, f"{type(exc).__name__}: {exc}"
-        else:
-            link.status, link.error, link.synced_at = SyncStatus.SYNCED, "", timezone.now()
-        link.save()
-    if failure is not None:
-        logger.warning("odoo.order_sync_failed", extra={"order_id": order_id, "attempt": link.attempts,
-                                                        "error": link.error})
-        raise failure
-    logger.info("odoo.order_synced", extra={"order_id": order_id, "odoo_id": link.odoo_id})
-    return link.status
-
-
-def _sale_order_push(client: OdooClient, order: Order) -> int:
-    found = client.search_read("sale.order", [("client_order_ref", "=", order.number)], ["id", "state"], limit=1)
-    if found:
-        sale_order = found[0]
-    else:
-        items = list(order.items.select_related("product"))
-        skus = sorted({item.product.sku for item in items})
-        products = {
-            row["default_code"]: row["id"]
-            for row in client.search_read("product.product", [("default_code", "in", skus)], ["id", "default_code"])
-        }
-        missing = [sku for sku in skus if sku not in products]
-        if missing:
-            raise OdooPermanentError(f"No Odoo product.product with default_code {', '.join(missing)}")
-        lines = [
-            (0, 0, {
-                "product_id": products[item.product.sku],
-                "name": item.product_name,
-                "product_uom_qty": item.quantity,
-                "price_unit": float(item.unit_price),  # XML-RPC has no decimal; Odoo stores floats anyway
-            })
-            for item in items
-        ]
-        sale_order_id = client.create("sale.order", {
-            "partner_id": _partner_find_or_create(client, order.user),
-            "client_order_ref": order.number,
-            "order_line": lines,
-        })
-        sale_order = {"id": sale_order_id, "state": "draft"}
-    if sale_order["state"] in ("draft", "sent"):
-        client.execute("sale.order", "action_confirm", [sale_order["id"]])
-    return sale_order["id"]
-
-
-def _partner_find_or_create(client: OdooClient, user) -> int:
-    ref = f"celeste-user-{user.id}"
-    domain = [("email", "=ilike", user.email)] if user.email else [("ref", "=", ref)]
-    found = client.search("res.partner", domain, limit=1)
-    if found:
-        return found[0]
-    return client.create("res.partner", {
-        "name": user.get_full_name() or user.username, "email": user.email or False, "ref": ref,
-    })
-
-
-@transaction.atomic
-def order_link_reopen(*, order_id: int) -> bool:
-    """A ``failed`` order link becomes ``pending`` again; returns whether it was failed.
-
-    For odoo_sync_order retried from the inbox. order_sync redoes any link that
-    is not synced, so the retry would push without this; but until it runs the
-    link should say a sync is pending, not failed (as after "sync again" in the
-    admin). The last error stays until the next attempt replaces it.
-    """
-    return bool(
-        OdooOrderLink.objects.filter(order_id=order_id, status=SyncStatus.FAILED).update(
-            status=SyncStatus.PENDING, updated_at=timezone.now()
-        )
-    )
-
-
-def order_sync_requeue(*, order_ids: list[int]) -> int:
-    """Staff asked to sync these orders again (e.g. after fixing a product in Odoo)."""
-    with transaction.atomic():
-        OdooOrderLink.objects.filter(order_id__in=order_ids).exclude(status=SyncStatus.SYNCED).update(
-            status=SyncStatus.PENDING, updated_at=timezone.now()
-        )
-        for order_id in order_ids:
-            enqueue(ORDER_TASK, order_id=order_id)
-    return len(order_ids)
-
-
-# --- inventory: marking ------------------------------------------------------------
+# --- marking ---------------------------------------------------------------------
 
 _UPSERT_COLUMNS = "(product_id, store_id, dirty, version, synced_version, status, error, attempts, changed_at, created_at, updated_at)"
 _ON_CONFLICT = """
@@ -229,7 +108,7 @@ def inventory_push_schedule() -> bool:
     that may still roll back (the flag lives in Redis, not in the database)."""
     if not cache.add(PUSH_SCHEDULED_KEY, 1, timeout=PUSH_SCHEDULED_TTL):
         return False
-    enqueue(PUSH_TASK)
+    enqueue(tasks.odoo_push_inventory)
     return True
 
 
@@ -240,7 +119,7 @@ def inventory_recover() -> None:
         inventory_push_schedule()
 
 
-# --- inventory: pushing ------------------------------------------------------------
+# --- pushing ---------------------------------------------------------------------
 
 
 @dataclass
@@ -278,8 +157,6 @@ def inventory_push(*, batch_size: int | None = None, product_id: int | None = No
     the inbox, whose Retry re-sends the then-current quantity; an auth error
     stops the run and is raised (the inbox).
     """
-    from django.conf import settings
-
     single = product_id is not None
     batch_size = 1 if single else (batch_size or settings.ODOO_INVENTORY_BATCH_SIZE)
     if not single:
@@ -485,7 +362,7 @@ def _pair_fail(state: InventorySyncState, exc: OdooPermanentError) -> None:
     state.error = f"{type(exc).__name__}: {exc}"[:2000]
     state.save(update_fields=["dirty", "status", "attempts", "error", "updated_at"])
     failed_task_record(
-        task_name=PAIR_TASK, task_id="", kwargs={"product_id": state.product_id, "store_id": state.store_id},
+        task_name=tasks.odoo_sync_inventory_pair.name, task_id="", kwargs={"product_id": state.product_id, "store_id": state.store_id},
         exc=exc, tb="", attempts=1,
     )
     logger.warning("odoo.inventory_pair_failed", extra={"product_id": state.product_id, "store_id": state.store_id,
@@ -522,62 +399,3 @@ def inventory_push_all(*, store_ids: list[int] | None = None, progress=None) -> 
             return total
         if result.exc is not None:
             total.error, total.exc = result.error, result.exc
-
-
-# --- reconciliation -------------------------------------------------------------
-
-
-@dataclass
-class Drift:
-    store_id: int
-    store_code: str
-    sku: str
-    product_id: int | None  # None: the product exists in Odoo only
-    celeste: int
-    odoo: float | None  # None: no quant in Odoo
-
-    def line(self) -> str:
-        odoo = "none" if self.odoo is None else f"{self.odoo:g}"
-        return f"{self.store_code:<20} {self.sku:<24} celeste={self.celeste:<8} odoo={odoo}"
-
-
-def inventory_reconcile(*, store_ids: list[int] | None = None, progress=None, page_size: int = 1000) -> list[Drift]:
-    """Read Odoo's on-hand quantities of every mapped store and list every pair
-    that differs from Celeste's StockLevel. Changes nothing."""
-    client = odoo_client()
-    stores = Store.objects.filter(odoo_location_id__isnull=False).order_by("id")
-    if store_ids is not None:
-        stores = stores.filter(id__in=store_ids)
-    drifts: list[Drift] = []
-    for store in stores:
-        ours = {
-            sku: (product_id, quantity)
-            for sku, product_id, quantity in StockLevel.objects.filter(store=store).values_list(
-                "product__sku", "product_id", "quantity"
-            )
-        }
-        quants: dict[int, float] = {}
-        offset = 0
-        while True:
-            page = client.search_read("stock.quant", [("location_id", "=", store.odoo_location_id)],
-                                      ["product_id", "quantity"], offset=offset, limit=page_size, order="id")
-            for row in page:
-                pid = many2one_id(row["product_id"])
-                quants[pid] = quants.get(pid, 0.0) + row["quantity"]
-            if len(page) < page_size:
-                break
-            offset += page_size
-        codes = {}
-        if quants:
-            codes = {row["id"]: row["default_code"] for row in client.execute(
-                "product.product", "read", sorted(quants), fields=["default_code"])}
-        theirs = {codes.get(pid) or f"odoo-product-{pid}": qty for pid, qty in quants.items()}
-        for sku in sorted(set(ours) | set(theirs)):
-            product_id, quantity = ours.get(sku, (None, 0))
-            odoo = theirs.get(sku)
-            if (odoo if odoo is not None else 0) != quantity:
-                drifts.append(Drift(store.id, store.code, sku, product_id, quantity, odoo))
-        if progress:
-            progress(1)
-    logger.info("odoo.inventory_reconciled", extra={"drifts": len(drifts)})
-    return drifts
