@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(REQ_HASH)
 run: $(STAMP)
 	$(VENV)/bin/python manage.py runall
 
-test: $(STAMP)
+test: lint
 	$(VENV)/bin/python -m pytest
 
 # The suite without the tests that start Celery workers (a few minutes faster).

@@ -102,13 +102,17 @@ def summary(results: list[Result]) -> None:
     targets = [r for r in results if r.target]
     missed = [r for r in targets if r.verdict == "MISS"]
     print("-" * 100)
-    print(f"{len(targets) - len(missed)}/{len(targets)} targets met" + (f"; missed: {', '.join(r.label for r in missed)}" if missed else ""))
+    print(
+        f"{len(targets) - len(missed)}/{len(targets)} targets met"
+        + (f"; missed: {', '.join(r.label for r in missed)}" if missed else "")
+    )
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", metavar="name",
-                        help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
+    parser.add_argument(
+        "names", nargs="*", metavar="name", help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}"
+    )
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run, figures are noisier)")
     args = parser.parse_args(argv)
     unknown = set(args.names) - set(BENCHMARKS)
@@ -117,7 +121,9 @@ def main(argv: list[str]) -> int:
     names = args.names or list(BENCHMARKS)
 
     started = time.monotonic()
-    print(f"Setting up (var/bench, database {DATABASE_NAME}){' [quick]' if args.quick else ''}; {load()} ...", flush=True)
+    print(
+        f"Setting up (var/bench, database {DATABASE_NAME}){' [quick]' if args.quick else ''}; {load()} ...", flush=True
+    )
     setup()
     results: list[Result] = []
     for name in names:

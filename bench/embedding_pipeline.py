@@ -26,8 +26,7 @@ import redis
 from django.conf import settings
 from django.db.models import F
 
-from bench import (BASE_DIR, Result, cached_switches, flush_redis, product_payloads, report, reset_catalog,
-                   set_switch)
+from bench import BASE_DIR, Result, cached_switches, flush_redis, product_payloads, report, reset_catalog, set_switch
 from catalog import embeddings, services, tasks
 from catalog.models import EmbeddingStatus, ProductEmbedding, embedding_text
 from celeste.background import metrics
@@ -92,15 +91,22 @@ def run(quick: bool) -> list[Result]:
     count = 200 if quick else 1000
     reset_catalog()
     set_switch(tasks.embed_products.name, "background")
-    warm, burst, held = (product_payloads(8, prefix="WARM"), product_payloads(count, prefix="BURST"),
-                         product_payloads(count, prefix="HELD"))
+    warm, burst, held = (
+        product_payloads(8, prefix="WARM"),
+        product_payloads(count, prefix="BURST"),
+        product_payloads(count, prefix="HELD"),
+    )
     # Raw throughput on the burst's texts, before and after the pipeline: the
     # better of the two is the reference (other load on the machine only lowers it).
     texts = [embedding_text(name=p["name"], category=p["category"], description=p["description"]) for p in burst]
     raw_before = raw_encode_rate(texts)
 
-    with cached_switches(), celery_worker(queues="slow,fast", concurrency=1, env={"LOG_LEVEL": "INFO"},
-                                          log_dir=BASE_DIR / "var" / "bench" / "logs") as worker:
+    with (
+        cached_switches(),
+        celery_worker(
+            queues="slow,fast", concurrency=1, env={"LOG_LEVEL": "INFO"}, log_dir=BASE_DIR / "var" / "bench" / "logs"
+        ) as worker,
+    ):
         wait_until(all_embedded(create(warm)), 120, worker, "warm-up")  # the worker child has loaded the model
         calls_before = metrics.value("embedding.encode_calls")
         start = time.monotonic()

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from decimal import Decimal
-from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.db import connection
@@ -32,8 +31,9 @@ BODY = "Hello {{ name }},\n\nOat milk is 20% off this week in every store.\n\nUn
 
 
 def start_smtp_server(port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "celeste.devserver.loopback", str(port)],
-                            cwd=BASE_DIR, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celeste.devserver.loopback", str(port)], cwd=BASE_DIR, stdout=subprocess.PIPE, text=True
+    )
     assert "listening" in proc.stdout.readline()
     return proc
 
@@ -56,10 +56,12 @@ def make_customers(count: int) -> list:
 
 def reset() -> None:
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE notifications_campaignrecipient, notifications_campaign, notifications_delivery,"
-                       " notifications_pushsubscription, notifications_notificationpreference,"
-                       " notifications_notification, orders_payment, orders_orderitem, orders_order, orders_address"
-                       " RESTART IDENTITY CASCADE")
+        cursor.execute(
+            "TRUNCATE notifications_campaignrecipient, notifications_campaign, notifications_delivery,"
+            " notifications_pushsubscription, notifications_notificationpreference,"
+            " notifications_notification, orders_payment, orders_orderitem, orders_order, orders_address"
+            " RESTART IDENTITY CASCADE"
+        )
         cursor.execute("DELETE FROM auth_user WHERE username LIKE 'fan-%%' OR username LIKE 'notify-%%'")
 
 
@@ -70,9 +72,16 @@ def run(quick: bool) -> list[Result]:
     smtp = start_smtp_server(port)
     private, public = vapid_key_pair()
     push = PushReceiver(vapid_public_key=public).start()
-    env = {"EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend", "EMAIL_HOST": "127.0.0.1",
-           "EMAIL_PORT": str(port), "VAPID_PRIVATE_KEY": private, "VAPID_PUBLIC_KEY": public,
-           "NOTIFY_RATE_LIMIT_PER_HOUR": "100000", "LOG_LEVEL": "WARNING", "TASK_SWITCH_CACHE_SECONDS": "0"}
+    env = {
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": "127.0.0.1",
+        "EMAIL_PORT": str(port),
+        "VAPID_PRIVATE_KEY": private,
+        "VAPID_PUBLIC_KEY": public,
+        "NOTIFY_RATE_LIMIT_PER_HOUR": "100000",
+        "LOG_LEVEL": "WARNING",
+        "TASK_SWITCH_CACHE_SECONDS": "0",
+    }
     try:
         users = make_customers(recipients)
         campaign = Campaign.objects.create(subject="Oat milk week", body=BODY)
@@ -104,15 +113,33 @@ def run(quick: bool) -> list[Result]:
     reset()
 
     campaign_rate, smtplib_rate = recipients / campaign_seconds, recipients / smtplib_seconds
-    return report([
-        Result("notifications", f"campaign, {recipients:,} recipients, one worker", campaign_rate, "msg/s"),
-        Result("notifications", f"plain smtplib, same {received_by_smtplib:,} messages, one connection",
-               smtplib_rate, "msg/s"),
-        Result("notifications", "messages the SMTP server got (campaign + order emails)", received_by_worker, "msgs"),
-        Result("notifications", "campaign throughput ratio worker / smtplib", campaign_rate / smtplib_rate, "x", ">= 0.5"),
-        Result("notifications", f"status change → in-app+email+push all sent, p50 (n={len(latencies)})",
-               p50(latencies) * 1000, "ms"),
-    ])
+    return report(
+        [
+            Result("notifications", f"campaign, {recipients:,} recipients, one worker", campaign_rate, "msg/s"),
+            Result(
+                "notifications",
+                f"plain smtplib, same {received_by_smtplib:,} messages, one connection",
+                smtplib_rate,
+                "msg/s",
+            ),
+            Result(
+                "notifications", "messages the SMTP server got (campaign + order emails)", received_by_worker, "msgs"
+            ),
+            Result(
+                "notifications",
+                "campaign throughput ratio worker / smtplib",
+                campaign_rate / smtplib_rate,
+                "x",
+                ">= 0.5",
+            ),
+            Result(
+                "notifications",
+                f"status change → in-app+email+push all sent, p50 (n={len(latencies)})",
+                p50(latencies) * 1000,
+                "ms",
+            ),
+        ]
+    )
 
 
 def _status_change_latencies(count: int, push: PushReceiver, env: dict) -> list[float]:

@@ -49,8 +49,7 @@ def _catalog(stores: int, products: int):
     Store.objects.filter(code__startswith="odoo-bench-").delete()
     store_rows = [services.store_create(code=f"odoo-bench-{i}", name=f"Odoo bench {i}") for i in range(stores)]
     product_rows = [
-        services.product_create(sku=f"ODOO-{i:05d}", name=f"Bench product {i}", price="1.00")
-        for i in range(products)
+        services.product_create(sku=f"ODOO-{i:05d}", name=f"Bench product {i}", price="1.00") for i in range(products)
     ]
     return store_rows, product_rows
 
@@ -98,8 +97,11 @@ def _coalesced(stores, products, count: int, *, paused: bool) -> dict:
         _map(server, stores, products)
         pairs = [(p, s) for s in stores for p in products]
         sequence = _changes(pairs, count)
-        env = {**server.env(), "TASK_SWITCH_CACHE_SECONDS": "0", "ODOO_INVENTORY_BATCH_SIZE":
-               str(settings.ODOO_INVENTORY_BATCH_SIZE)}
+        env = {
+            **server.env(),
+            "TASK_SWITCH_CACHE_SECONDS": "0",
+            "ODOO_INVENTORY_BATCH_SIZE": str(settings.ODOO_INVENTORY_BATCH_SIZE),
+        }
         with celery_worker(env=env, concurrency=2, log_dir=BASE_DIR / "var" / "bench" / "logs") as worker:
             if paused:  # the burst lands while the worker is busy elsewhere / down
                 os.killpg(worker.proc.pid, signal.SIGSTOP)
@@ -147,14 +149,18 @@ def _one_by_one(stores, products, count: int) -> dict:
             product, store = pairs[index]
             stock_level_set(product=product, store=store, quantity=quantity)
             (odoo_product,) = client.search("product.product", [("default_code", "=", product.sku)], limit=1)
-            quants = client.search_read("stock.quant", [("product_id", "=", odoo_product),
-                                                        ("location_id", "=", store.odoo_location_id)], ["id"])
+            quants = client.search_read(
+                "stock.quant", [("product_id", "=", odoo_product), ("location_id", "=", store.odoo_location_id)], ["id"]
+            )
             if quants:
                 quant_id = quants[0]["id"]
                 client.write("stock.quant", [quant_id], {"inventory_quantity": quantity}, context=context)
             else:
-                quant_id = client.create("stock.quant", {"product_id": odoo_product, "location_id": store.odoo_location_id,
-                                                         "inventory_quantity": quantity}, context=context)
+                quant_id = client.create(
+                    "stock.quant",
+                    {"product_id": odoo_product, "location_id": store.odoo_location_id, "inventory_quantity": quantity},
+                    context=context,
+                )
             client.execute("stock.quant", "action_apply_inventory", [quant_id])
         seconds = time.monotonic() - started
         assert _matches(server, stores), "the one-by-one run did not end equal"
@@ -195,7 +201,9 @@ def run(quick: bool):
     for name, ours in (("burst", burst), ("stream", stream)):
         results += [
             Result(BENCH, f"{name}: XML-RPC calls", ours["calls"], "calls"),
-            Result(BENCH, f"{name}: quantity writes", ours["writes"], "writes", f"<= {pairs}" if name == "burst" else ""),
+            Result(
+                BENCH, f"{name}: quantity writes", ours["writes"], "writes", f"<= {pairs}" if name == "burst" else ""
+            ),
             Result(BENCH, f"{name}: action_apply_inventory calls (batches)", ours["applies"], "calls"),
             Result(BENCH, f"{name}: making the changes (API-like loop)", ours["changes_seconds"], "s"),
             Result(BENCH, f"{name}: first change -> Odoo matches Celeste", ours["seconds"], "s"),
@@ -205,6 +213,7 @@ def run(quick: bool):
             Result(BENCH, f"{name}: ratio time to match vs one by one", ours["seconds"] / naive["seconds"], "x"),
         ]
     return report(results)
+
 
 if __name__ == "__main__":
     from bench.__main__ import setup, summary

@@ -9,11 +9,11 @@ relation loaded per object).
 """
 
 import time
+from contextlib import contextmanager
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from django.db import connection
-from contextlib import contextmanager
 from rest_framework.test import APIClient
 
 from bench import Result, p50, report, reset_catalog
@@ -29,19 +29,28 @@ ALL = ",".join(INCLUDES)
 
 def reset_orders() -> None:
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE orders_payment, orders_orderitem, orders_order, orders_address RESTART IDENTITY CASCADE")
+        cursor.execute(
+            "TRUNCATE orders_payment, orders_orderitem, orders_order, orders_address RESTART IDENTITY CASCADE"
+        )
     reset_catalog()
 
 
 def make_orders(user, *, count: int, items: int) -> list[Order]:
     store = catalog.store_create(code=f"bench-{time.time_ns()}", name="Bench Store")
-    products = [catalog.product_create(sku=f"ORD-{time.time_ns()}-{i}", name=f"Bench product {i}",
-                                       description="Something good.", price=Decimal("2.50") + i)
-                for i in range(items * 4)]
+    products = [
+        catalog.product_create(
+            sku=f"ORD-{time.time_ns()}-{i}",
+            name=f"Bench product {i}",
+            description="Something good.",
+            price=Decimal("2.50") + i,
+        )
+        for i in range(items * 4)
+    ]
     for product in products:
         catalog.stock_level_set(product=product, store=store, quantity=1_000_000)
-    address = orders.address_create(user=user, recipient="Bench", line1="Road 1", city="Berlin",
-                                    postal_code="10117", country="DE")
+    address = orders.address_create(
+        user=user, recipient="Bench", line1="Road 1", city="Berlin", postal_code="10117", country="DE"
+    )
     placed = []
     for n in range(count):
         chosen = [products[(n + k) % len(products)] for k in range(items)]
@@ -74,7 +83,7 @@ def run(quick: bool) -> list[Result]:
     url = f"/api/v1/orders/{order.id}/?include={ALL}"
     cached, cold = [], []
     for i in range(samples + 10):
-        for mode in (("cached", "cold") if i % 2 else ("cold", "cached")):
+        for mode in ("cached", "cold") if i % 2 else ("cold", "cached"):
             if mode == "cached":
                 enriched_order_refresh(order_id=order.id)
             else:
@@ -99,8 +108,11 @@ def run(quick: bool) -> list[Result]:
         assert len(single.get(list_url).json()["results"]) == 1
 
     def naive_list():
-        return OrderSerializer(list(Order.objects.filter(user=user).order_by("-created_at")), many=True,
-                               context={"includes": set(INCLUDES)}).data
+        return OrderSerializer(
+            list(Order.objects.filter(user=user).order_by("-created_at")),
+            many=True,
+            context={"includes": set(INCLUDES)},
+        ).data
 
     with count_queries() as naive_queries:
         naive_list()
@@ -116,15 +128,23 @@ def run(quick: bool) -> list[Result]:
 
     hot_ms, cold_ms = p50(cached) * 1000, p50(cold) * 1000
     list_ms, naive_ms = p50(optimised_times) * 1000, p50(naive_times) * 1000
-    return report([
-        Result("orders", f"order detail p50, pre-cached (n={len(cached)})", hot_ms, "ms"),
-        Result("orders", f"order detail p50, cold (n={len(cold)})", cold_ms, "ms"),
-        Result("orders", "order detail p50 ratio pre-cached / cold", hot_ms / cold_ms, "x", "<= 0.3"),
-        Result("orders", "order list SQL queries, 200 orders with includes", len(optimised_queries), "queries"),
-        Result("orders", "order list SQL queries, 1 order with includes", len(single_queries), "queries"),
-        Result("orders", "order list queries ratio 200 / 1 (constant)", len(optimised_queries) / len(single_queries), "x", "<= 1.0"),
-        Result("orders", "naive per-object list SQL queries, 200 orders", len(naive_queries), "queries"),
-        Result("orders", f"order list p50, 200 orders (API, n={list_rounds})", list_ms, "ms"),
-        Result("orders", "naive per-object serialisation p50, 200 orders", naive_ms, "ms"),
-        Result("orders", "order list p50 ratio API / naive", list_ms / naive_ms, "x"),
-    ])
+    return report(
+        [
+            Result("orders", f"order detail p50, pre-cached (n={len(cached)})", hot_ms, "ms"),
+            Result("orders", f"order detail p50, cold (n={len(cold)})", cold_ms, "ms"),
+            Result("orders", "order detail p50 ratio pre-cached / cold", hot_ms / cold_ms, "x", "<= 0.3"),
+            Result("orders", "order list SQL queries, 200 orders with includes", len(optimised_queries), "queries"),
+            Result("orders", "order list SQL queries, 1 order with includes", len(single_queries), "queries"),
+            Result(
+                "orders",
+                "order list queries ratio 200 / 1 (constant)",
+                len(optimised_queries) / len(single_queries),
+                "x",
+                "<= 1.0",
+            ),
+            Result("orders", "naive per-object list SQL queries, 200 orders", len(naive_queries), "queries"),
+            Result("orders", f"order list p50, 200 orders (API, n={list_rounds})", list_ms, "ms"),
+            Result("orders", "naive per-object serialisation p50, 200 orders", naive_ms, "ms"),
+            Result("orders", "order list p50 ratio API / naive", list_ms / naive_ms, "x"),
+        ]
+    )

@@ -61,7 +61,7 @@ def run(quick: bool) -> list[Result]:
         for mode in MODES:
             post_block(mode, warmup, record=False)
         for round_no in range(rounds):
-            order = MODES[round_no % len(MODES):] + MODES[: round_no % len(MODES)]
+            order = MODES[round_no % len(MODES) :] + MODES[: round_no % len(MODES)]
             for mode in order:
                 post_block(mode, per_mode // rounds, record=True)
     set_switch(embed_products.name, "background")

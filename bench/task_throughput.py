@@ -49,7 +49,9 @@ def bare(n: int, worker) -> float:
     started = time.monotonic()
     for _ in range(n):
         app.send_task(ping.name)
-    finished = wait_until(lambda: TaskResult.objects.filter(task_name=ping.name).count() >= n, 600, worker, "bare tasks")
+    finished = wait_until(
+        lambda: TaskResult.objects.filter(task_name=ping.name).count() >= n, 600, worker, "bare tasks"
+    )
     return n / (finished - started)
 
 

@@ -5,7 +5,6 @@ from . import services
 from .models import Product, StockLevel, Store
 from .selectors import embedding_status
 
-
 STORE_FIELDS = ("code", "name", "city", "active", "odoo_location_id")
 
 
@@ -102,7 +101,9 @@ class StockLevelAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         saved = services.stock_level_set(
-            product=form.cleaned_data["product"], store=form.cleaned_data["store"], quantity=form.cleaned_data["quantity"]
+            product=form.cleaned_data["product"],
+            store=form.cleaned_data["store"],
+            quantity=form.cleaned_data["quantity"],
         )
         obj.pk = saved.pk
 

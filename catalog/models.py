@@ -12,7 +12,9 @@ class Store(models.Model):
     city = models.CharField(max_length=100, blank=True)
     active = models.BooleanField(default=True)
     odoo_location_id = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Id of the Odoo stock.location this store's stock is synced to (empty: not synced)."
+        null=True,
+        blank=True,
+        help_text="Id of the Odoo stock.location this store's stock is synced to (empty: not synced).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

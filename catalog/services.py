@@ -65,8 +65,13 @@ def product_create(
 ) -> Product:
     """Create a product; its embedding starts pending and is made in the background."""
     product = Product(
-        sku=sku, name=name, description=description, category=category, price=Decimal(str(price)),
-        currency=currency, active=active,
+        sku=sku,
+        name=name,
+        description=description,
+        category=category,
+        price=Decimal(str(price)),
+        currency=currency,
+        active=active,
     )
     product.save()
     ProductEmbedding.objects.create(product=product)

@@ -50,8 +50,18 @@ class OdooOrderLinkAdmin(admin.ModelAdmin):
 
 @admin.register(InventorySyncState)
 class InventorySyncStateAdmin(admin.ModelAdmin):
-    list_display = ("product", "store", "status", "dirty", "synced_quantity", "version", "synced_version",
-                    "attempts", "error", "synced_at")
+    list_display = (
+        "product",
+        "store",
+        "status",
+        "dirty",
+        "synced_quantity",
+        "version",
+        "synced_version",
+        "attempts",
+        "error",
+        "synced_at",
+    )
     list_filter = ("status", "dirty", "store")
     search_fields = ("product__sku", "product__name", "store__code")
     list_select_related = ("product", "store")

@@ -101,11 +101,15 @@ class CampaignAdmin(admin.ModelAdmin):
             return Count("recipients", filter=Q(recipients__status__in=statuses))
 
         # "queued" on the list means not finished yet: waiting or being sent right now.
-        return super().get_queryset(request).annotate(
-            queued_count=count(RecipientStatus.QUEUED, RecipientStatus.SENDING),
-            sent_count=count(RecipientStatus.SENT),
-            failed_count=count(RecipientStatus.FAILED),
-            skipped_count=count(RecipientStatus.SKIPPED),
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                queued_count=count(RecipientStatus.QUEUED, RecipientStatus.SENDING),
+                sent_count=count(RecipientStatus.SENT),
+                failed_count=count(RecipientStatus.FAILED),
+                skipped_count=count(RecipientStatus.SKIPPED),
+            )
         )
 
     @admin.display(description="queued", ordering="queued_count")

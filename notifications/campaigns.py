@@ -62,8 +62,9 @@ def recipient_message_id(*, campaign_id: int, recipient_id: int) -> str:
     return email_message_id(f"campaign-{campaign_id}-recipient-{recipient_id}")
 
 
-def campaign_message(campaign: Campaign, template: Template, user, *, connection=None,
-                     message_id: str | None = None) -> EmailMessage:
+def campaign_message(
+    campaign: Campaign, template: Template, user, *, connection=None, message_id: str | None = None
+) -> EmailMessage:
     body, link = _render(template, user)
     headers = {"List-Unsubscribe": f"<{link}>"}
     if message_id:
@@ -98,8 +99,9 @@ class _ChunkSender:
     def send(self, recipient_id: int, user) -> None:
         message_id = recipient_message_id(campaign_id=self.campaign.id, recipient_id=recipient_id)
         if self.smtp is None:
-            self.backend.send_messages([campaign_message(self.campaign, self.template, user, connection=self.backend,
-                                                         message_id=message_id)])
+            self.backend.send_messages(
+                [campaign_message(self.campaign, self.template, user, connection=self.backend, message_id=message_id)]
+            )
             return
         body, link = _render(self.template, user)
         to = user.email if user.email.isascii() else sanitize_address(user.email, "utf-8")
@@ -127,12 +129,18 @@ CAMPAIGN_FIELDS = ("subject", "body", "audience", "ordered_within_days")
 
 @transaction.atomic
 def campaign_create(
-    *, subject: str, body: str, audience: str = CampaignAudience.ALL, stores=(), ordered_within_days: int = 30,
+    *,
+    subject: str,
+    body: str,
+    audience: str = CampaignAudience.ALL,
+    stores=(),
+    ordered_within_days: int = 30,
     created_by=None,
 ) -> Campaign:
     """A draft campaign. Raises CampaignTemplateError for a body that is not a valid template."""
-    campaign = Campaign(subject=subject, body=body, audience=audience, ordered_within_days=ordered_within_days,
-                        created_by=created_by)
+    campaign = Campaign(
+        subject=subject, body=body, audience=audience, ordered_within_days=ordered_within_days, created_by=created_by
+    )
     campaign_template(campaign)
     campaign.save()
     campaign.stores.set(stores)
@@ -193,7 +201,8 @@ def campaign_fan_out(*, campaign_id: int) -> int:
         return 0
     CampaignRecipient.objects.bulk_create(
         (CampaignRecipient(campaign_id=campaign.id, user_id=user_id) for user_id in campaign_audience(campaign)),
-        ignore_conflicts=True, batch_size=2000,
+        ignore_conflicts=True,
+        batch_size=2000,
     )
     queued = campaign.recipients.filter(status=Status.QUEUED).order_by("id").values_list("id", flat=True)
     chunks = 0

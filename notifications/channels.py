@@ -5,13 +5,11 @@ import base64
 import json
 import logging
 import smtplib
-import socket
 from collections.abc import Callable
 from contextlib import contextmanager
 from email.utils import parseaddr
 
 import requests
-
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.utils import DNS_NAME
@@ -92,7 +90,7 @@ def _smtp_errors():
     except smtplib.SMTPRecipientsRefused as exc:
         code, reason = next(iter(exc.recipients.values()))
         raise _smtp_error(code, reason) from exc
-    except (smtplib.SMTPException, OSError, socket.timeout) as exc:
+    except (TimeoutError, smtplib.SMTPException, OSError) as exc:
         raise TransientDeliveryError(f"SMTP unavailable: {exc!r}") from exc
 
 
@@ -110,13 +108,15 @@ def _smtp_error(code: int, reason) -> Exception:
 
 
 def push_payload(notification: Notification) -> bytes:
-    return json.dumps({
-        "title": notification.title,
-        "body": notification.body,
-        "event": notification.event,
-        "order": notification.order_id,
-        "notification_id": notification.id,
-    }).encode()
+    return json.dumps(
+        {
+            "title": notification.title,
+            "body": notification.body,
+            "event": notification.event,
+            "order": notification.order_id,
+            "notification_id": notification.id,
+        }
+    ).encode()
 
 
 def push_send(subscription: PushSubscription, payload: bytes) -> None:
@@ -127,8 +127,10 @@ def push_send(subscription: PushSubscription, payload: bytes) -> None:
         raise PermanentDeliveryError("VAPID keys are not configured (manage.py generate_vapid_keys).")
     try:
         webpush(
-            subscription_info={"endpoint": subscription.endpoint,
-                               "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth}},
+            subscription_info={
+                "endpoint": subscription.endpoint,
+                "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth},
+            },
             data=payload,
             vapid_private_key=settings.VAPID_PRIVATE_KEY,
             vapid_claims={"sub": settings.VAPID_SUBJECT},

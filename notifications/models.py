@@ -22,8 +22,9 @@ class Notification(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
     event = models.CharField(max_length=50, choices=NotificationEvent.choices)
-    order = models.ForeignKey("orders.Order", on_delete=models.CASCADE, null=True, blank=True,
-                              related_name="notifications")
+    order = models.ForeignKey(
+        "orders.Order", on_delete=models.CASCADE, null=True, blank=True, related_name="notifications"
+    )
     title = models.CharField(max_length=200)
     body = models.TextField()
     data = models.JSONField(default=dict, blank=True)
@@ -76,7 +77,9 @@ class Delivery(models.Model):
 class NotificationPreference(models.Model):
     """A channel a user switched on or off. No row means on."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_preferences")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_preferences"
+    )
     channel = models.CharField(max_length=20, choices=Channel.choices)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -128,8 +131,9 @@ class Campaign(models.Model):
     stores = models.ManyToManyField("catalog.Store", blank=True, related_name="campaigns")
     ordered_within_days = models.PositiveIntegerField(default=30)
     status = models.CharField(max_length=20, choices=CampaignStatus.choices, default=CampaignStatus.DRAFT)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

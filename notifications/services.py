@@ -38,7 +38,10 @@ EVENT_FOR_STATUS = {
     "cancelled": NotificationEvent.ORDER_CANCELLED,
 }
 MESSAGES = {
-    NotificationEvent.ORDER_PAID: ("Payment received for order {number}", "We received your payment of {total} {currency}."),
+    NotificationEvent.ORDER_PAID: (
+        "Payment received for order {number}",
+        "We received your payment of {total} {currency}.",
+    ),
     NotificationEvent.ORDER_CONFIRMED: ("Order {number} confirmed", "{store} is preparing your order."),
     NotificationEvent.ORDER_SHIPPED: ("Order {number} shipped", "Your order is on its way."),
     NotificationEvent.ORDER_DELIVERED: ("Order {number} delivered", "Your order was delivered. Enjoy!"),
@@ -70,9 +73,14 @@ def notification_dispatch_order_event(*, order_id: int, status: str) -> Notifica
     title, body = MESSAGES[event]
     values = {"number": order.number, "total": order.total, "currency": order.currency, "store": order.store.name}
     notification, created = Notification.objects.get_or_create(
-        user_id=order.user_id, event=event, order=order,
-        defaults={"title": title.format(**values), "body": body.format(**values),
-                  "data": {"order_id": order.id, "order_number": order.number, "status": status}},
+        user_id=order.user_id,
+        event=event,
+        order=order,
+        defaults={
+            "title": title.format(**values),
+            "body": body.format(**values),
+            "data": {"order_id": order.id, "order_number": order.number, "status": status},
+        },
     )
     if not created:
         return notification
@@ -123,9 +131,10 @@ def delivery_send(*, delivery_id: int) -> str:
             return _finish(delivery, DeliveryStatus.SKIPPED, "The channel is switched off.").status
         if not channel_enabled(user_id=notification.user_id, channel=channel):
             return _finish(delivery, DeliveryStatus.SKIPPED, "The user turned this channel off.").status
-        if channel == Channel.PUSH and not PushSubscription.objects.filter(
-            user_id=notification.user_id, active=True
-        ).exists():
+        if (
+            channel == Channel.PUSH
+            and not PushSubscription.objects.filter(user_id=notification.user_id, active=True).exists()
+        ):
             return _finish(delivery, DeliveryStatus.SKIPPED, "The user has no active push subscription.").status
         if not rate_limit_allow(user_id=notification.user_id, channel=channel, delivery_id=delivery.id):
             return _finish(delivery, DeliveryStatus.RATE_LIMITED, "Over the per-user hourly limit.").status
@@ -264,7 +273,9 @@ def push_subscription_save(*, user, endpoint: str, p256dh: str, auth: str) -> Pu
 
 
 def push_subscription_deactivate(*, subscription_id: int, reason: str) -> None:
-    PushSubscription.objects.filter(id=subscription_id).update(active=False, last_error=reason, updated_at=timezone.now())
+    PushSubscription.objects.filter(id=subscription_id).update(
+        active=False, last_error=reason, updated_at=timezone.now()
+    )
     logger.info("push.subscription_deactivated", extra={"subscription_id": subscription_id})
 
 
@@ -297,9 +308,11 @@ def delivery_rates(*, hours: int = 1) -> dict[str, dict]:
     rates = {}
     recent = Delivery.objects.filter(updated_at__gte=since)
     for channel in Channel.values:
-        attempted = recent.filter(channel=channel).filter(
-            Q(status__in=[DeliveryStatus.SENT, DeliveryStatus.FAILED]) | Q(attempts__gt=0)
-        ).count()
+        attempted = (
+            recent.filter(channel=channel)
+            .filter(Q(status__in=[DeliveryStatus.SENT, DeliveryStatus.FAILED]) | Q(attempts__gt=0))
+            .count()
+        )
         sent = recent.filter(channel=channel, status=DeliveryStatus.SENT).count()
         rates[channel] = {"attempted": attempted, "sent": sent, "rate": (sent / attempted) if attempted else None}
     return rates

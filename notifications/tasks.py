@@ -55,8 +55,11 @@ def recover_campaigns() -> int:
 
 # A 4xx or a dropped connection puts the unsent back to queued by itself; a retry
 # from the inbox also queues again those the server refused (5xx).
-@celeste_task("notifications.campaign_send_chunk", bind=True,
-              on_inbox_retry=lambda **job: campaigns.campaign_recipients_requeue(**job))
+@celeste_task(
+    "notifications.campaign_send_chunk",
+    bind=True,
+    on_inbox_retry=lambda **job: campaigns.campaign_recipients_requeue(**job),
+)
 def campaign_send_chunk(self, *, campaign_id: int, recipient_ids: list[int]) -> dict:
     try:
         return campaigns.campaign_send_chunk(campaign_id=campaign_id, recipient_ids=recipient_ids)

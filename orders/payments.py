@@ -107,8 +107,13 @@ def payment_event_process(*, payload: dict) -> tuple[Payment, bool]:
         return existing, False
 
     payment = Payment(
-        provider=event["provider"], provider_event_id=event["id"], event_type=event["type"], raw_payload=payload,
-        order=order, amount=event.get("amount"), currency=event.get("currency", ""),
+        provider=event["provider"],
+        provider_event_id=event["id"],
+        event_type=event["type"],
+        raw_payload=payload,
+        order=order,
+        amount=event.get("amount"),
+        currency=event.get("currency", ""),
     )
     if event["type"] != PAYMENT_SUCCEEDED:
         payment.status = PaymentStatus.IGNORED
@@ -135,8 +140,8 @@ def _refusal(order: Order | None, event: dict) -> str:
     if order.status != OrderStatus.PENDING:
         return f"Order {order.number} is {order.status}, not pending."
     if event["currency"] != order.currency or event["amount"] != order.total:
-        return (f"Amount {event['amount']} {event['currency']} does not match the order total "
-                f"{order.total} {order.currency}.")
+        return (
+            f"Amount {event['amount']} {event['currency']} does not match the order total "
+            f"{order.total} {order.currency}."
+        )
     return ""
-
-

@@ -22,8 +22,15 @@ def order_cache_version(order_id: int) -> tuple[int, str] | None:
             products_updated=Max("items__product__updated_at"),
             items_count=Count("items"),
         )
-        .values_list("user_id", "updated_at", "address__updated_at", "store__updated_at",
-                     "items_updated", "products_updated", "items_count")
+        .values_list(
+            "user_id",
+            "updated_at",
+            "address__updated_at",
+            "store__updated_at",
+            "items_updated",
+            "products_updated",
+            "items_count",
+        )
         .first()
     )
     if row is None:

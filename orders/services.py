@@ -81,8 +81,13 @@ def order_place(*, user, store: Store, address: Address, items: list[tuple[Produ
     )
     OrderItem.objects.bulk_create(
         OrderItem(
-            order=order, product=product, product_name=product.name, sku=product.sku,
-            unit_price=product.price, quantity=quantity, line_total=line_total,
+            order=order,
+            product=product,
+            product_name=product.name,
+            sku=product.sku,
+            unit_price=product.price,
+            quantity=quantity,
+            line_total=line_total,
         )
         for product, quantity, line_total in lines
     )
@@ -96,9 +101,7 @@ def order_place(*, user, store: Store, address: Address, items: list[tuple[Produ
 def _transition(order_id: int, to: str, *, timestamp_field: str) -> Order:
     order = Order.objects.select_for_update().get(id=order_id)
     if to not in TRANSITIONS[order.status]:
-        raise InvalidTransition(
-            f"Order {order.number} is {order.status}; it cannot become {to}."
-        )
+        raise InvalidTransition(f"Order {order.number} is {order.status}; it cannot become {to}.")
     order.status = to
     setattr(order, timestamp_field, timezone.now())
     order.save()

@@ -12,10 +12,12 @@ from django.db import connections
 from rest_framework.test import APIClient
 
 from celeste.background import switches
-from celeste.background.publisher import publisher
 from celeste.background.models import OutboxMessage, TaskSwitch
+from celeste.background.publisher import publisher
 from celeste.devserver import embedded
+from celeste.devserver.loopback import PushReceiver, SMTPServer
 from celeste.devserver.processes import celery_beat, celery_worker
+from notifications.channels import vapid_key_pair
 
 from .factories import UserFactory
 
@@ -160,3 +162,43 @@ def customer_client(db):
     client = APIClient()
     client.force_authenticate(UserFactory())
     return client
+
+
+# --- outside services on loopback: SMTP, Web Push -------------------------------
+
+
+@pytest.fixture
+def smtp_server():
+    server = SMTPServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def vapid_keys():
+    return vapid_key_pair()
+
+
+@pytest.fixture
+def push_receiver(vapid_keys):
+    receiver = PushReceiver(vapid_public_key=vapid_keys[1]).start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def channels_env(settings, smtp_server, vapid_keys):
+    """Point this process and worker subprocesses at the loopback SMTP server and VAPID keys."""
+    env = {
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": "127.0.0.1",
+        "EMAIL_PORT": str(smtp_server.port),
+        "VAPID_PRIVATE_KEY": vapid_keys[0],
+        "VAPID_PUBLIC_KEY": vapid_keys[1],
+        "PUSH_TIMEOUT_SECONDS": "5",
+    }
+    settings.EMAIL_BACKEND = env["EMAIL_BACKEND"]
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = smtp_server.port
+    settings.VAPID_PRIVATE_KEY, settings.VAPID_PUBLIC_KEY = vapid_keys
+    return {**WORKER_ENV, **env}

@@ -184,8 +184,10 @@ def task_cycles() -> dict[str, list[str]]:
         # Its own packages aside (``from . import services`` names the package too).
         imported = {name for name in imports[tasks] if not within(tasks, name)}
         partners = [
-            m for m in modules
-            if m != tasks and any(within(name, tasks) for name in imports[m])
+            m
+            for m in modules
+            if m != tasks
+            and any(within(name, tasks) for name in imports[m])
             and any(within(m, name) for name in imported)
         ]
         packages = {name for name in imported if name in modules and any(within(p, name) for p in partners)}
@@ -219,11 +221,22 @@ def test_tasks_and_their_services_are_found_importing_each_other():
 @pytest.mark.parametrize("tasks", sorted(task_cycles()))
 def test_a_task_cycle_imports_whichever_module_comes_first(tasks, tmp_path):
     cycle = [tasks, *task_cycles()[tasks]]
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "celeste.settings.base", "DATABASE_URL": "", "REDIS_URL": "",
-           "CELESTE_VAR_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "celeste.settings.base",
+        "DATABASE_URL": "",
+        "REDIS_URL": "",
+        "CELESTE_VAR_DIR": str(tmp_path),
+    }
     for first in cycle:
-        result = subprocess.run([sys.executable, "-c", IMPORT_FIRST, ",".join(cycle), first],
-                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-c", IMPORT_FIRST, ",".join(cycle), first],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, f"importing {first} first:\n{result.stderr[-3000:]}"
 
 
@@ -262,11 +275,16 @@ def test_every_task_name_is_written_once_where_the_task_is_defined():
     for module, path in project_modules().items():
         tree = ast.parse(path.read_text())
         defining = {
-            id(node.args[0]) for node in ast.walk(tree)
+            id(node.args[0])
+            for node in ast.walk(tree)
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "celeste_task" and node.args
         }
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and node.value in names:
-                written[node.value].append(f"{module}:{node.lineno}" + (" (definition)" if id(node) in defining else ""))
+                written[node.value].append(
+                    f"{module}:{node.lineno}" + (" (definition)" if id(node) in defining else "")
+                )
 
-    assert {name: places for name, places in written.items() if len(places) != 1 or "(definition)" not in places[0]} == {}
+    assert {
+        name: places for name, places in written.items() if len(places) != 1 or "(definition)" not in places[0]
+    } == {}

@@ -13,7 +13,9 @@ class StrictBooleanFilter(django_filters.BooleanFilter):
 class ProductFilter(django_filters.FilterSet):
     store = django_filters.ModelChoiceFilter(
         field_name="stock_levels__store",
-        queryset=Store.objects.all(), method="filter_store", help_text="Products stocked by this store."
+        queryset=Store.objects.all(),
+        method="filter_store",
+        help_text="Products stocked by this store.",
     )
     active = StrictBooleanFilter()
     in_stock = StrictBooleanFilter(

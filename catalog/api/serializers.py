@@ -20,8 +20,17 @@ class ProductSerializer(serializers.ModelSerializer):
     class Meta:
         model = Product
         fields = [
-            "id", "sku", "name", "description", "category", "price", "currency", "active",
-            "embedding_status", "created_at", "updated_at",
+            "id",
+            "sku",
+            "name",
+            "description",
+            "category",
+            "price",
+            "currency",
+            "active",
+            "embedding_status",
+            "created_at",
+            "updated_at",
         ]
         read_only_fields = ["created_at", "updated_at"]
 
@@ -41,7 +50,9 @@ class StockLevelSerializer(serializers.ModelSerializer):
         if self.instance is not None:
             for field in ("product", "store"):
                 if field in attrs and attrs[field] != getattr(self.instance, field):
-                    raise serializers.ValidationError({field: "Cannot be changed; create a stock level for it instead."})
+                    raise serializers.ValidationError(
+                        {field: "Cannot be changed; create a stock level for it instead."}
+                    )
         return attrs
 
 

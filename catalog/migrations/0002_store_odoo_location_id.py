@@ -4,15 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('catalog', '0001_initial'),
+        ("catalog", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='store',
-            name='odoo_location_id',
-            field=models.PositiveIntegerField(blank=True, help_text="Id of the Odoo stock.location this store's stock is synced to (empty: not synced).", null=True),
+            model_name="store",
+            name="odoo_location_id",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="Id of the Odoo stock.location this store's stock is synced to (empty: not synced).",
+                null=True,
+            ),
         ),
     ]

@@ -5,26 +5,35 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('catalog', '0002_store_odoo_location_id'),
+        ("catalog", "0002_store_odoo_location_id"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='productembedding',
-            name='embedding_vector_hnsw',
+            model_name="productembedding",
+            name="embedding_vector_hnsw",
         ),
         migrations.RemoveIndex(
-            model_name='productembedding',
-            name='embedding_status_idx',
+            model_name="productembedding",
+            name="embedding_status_idx",
         ),
         migrations.AddIndex(
-            model_name='productembedding',
-            index=pgvector.django.indexes.HnswIndex(ef_construction=128, fields=['vector'], m=16, name='embedding_vector_hnsw', opclasses=['vector_cosine_ops']),
+            model_name="productembedding",
+            index=pgvector.django.indexes.HnswIndex(
+                ef_construction=128,
+                fields=["vector"],
+                m=16,
+                name="embedding_vector_hnsw",
+                opclasses=["vector_cosine_ops"],
+            ),
         ),
         migrations.AddIndex(
-            model_name='productembedding',
-            index=models.Index(condition=models.Q(('status', 'ready'), _negated=True), fields=['product'], name='embedding_claimable_idx'),
+            model_name="productembedding",
+            index=models.Index(
+                condition=models.Q(("status", "ready"), _negated=True),
+                fields=["product"],
+                name="embedding_claimable_idx",
+            ),
         ),
     ]

@@ -19,7 +19,14 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     workers own the rows."""
 
     list_display = (
-        "task_name", "state", "worker_id", "runs", "published_count", "created_at", "publish_attempts", "last_error"
+        "task_name",
+        "state",
+        "worker_id",
+        "runs",
+        "published_count",
+        "created_at",
+        "publish_attempts",
+        "last_error",
     )
     list_filter = ("task_name", ("published_at", admin.EmptyFieldListFilter), ("worker_id", admin.EmptyFieldListFilter))
     search_fields = ("id", "task_name", "worker_id")

@@ -60,7 +60,8 @@ def worker_id_assign(hostname: str) -> str:
 
 def _live_workers(now):
     return WorkerHeartbeat.objects.filter(
-        worker_id=OuterRef("worker_id"), last_seen_at__gte=now - timezone.timedelta(seconds=settings.WORKER_DEAD_AFTER_SECONDS)
+        worker_id=OuterRef("worker_id"),
+        last_seen_at__gte=now - timezone.timedelta(seconds=settings.WORKER_DEAD_AFTER_SECONDS),
     )
 
 
@@ -178,7 +179,8 @@ def job_finish(*, job_id: str) -> None:
 def worker_heartbeat(*, hostname: str) -> None:
     now = timezone.now()
     WorkerHeartbeat.objects.update_or_create(
-        worker_id=worker_id(), defaults={"hostname": hostname, "pid": os.getpid(), "last_seen_at": now},
+        worker_id=worker_id(),
+        defaults={"hostname": hostname, "pid": os.getpid(), "last_seen_at": now},
         create_defaults={"hostname": hostname, "pid": os.getpid(), "started_at": now, "last_seen_at": now},
     )
 
@@ -286,8 +288,11 @@ def jobs_recover(*, send, limit: int = 500) -> int:
                 logger.warning("job.recover_failed", extra={"job_id": str(job.id), "error": repr(exc)})
                 break
             OutboxMessage.objects.filter(id=job.id).update(
-                worker_id="", lease_until=None, published_at=timezone.now(),
-                published_count=F("published_count") + 1, updated_at=timezone.now(),
+                worker_id="",
+                lease_until=None,
+                published_at=timezone.now(),
+                published_count=F("published_count") + 1,
+                updated_at=timezone.now(),
             )
             recovered += 1
             logger.warning(

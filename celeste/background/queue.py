@@ -60,8 +60,11 @@ def _send(message: OutboxMessage) -> None:
     # ``retries`` carries the starts so far: a job that keeps killing its worker
     # still runs out of retries and reaches the inbox.
     celery_app.send_task(
-        message.task_name, kwargs=message.kwargs, task_id=str(message.id),
-        headers={JOB_HEADER: True}, retries=message.runs,
+        message.task_name,
+        kwargs=message.kwargs,
+        task_id=str(message.id),
+        headers={JOB_HEADER: True},
+        retries=message.runs,
     )
 
 

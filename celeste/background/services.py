@@ -19,9 +19,7 @@ def failed_task_retry(*, failed_task_ids: list[int]) -> int:
     skipped as usual and nothing is restored (no run would follow it).
     """
     with transaction.atomic():
-        jobs = list(
-            FailedTask.objects.select_for_update().filter(id__in=failed_task_ids, status=FailedTaskStatus.OPEN)
-        )
+        jobs = list(FailedTask.objects.select_for_update().filter(id__in=failed_task_ids, status=FailedTaskStatus.OPEN))
         for job in jobs:
             task = celery_app.tasks[job.task_name]
             # Read from the class: Celery makes decorator options class attributes, and a

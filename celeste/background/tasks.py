@@ -6,8 +6,8 @@ from django.conf import settings
 
 from . import main_process
 from .errors import PermanentError
-from .models import OutboxMessage
 from .ledger import JOB_HEADER, job_claim, job_finish, job_retry_scheduled
+from .models import OutboxMessage
 from .queue import coalesce_reset, failed_task_record, outbox_relay
 
 logger = logging.getLogger(__name__)
@@ -40,13 +40,19 @@ class CelesteTask(Task):
             holder = OutboxMessage.objects.filter(id=task_id).values_list("worker_id", flat=True).first()
             logger.info(
                 "job.duplicate_skipped",
-                extra={"job_id": task_id, "task_name": self.name, "held_by": holder if holder is not None else "(finished)"},
+                extra={
+                    "job_id": task_id,
+                    "task_name": self.name,
+                    "held_by": holder if holder is not None else "(finished)",
+                },
             )
             raise Ignore()
         if self.coalesce_seconds:
             coalesce_reset(self.name, **kwargs)
 
-    def retry(self, args=None, kwargs=None, exc=None, throw=True, eta=None, countdown=None, max_retries=None, **options):
+    def retry(
+        self, args=None, kwargs=None, exc=None, throw=True, eta=None, countdown=None, max_retries=None, **options
+    ):
         # The retry message is held by some worker until its ETA; record when it is
         # due, so the ledger neither counts it lost nor gives it to nobody.
         if self._is_job() and self.request.retries < (self.max_retries if max_retries is None else max_retries):

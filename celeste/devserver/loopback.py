@@ -47,7 +47,11 @@ class _SMTPHandler:
             return answer
         with self.server.lock:
             self.server.messages.append(
-                {"from": envelope.mail_from, "to": list(envelope.rcpt_tos), "message": message_from_bytes(envelope.content)}
+                {
+                    "from": envelope.mail_from,
+                    "to": list(envelope.rcpt_tos),
+                    "message": message_from_bytes(envelope.content),
+                }
             )
         return "250 Message accepted for delivery"
 
@@ -91,8 +95,11 @@ class PushClient:
 
     @property
     def p256dh(self) -> str:
-        return b64url(self.private_key.public_key().public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint))
+        return b64url(
+            self.private_key.public_key().public_bytes(
+                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+            )
+        )
 
     @property
     def auth(self) -> str:
@@ -148,8 +155,11 @@ class PushReceiver:
             import http_ece
 
             client = self.clients[name]
-            payload = json.loads(http_ece.decrypt(body, private_key=client.private_key,
-                                                  auth_secret=client.auth_secret, version="aes128gcm"))
+            payload = json.loads(
+                http_ece.decrypt(
+                    body, private_key=client.private_key, auth_secret=client.auth_secret, version="aes128gcm"
+                )
+            )
         except Exception as exc:  # anything wrong with the request is a 400, and remembered
             with self.lock:
                 self.rejected.append(f"{name}: {exc!r}")

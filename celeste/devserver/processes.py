@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,10 +70,28 @@ def celery_worker(
     }
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "celeste", "worker", "-Q", queues,
-             "--concurrency", str(concurrency), "--pool", "prefork", "-l", "info",
-             *(LEAN_WORKER_ARGS if lean else [])],
-            cwd=BASE_DIR, env=child_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "celeste",
+                "worker",
+                "-Q",
+                queues,
+                "--concurrency",
+                str(concurrency),
+                "--pool",
+                "prefork",
+                "-l",
+                "info",
+                *(LEAN_WORKER_ARGS if lean else []),
+            ],
+            cwd=BASE_DIR,
+            env=child_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     worker = Worker(proc, log_path)
     try:
@@ -106,9 +123,25 @@ def celery_beat(*, env: dict | None = None, log_dir: Path):
     }
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "celeste", "beat", "-l", "info",
-             "--schedule", str(log_dir / "beat-schedule"), "--max-interval", "1"],
-            cwd=BASE_DIR, env=child_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "celeste",
+                "beat",
+                "-l",
+                "info",
+                "--schedule",
+                str(log_dir / "beat-schedule"),
+                "--max-interval",
+                "1",
+            ],
+            cwd=BASE_DIR,
+            env=child_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     beat = Worker(proc, log_path)
     try:

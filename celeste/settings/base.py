@@ -70,7 +70,7 @@ def url_settings(database_url: str, redis_url: str) -> dict:
 def _broker_url(url: str) -> str:
     # kombu spells unix sockets redis+socket://; redis-py spells them unix://
     if url.startswith("unix://"):
-        path, _, query = url[len("unix://"):].partition("?")
+        path, _, query = url[len("unix://") :].partition("?")
         db = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("db", "0")
         return f"redis+socket://{path}?virtual_host={db}"
     return url
@@ -226,6 +226,7 @@ JOB_UNCLAIMED_AFTER_SECONDS = env_float("JOB_UNCLAIMED_AFTER_SECONDS", 30)
 # job claimed by a live worker until its lease runs out.
 JOB_LEDGER_DATABASE_WAIT_SECONDS = env_float("JOB_LEDGER_DATABASE_WAIT_SECONDS", 30)
 TASK_RETRY_BACKOFF_SECONDS = env_int("TASK_RETRY_BACKOFF_SECONDS", 2)
+
 
 # --- Catalog / embeddings -----------------------------------------------------
 def _default_embedding_model() -> str:

@@ -21,6 +21,7 @@ globals().update(url_settings(DATABASE_URL, REDIS_URL))
 # Without an SMTP server configured, the embedded setup prints emails to the worker log.
 EMAIL_BACKEND = env_str(
     "EMAIL_BACKEND",
-    "django.core.mail.backends.console.EmailBackend" if _embedded_database
+    "django.core.mail.backends.console.EmailBackend"
+    if _embedded_database
     else "django.core.mail.backends.smtp.EmailBackend",
 )

@@ -18,7 +18,9 @@ REQUIRED = {
 
 
 def _problems() -> list[str]:
-    problems = [f"{name} is not set: {hint}." for name, hint in REQUIRED.items() if not os.environ.get(name, "").strip()]
+    problems = [
+        f"{name} is not set: {hint}." for name, hint in REQUIRED.items() if not os.environ.get(name, "").strip()
+    ]
     if os.environ.get("DJANGO_SECRET_KEY", "").strip() == DEV_SECRET_KEY:
         problems.append("DJANGO_SECRET_KEY is the development default: set a secret one.")
     if os.environ.get("PAYMENT_WEBHOOK_SECRETS", "").strip() and DEV_WEBHOOK_SECRET in PAYMENT_WEBHOOK_SECRETS:

@@ -5,56 +5,113 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('catalog', '0002_store_odoo_location_id'),
-        ('orders', '0001_initial'),
+        ("catalog", "0002_store_odoo_location_id"),
+        ("orders", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='OdooOrderLink',
+            name="OdooOrderLink",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('odoo_id', models.PositiveIntegerField(blank=True, help_text='Id of the sale.order in Odoo.', null=True)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('synced', 'Synced'), ('failed', 'Failed'), ('skipped', 'Skipped (integration off or not mapped)')], db_index=True, default='pending', max_length=20)),
-                ('error', models.TextField(blank=True, help_text='Why the last attempt failed.')),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('synced_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('order', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='odoo_link', to='orders.order')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "odoo_id",
+                    models.PositiveIntegerField(blank=True, help_text="Id of the sale.order in Odoo.", null=True),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("synced", "Synced"),
+                            ("failed", "Failed"),
+                            ("skipped", "Skipped (integration off or not mapped)"),
+                        ],
+                        db_index=True,
+                        default="pending",
+                        max_length=20,
+                    ),
+                ),
+                ("error", models.TextField(blank=True, help_text="Why the last attempt failed.")),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("synced_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "order",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="odoo_link", to="orders.order"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'Odoo order link',
-                'ordering': ['-created_at', '-id'],
+                "verbose_name": "Odoo order link",
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='InventorySyncState',
+            name="InventorySyncState",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('dirty', models.BooleanField(default=True)),
-                ('version', models.PositiveBigIntegerField(default=1, help_text='Bumped on every stock change.')),
-                ('synced_version', models.PositiveBigIntegerField(default=0, help_text='The version last sent to Odoo.')),
-                ('synced_quantity', models.IntegerField(blank=True, help_text='The quantity last sent to Odoo.', null=True)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('synced', 'Synced'), ('failed', 'Failed'), ('skipped', 'Skipped (integration off or not mapped)')], db_index=True, default='pending', max_length=20)),
-                ('error', models.TextField(blank=True)),
-                ('attempts', models.PositiveIntegerField(default=0, help_text='Failed pushes since the last success.')),
-                ('changed_at', models.DateTimeField(blank=True, null=True)),
-                ('synced_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('product', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='odoo_sync_states', to='catalog.product')),
-                ('store', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='odoo_sync_states', to='catalog.store')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("dirty", models.BooleanField(default=True)),
+                ("version", models.PositiveBigIntegerField(default=1, help_text="Bumped on every stock change.")),
+                (
+                    "synced_version",
+                    models.PositiveBigIntegerField(default=0, help_text="The version last sent to Odoo."),
+                ),
+                (
+                    "synced_quantity",
+                    models.IntegerField(blank=True, help_text="The quantity last sent to Odoo.", null=True),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("synced", "Synced"),
+                            ("failed", "Failed"),
+                            ("skipped", "Skipped (integration off or not mapped)"),
+                        ],
+                        db_index=True,
+                        default="pending",
+                        max_length=20,
+                    ),
+                ),
+                ("error", models.TextField(blank=True)),
+                ("attempts", models.PositiveIntegerField(default=0, help_text="Failed pushes since the last success.")),
+                ("changed_at", models.DateTimeField(blank=True, null=True)),
+                ("synced_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "product",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="odoo_sync_states",
+                        to="catalog.product",
+                    ),
+                ),
+                (
+                    "store",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="odoo_sync_states", to="catalog.store"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'Odoo inventory sync state',
-                'ordering': ['store_id', 'product_id'],
-                'indexes': [models.Index(condition=models.Q(('dirty', True)), fields=['changed_at'], name='odoo_inventory_dirty_idx')],
-                'constraints': [models.UniqueConstraint(fields=('product', 'store'), name='odoo_inventory_state_unique_pair')],
+                "verbose_name": "Odoo inventory sync state",
+                "ordering": ["store_id", "product_id"],
+                "indexes": [
+                    models.Index(
+                        condition=models.Q(("dirty", True)), fields=["changed_at"], name="odoo_inventory_dirty_idx"
+                    )
+                ],
+                "constraints": [
+                    models.UniqueConstraint(fields=("product", "store"), name="odoo_inventory_state_unique_pair")
+                ],
             },
         ),
     ]

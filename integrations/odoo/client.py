@@ -47,8 +47,7 @@ CONCURRENCY_MARKERS = (
 )
 # Safe to repeat when the first try's outcome is unknown (the response was lost).
 IDEMPOTENT_METHODS = frozenset(
-    {"search", "search_read", "search_count", "read", "fields_get", "name_search", "write",
-     "action_apply_inventory"}
+    {"search", "search_read", "search_count", "read", "fields_get", "name_search", "write", "action_apply_inventory"}
 )
 CONNECT_TIMEOUT_CAP = 5.0
 
@@ -163,9 +162,7 @@ class OdooClient:
             read_timeout=self.config.timeout,
             https=self.config.url.startswith("https"),
         )
-        return xmlrpc.client.ServerProxy(
-            f"{self.config.url}/xmlrpc/2/{endpoint}", transport=transport, allow_none=True
-        )
+        return xmlrpc.client.ServerProxy(f"{self.config.url}/xmlrpc/2/{endpoint}", transport=transport, allow_none=True)
 
     @property
     def _common(self) -> xmlrpc.client.ServerProxy:

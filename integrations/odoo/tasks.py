@@ -18,8 +18,11 @@ SYNC_RETRIES = max(settings.ODOO_SYNC_MAX_ATTEMPTS - 1, 0)
 # A retry from the inbox finds the link failed; order_sync redoes anything not
 # synced (and finds a sale.order created by a lost response), the hook only
 # shows the link pending until the retry runs.
-@celeste_task("integrations.odoo_sync_order", max_retries=SYNC_RETRIES,
-              on_inbox_retry=lambda **job: services.order_link_reopen(**job))
+@celeste_task(
+    "integrations.odoo_sync_order",
+    max_retries=SYNC_RETRIES,
+    on_inbox_retry=lambda **job: services.order_link_reopen(**job),
+)
 def odoo_sync_order(*, order_id: int) -> str:
     return services.order_sync(order_id=order_id)
 

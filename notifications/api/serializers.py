@@ -20,10 +20,14 @@ class PreferenceSerializer(serializers.Serializer):
 
 
 class PushKeysSerializer(serializers.Serializer):
-    p256dh = serializers.RegexField(r"^[A-Za-z0-9_-]{80,100}=*$", error_messages={
-        "invalid": "Expected the base64url P-256 public key of the subscription."})
-    auth = serializers.RegexField(r"^[A-Za-z0-9_-]{16,24}=*$", error_messages={
-        "invalid": "Expected the base64url 16-byte auth secret of the subscription."})
+    p256dh = serializers.RegexField(
+        r"^[A-Za-z0-9_-]{80,100}=*$",
+        error_messages={"invalid": "Expected the base64url P-256 public key of the subscription."},
+    )
+    auth = serializers.RegexField(
+        r"^[A-Za-z0-9_-]{16,24}=*$",
+        error_messages={"invalid": "Expected the base64url 16-byte auth secret of the subscription."},
+    )
 
 
 class PushSubscriptionSerializer(serializers.ModelSerializer):

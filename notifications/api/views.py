@@ -1,6 +1,6 @@
 from django.conf import settings
-from django.core import signing
 from django.contrib.auth import get_user_model
+from django.core import signing
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -60,10 +60,12 @@ class NotificationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
             changes.is_valid(raise_exception=True)
             for change in changes.validated_data:
                 services.preference_set(user_id=request.user.id, **change)
-        return Response([
-            {"channel": channel, "enabled": services.channel_enabled(user_id=request.user.id, channel=channel)}
-            for channel in Channel.values
-        ])
+        return Response(
+            [
+                {"channel": channel, "enabled": services.channel_enabled(user_id=request.user.id, channel=channel)}
+                for channel in Channel.values
+            ]
+        )
 
     @extend_schema(parameters=[OpenApiParameter("hours", int, description="Window, 1–168 (default 1).")])
     @action(detail=False, methods=["get"], url_path="delivery-rates", permission_classes=[IsStaff])
@@ -77,8 +79,9 @@ class NotificationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         return Response(services.delivery_rates(hours=hours))
 
 
-class PushSubscriptionViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.DestroyModelMixin,
-                              viewsets.GenericViewSet):
+class PushSubscriptionViewSet(
+    mixins.CreateModelMixin, mixins.ListModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
+):
     """Web Push subscriptions of the signed-in user. Unsubscribe = DELETE."""
 
     serializer_class = PushSubscriptionSerializer

@@ -8,12 +8,25 @@ INCLUDES = ("products", "stores", "addresses")
 
 
 class AddressSerializer(serializers.ModelSerializer):
-    country = serializers.RegexField(r"^[A-Z]{2}$", error_messages={"invalid": "Use an ISO 3166-1 alpha-2 code, e.g. DE."})
+    country = serializers.RegexField(
+        r"^[A-Z]{2}$", error_messages={"invalid": "Use an ISO 3166-1 alpha-2 code, e.g. DE."}
+    )
 
     class Meta:
         model = Address
-        fields = ["id", "label", "recipient", "line1", "line2", "city", "postal_code", "country", "phone",
-                  "created_at", "updated_at"]
+        fields = [
+            "id",
+            "label",
+            "recipient",
+            "line1",
+            "line2",
+            "city",
+            "postal_code",
+            "country",
+            "phone",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = ["created_at", "updated_at"]
 
 
@@ -52,9 +65,26 @@ class OrderSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Order
-        fields = ["id", "number", "user", "status", "store", "address", "currency", "subtotal", "total",
-                  "payment_error", "items", "created_at", "paid_at", "confirmed_at", "shipped_at",
-                  "delivered_at", "cancelled_at", "updated_at"]
+        fields = [
+            "id",
+            "number",
+            "user",
+            "status",
+            "store",
+            "address",
+            "currency",
+            "subtotal",
+            "total",
+            "payment_error",
+            "items",
+            "created_at",
+            "paid_at",
+            "confirmed_at",
+            "shipped_at",
+            "delivered_at",
+            "cancelled_at",
+            "updated_at",
+        ]
         read_only_fields = fields
 
     def to_representation(self, order):
@@ -101,5 +131,15 @@ class PlaceOrderSerializer(serializers.Serializer):
 class PaymentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Payment
-        fields = ["id", "order", "provider", "provider_event_id", "event_type", "amount", "currency", "status",
-                  "error", "created_at"]
+        fields = [
+            "id",
+            "order",
+            "provider",
+            "provider_event_id",
+            "event_type",
+            "amount",
+            "currency",
+            "status",
+            "error",
+            "created_at",
+        ]

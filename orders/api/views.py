@@ -110,7 +110,9 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
         placing.is_valid(raise_exception=True)
         data = placing.validated_data
         order = services.order_place(
-            user=request.user, store=data["store"], address=data["address"],
+            user=request.user,
+            store=data["store"],
+            address=data["address"],
             items=[(item["product"], item["quantity"]) for item in data["items"]],
         )
         order = orders_with_relations().get(id=order.id)
@@ -165,8 +167,10 @@ class PaymentWebhookView(APIView):
         body = request.body  # the raw bytes, exactly as signed
         try:
             signature_verify(
-                body=body, header=request.headers.get(SIGNATURE_HEADER, ""),
-                secrets=settings.PAYMENT_WEBHOOK_SECRETS, tolerance=settings.PAYMENT_WEBHOOK_TOLERANCE_SECONDS,
+                body=body,
+                header=request.headers.get(SIGNATURE_HEADER, ""),
+                secrets=settings.PAYMENT_WEBHOOK_SECRETS,
+                tolerance=settings.PAYMENT_WEBHOOK_TOLERANCE_SECONDS,
             )
         except SignatureError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_401_UNAUTHORIZED)

@@ -13,14 +13,12 @@ from django.utils import timezone
 from celeste.background import ledger, main_process
 from celeste.background.models import OutboxMessage, WorkerHeartbeat
 from celeste.background.queue import enqueue, outbox_relay, publish_messages
+from celeste.devserver import embedded
 from notifications.models import Channel, Delivery, DeliveryStatus, Notification, NotificationEvent
 from notifications.tasks import send_email
 
-from celeste.devserver import embedded
-
 from ..conftest import postgres_down, published, queued_messages, wait_for
 from ..factories import UserFactory, place_order
-from ..notifications.conftest import channels_env, smtp_server, vapid_keys  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SEND_EMAIL = "notifications.send_email"
@@ -208,8 +206,9 @@ def test_a_lost_message_is_still_delivered(start_worker, channels_env, smtp_serv
 
     start_worker(**channels_env, JOB_UNCLAIMED_AFTER_SECONDS="3")
 
-    wait_for(lambda: Delivery.objects.get(id=delivery.id).status == DeliveryStatus.SENT, timeout=45,
-             message="the email sent")
+    wait_for(
+        lambda: Delivery.objects.get(id=delivery.id).status == DeliveryStatus.SENT, timeout=45, message="the email sent"
+    )
     assert smtp_server.recipients() == ["ada@example.com"]
     wait_for(lambda: not OutboxMessage.objects.exists(), timeout=10, message="the job finished in the ledger")
 
@@ -233,15 +232,21 @@ def test_a_killed_workers_running_job_runs_elsewhere_within_a_minute(
     delivery = email_delivery()
     enqueue(send_email, delivery_id=delivery.id)
     published()
-    wait_for(lambda: OutboxMessage.objects.filter(task_name=SEND_EMAIL, runs=1).exists(), timeout=60,
-             message="the email job hanging on the silent server")
+    wait_for(
+        lambda: OutboxMessage.objects.filter(task_name=SEND_EMAIL, runs=1).exists(),
+        timeout=60,
+        message="the email job hanging on the silent server",
+    )
 
     stuck.kill()
     killed_at = timezone.now()
     start_worker(**channels_env)
 
-    wait_for(lambda: Delivery.objects.get(id=delivery.id).status == DeliveryStatus.SENT, timeout=60,
-             message="the email sent by the second worker")
+    wait_for(
+        lambda: Delivery.objects.get(id=delivery.id).status == DeliveryStatus.SENT,
+        timeout=60,
+        message="the email sent by the second worker",
+    )
     assert (timezone.now() - killed_at).total_seconds() < 60
     assert smtp_server.recipients() == ["ada@example.com"]
 

@@ -29,8 +29,11 @@ def send_expired_relay_tick() -> str:
 def assert_runs_tasks(worker) -> None:
     assert worker.proc.poll() is None, f"worker exited:\n{worker.log()[-4000:]}"
     task_id = celery_app.send_task(RELAY).id
-    wait_for(lambda: result_status(task_id) == "SUCCESS" or worker.proc.poll() is not None, timeout=45,
-             message="a task run by the worker")
+    wait_for(
+        lambda: result_status(task_id) == "SUCCESS" or worker.proc.poll() is not None,
+        timeout=45,
+        message="a task run by the worker",
+    )
     assert worker.proc.poll() is None, f"worker exited:\n{worker.log()[-4000:]}"
 
 
@@ -43,8 +46,11 @@ def test_worker_survives_a_postgres_restart_while_discarding_expired_tasks(start
     with postgres_down(embedded_root):
         time.sleep(0.5)
     second = send_expired_relay_tick()
-    wait_for(lambda: result_status(second) == "REVOKED" or worker.proc.poll() is not None, timeout=30,
-             message="the second discard recorded")
+    wait_for(
+        lambda: result_status(second) == "REVOKED" or worker.proc.poll() is not None,
+        timeout=30,
+        message="the second discard recorded",
+    )
 
     assert worker.proc.poll() is None, f"worker exited:\n{worker.log()[-4000:]}"
     assert result_status(second) == "REVOKED"  # on a fresh connection: the health check reconnected
@@ -56,8 +62,11 @@ def test_worker_logs_a_discard_it_cannot_record_while_postgres_is_down(start_wor
 
     with postgres_down(embedded_root):
         send_expired_relay_tick()
-        wait_for(lambda: "task.state_not_recorded" in worker.log() or worker.proc.poll() is not None,
-                 timeout=20, message="the failed discard logged")
+        wait_for(
+            lambda: "task.state_not_recorded" in worker.log() or worker.proc.poll() is not None,
+            timeout=20,
+            message="the failed discard logged",
+        )
         assert worker.proc.poll() is None, f"worker exited:\n{worker.log()[-4000:]}"
 
     assert_runs_tasks(worker)

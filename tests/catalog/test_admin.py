@@ -29,8 +29,13 @@ def calls(monkeypatch):
 
 def product_form(product, rows):
     data = {
-        "sku": product.sku, "name": product.name, "description": product.description, "category": product.category,
-        "price": str(product.price), "currency": product.currency, "active": "on",
+        "sku": product.sku,
+        "name": product.name,
+        "description": product.description,
+        "category": product.category,
+        "price": str(product.price),
+        "currency": product.currency,
+        "active": "on",
         "stock_levels-TOTAL_FORMS": str(len(rows)),
         "stock_levels-INITIAL_FORMS": str(sum(1 for row in rows if "id" in row)),
     }
@@ -46,12 +51,18 @@ def test_the_stock_level_inline_sets_moves_and_deletes_through_the_services(admi
     new_store, moved_to = StoreFactory(), StoreFactory()
     calls.clear()
 
-    response = admin_client.post(reverse("admin:catalog_product_change", args=[product.id]), product_form(product, [
-        {"id": kept.id, "store": kept.store_id, "quantity": "7"},
-        {"id": moved.id, "store": moved_to.id, "quantity": "2"},
-        {"id": dropped.id, "store": dropped.store_id, "quantity": "3", "DELETE": "on"},
-        {"store": new_store.id, "quantity": "5"},
-    ]))
+    response = admin_client.post(
+        reverse("admin:catalog_product_change", args=[product.id]),
+        product_form(
+            product,
+            [
+                {"id": kept.id, "store": kept.store_id, "quantity": "7"},
+                {"id": moved.id, "store": moved_to.id, "quantity": "2"},
+                {"id": dropped.id, "store": dropped.store_id, "quantity": "3", "DELETE": "on"},
+                {"store": new_store.id, "quantity": "5"},
+            ],
+        ),
+    )
 
     assert response.status_code == 302, response.content[:3000]
     stock = dict(StockLevel.objects.filter(product=product).values_list("store_id", "quantity"))
@@ -81,10 +92,14 @@ def test_bulk_deleting_stores_and_stock_levels_goes_through_the_services(admin_c
     stores, level = [StoreFactory(), StoreFactory()], StockLevelFactory()
     calls.clear()
 
-    admin_client.post(reverse("admin:catalog_store_changelist"),
-                      {"action": "delete_selected", "_selected_action": [s.id for s in stores], "post": "yes"})
-    admin_client.post(reverse("admin:catalog_stocklevel_changelist"),
-                      {"action": "delete_selected", "_selected_action": [level.id], "post": "yes"})
+    admin_client.post(
+        reverse("admin:catalog_store_changelist"),
+        {"action": "delete_selected", "_selected_action": [s.id for s in stores], "post": "yes"},
+    )
+    admin_client.post(
+        reverse("admin:catalog_stocklevel_changelist"),
+        {"action": "delete_selected", "_selected_action": [level.id], "post": "yes"},
+    )
 
     assert not Store.objects.filter(id__in=[s.id for s in stores]).exists()
     assert not StockLevel.objects.exists()
@@ -92,9 +107,10 @@ def test_bulk_deleting_stores_and_stock_levels_goes_through_the_services(admin_c
 
 
 def test_adding_a_store_in_the_admin_goes_through_the_service(admin_client, calls):
-    response = admin_client.post(reverse("admin:catalog_store_add"),
-                                 {"code": "berlin-mitte", "name": "Berlin Mitte", "city": "Berlin", "active": "on",
-                                  "odoo_location_id": "8"})
+    response = admin_client.post(
+        reverse("admin:catalog_store_add"),
+        {"code": "berlin-mitte", "name": "Berlin Mitte", "city": "Berlin", "active": "on", "odoo_location_id": "8"},
+    )
 
     assert response.status_code == 302, response.content[:3000]
     assert Store.objects.filter(code="berlin-mitte", odoo_location_id=8).exists()

@@ -15,8 +15,15 @@ STOCK = "/api/v1/stock-levels/"
 
 
 def product_payload(**overrides):
-    return {"sku": "OAT-1", "name": "Oat Milk 1L", "description": "Dairy-free.", "category": "plant-based",
-            "price": "1.99", "currency": "EUR", **overrides}
+    return {
+        "sku": "OAT-1",
+        "name": "Oat Milk 1L",
+        "description": "Dairy-free.",
+        "category": "plant-based",
+        "price": "1.99",
+        "currency": "EUR",
+        **overrides,
+    }
 
 
 def test_staff_creates_a_product_with_a_pending_embedding(staff_client):
@@ -260,7 +267,9 @@ def test_openapi_schema_and_swagger_ui(api_client):
 
 
 def test_token_authentication(api_client, staff_user):
-    token = api_client.post("/api/v1/auth/token/", {"username": staff_user.username, "password": "secret-pass-123"}).json()["token"]
+    token = api_client.post(
+        "/api/v1/auth/token/", {"username": staff_user.username, "password": "secret-pass-123"}
+    ).json()["token"]
     api_client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
 
     assert api_client.post(PRODUCTS, product_payload(), format="json").status_code == 201

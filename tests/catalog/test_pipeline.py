@@ -1,7 +1,5 @@
 """The embedding pipeline end to end, with real Celery workers crossing the queue."""
 
-import time
-
 import pytest
 from django.urls import reverse
 
@@ -93,8 +91,11 @@ def test_failed_embedding_lands_in_the_inbox_and_the_admin_retry_embeds_it(start
     broken = start_worker(EMBEDDING_MODEL="/nonexistent/model")
     product = product_create(sku="F-1", name="Oat Milk", description="Dairy-free", price="1.00")
 
-    failed = wait_for(lambda: FailedTask.objects.filter(task_name="catalog.embed_products").first(), timeout=90,
-                      message="the failed task in the inbox")
+    failed = wait_for(
+        lambda: FailedTask.objects.filter(task_name="catalog.embed_products").first(),
+        timeout=90,
+        message="the failed task in the inbox",
+    )
     assert failed.attempts == 2  # first run + TASK_MAX_RETRIES=1
     embedding = ProductEmbedding.objects.get(product=product)
     assert embedding.status == EmbeddingStatus.FAILED
@@ -120,8 +121,11 @@ def test_retrying_a_failed_embed_job_embeds_the_product_in_the_same_worker(start
     model = tmp_path / "model"
     start_worker(EMBEDDING_MODEL=str(model))
     product = product_create(sku="R-1", name="Oat Milk", description="Dairy-free", price="1.00")
-    failed = wait_for(lambda: FailedTask.objects.filter(task_name="catalog.embed_products").first(), timeout=90,
-                      message="the failed task in the inbox")
+    failed = wait_for(
+        lambda: FailedTask.objects.filter(task_name="catalog.embed_products").first(),
+        timeout=90,
+        message="the failed task in the inbox",
+    )
     assert ProductEmbedding.objects.get(product=product).status == EmbeddingStatus.FAILED
 
     # When the model is put in place and staff retry the job
@@ -143,5 +147,9 @@ def test_embed_task_running_twice_gives_the_same_result(worker, redis):
     assert result.get(timeout=30) == 0
 
     again = ProductEmbedding.objects.get(product=product)
-    assert (again.status, again.content_hash, again.embedded_at) == (first.status, first.content_hash, first.embedded_at)
+    assert (again.status, again.content_hash, again.embedded_at) == (
+        first.status,
+        first.content_hash,
+        first.embedded_at,
+    )
     assert list(again.vector) == list(first.vector)

@@ -16,12 +16,24 @@ URL = "/api/v1/products/search"
 def catalog():
     berlin, paris = StoreFactory(code="berlin"), StoreFactory(code="paris")
     products = {
-        "oat": ProductFactory(name="Organic Oat Milk 1L", description="Dairy-free oat drink, creamy, for coffee and cereal.", category="plant-based"),
-        "almond": ProductFactory(name="Almond Milk 1L", description="Unsweetened dairy-free almond drink.", category="plant-based"),
+        "oat": ProductFactory(
+            name="Organic Oat Milk 1L",
+            description="Dairy-free oat drink, creamy, for coffee and cereal.",
+            category="plant-based",
+        ),
+        "almond": ProductFactory(
+            name="Almond Milk 1L", description="Unsweetened dairy-free almond drink.", category="plant-based"
+        ),
         "cow": ProductFactory(name="Whole Milk 1L", description="Fresh cow's milk, 3.5% fat.", category="dairy"),
-        "drill": ProductFactory(name="Cordless Drill 18V", description="Power drill with two batteries and a charger.", category="hardware"),
-        "saw": ProductFactory(name="Circular Saw 1200W", description="Electric saw for cutting wood.", category="hardware"),
-        "beans": ProductFactory(name="Espresso Coffee Beans 1kg", description="Dark roast whole beans.", category="beverages"),
+        "drill": ProductFactory(
+            name="Cordless Drill 18V", description="Power drill with two batteries and a charger.", category="hardware"
+        ),
+        "saw": ProductFactory(
+            name="Circular Saw 1200W", description="Electric saw for cutting wood.", category="hardware"
+        ),
+        "beans": ProductFactory(
+            name="Espresso Coffee Beans 1kg", description="Dark roast whole beans.", category="beverages"
+        ),
     }
     StockLevelFactory(product=products["oat"], store=berlin, quantity=0)
     StockLevelFactory(product=products["almond"], store=berlin, quantity=12)

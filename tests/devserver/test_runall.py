@@ -39,7 +39,11 @@ def test_runall_serves_the_api_admin_and_docs_and_ctrl_c_stops_everything(redis,
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "manage.py", "runall", "--port", str(port)],
-            cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -50,8 +54,11 @@ def test_runall_serves_the_api_admin_and_docs_and_ctrl_c_stops_everything(redis,
         assert http_status(f"{base}/api/docs/") == 200
         assert http_status(f"{base}/admin/login/") == 200
         assert http_status(f"{base}/static/admin/css/base.css") == 200
-        wait_for(lambda: "worker |" in log_path.read_text() and " ready." in log_path.read_text(), timeout=60,
-                 message="the worker")
+        wait_for(
+            lambda: "worker |" in log_path.read_text() and " ready." in log_path.read_text(),
+            timeout=60,
+            message="the worker",
+        )
         wait_for(lambda: "beat   |" in log_path.read_text(), timeout=60, message="beat")
 
         os.kill(proc.pid, signal.SIGINT)

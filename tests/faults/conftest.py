@@ -124,8 +124,13 @@ class Ledger:
     def create_product(self, *, api: bool = False) -> Product:
         n = next(self._seq)
         title, description = TEXTS[n % len(TEXTS)]
-        fields = {"sku": f"{self.name}-{n:05d}", "name": f"{title} {self.name} #{n}", "description": description,
-                  "price": "2.50", "category": "pantry"}
+        fields = {
+            "sku": f"{self.name}-{n:05d}",
+            "name": f"{title} {self.name} #{n}",
+            "description": description,
+            "price": "2.50",
+            "category": "pantry",
+        }
         if api:
             response = self.staff_client().post("/api/v1/products/", fields, format="json")
             assert response.status_code == 201, response.content
@@ -141,8 +146,12 @@ class Ledger:
         a notification (in-app, email, push), an Odoo sale order, two stock changes."""
         n = next(self._seq)
         user = UserFactory(username=f"{self.name}-buyer-{n}", email=f"{self.name}-buyer-{n}@example.com")
-        product = product_create(sku=f"{self.name}-{n:05d}", name=f"Order item {self.name} #{n}",
-                                 description="Bought in a fault test", price=Decimal("3.00"))
+        product = product_create(
+            sku=f"{self.name}-{n:05d}",
+            name=f"Order item {self.name} #{n}",
+            description="Bought in a fault test",
+            price=Decimal("3.00"),
+        )
         self.product_ids.append(product.id)
         self.odoo.state.add_product(product.sku, product.name)
         stock_level_set(product=product, store=self.store, quantity=10)
@@ -232,7 +241,9 @@ class Ledger:
         for message in messages:
             found = DELIVERY_MESSAGE_ID.search(message["message"].get("Message-ID", ""))
             for recipient in message["to"]:
-                received.append((found.group(1) if found else None, recipient.lower(), str(message["message"]["Subject"])))
+                received.append(
+                    (found.group(1) if found else None, recipient.lower(), str(message["message"]["Subject"]))
+                )
         return received
 
     def _email_counts(self) -> dict[int, int]:
@@ -279,7 +290,8 @@ class Ledger:
             per_order[order_id] = per_order.get(order_id, 0) + 1
         undecided = set(
             Delivery.objects.filter(notification__order_id__in=self.order_ids, status=DeliveryStatus.PENDING)
-            .exclude(channel=Channel.EMAIL).values_list("notification__order_id", flat=True)
+            .exclude(channel=Channel.EMAIL)
+            .values_list("notification__order_id", flat=True)
         )
         notifications.done = sum(1 for order_id in per_order if order_id not in undecided)
         notifications.duplicated = sum(count - 1 for count in per_order.values())
@@ -287,17 +299,23 @@ class Ledger:
         emails = figures["emails"]
         emails.created = len(self.order_ids)
         counts = self._email_counts()
-        sent = set(Delivery.objects.filter(id__in=list(counts), status=DeliveryStatus.SENT).values_list("id", flat=True))
+        sent = set(
+            Delivery.objects.filter(id__in=list(counts), status=DeliveryStatus.SENT).values_list("id", flat=True)
+        )
         emails.done = sum(1 for delivery_id, count in counts.items() if count >= 1 and delivery_id in sent)
         emails.duplicated = sum(count - 1 for count in counts.values() if count > 1)
-        emails.in_window = sum(count - 1 for delivery_id, count in counts.items()
-                               if count > 1 and delivery_id in self.in_window)
+        emails.in_window = sum(
+            count - 1 for delivery_id, count in counts.items() if count > 1 and delivery_id in self.in_window
+        )
 
         odoo_orders = figures["odoo_orders"]
         odoo_orders.created = len(self.order_ids)
         numbers = dict(Order.objects.filter(id__in=self.order_ids).values_list("number", "id"))
-        synced = set(OdooOrderLink.objects.filter(order_id__in=self.order_ids, status=SyncStatus.SYNCED)
-                     .values_list("order_id", flat=True))
+        synced = set(
+            OdooOrderLink.objects.filter(order_id__in=self.order_ids, status=SyncStatus.SYNCED).values_list(
+                "order_id", flat=True
+            )
+        )
         with self.odoo.state.lock:
             sale_orders = [dict(record) for record in self.odoo.state.records["sale.order"].values()]
         per_number: dict[str, list[dict]] = {}
@@ -305,17 +323,22 @@ class Ledger:
             if sale_order.get("client_order_ref") in numbers:
                 per_number.setdefault(sale_order["client_order_ref"], []).append(sale_order)
         odoo_orders.done = sum(
-            1 for number, found in per_number.items()
+            1
+            for number, found in per_number.items()
             if numbers[number] in synced and any(s.get("state") == "sale" for s in found)
         )
         odoo_orders.duplicated = sum(len(found) - 1 for found in per_number.values())
 
         stock = figures["odoo_stock"]
         stock.created = len(set(self.stock_product_ids))
-        ours = dict(StockLevel.objects.filter(store=self.store, product_id__in=self.stock_product_ids)
-                    .values_list("product__sku", "quantity"))
-        clean = set(InventorySyncState.objects.filter(store=self.store, dirty=False)
-                    .values_list("product__sku", flat=True))
+        ours = dict(
+            StockLevel.objects.filter(store=self.store, product_id__in=self.stock_product_ids).values_list(
+                "product__sku", "quantity"
+            )
+        )
+        clean = set(
+            InventorySyncState.objects.filter(store=self.store, dirty=False).values_list("product__sku", flat=True)
+        )
         theirs = self.odoo.state.on_hand(self.store.odoo_location_id)
         stock.done = sum(1 for sku, quantity in ours.items() if sku in clean and theirs.get(sku) == float(quantity))
         return figures
@@ -368,29 +391,45 @@ class Ledger:
         figures = self.observe()
         ledger = self.ledger_figures()
         recovery = self.recovery_seconds()
-        lines = [f"=== fault ledger: {self.name} ===",
-                 f"{'kind':<14}{'created':>8}{'done':>6}{'lost':>6}{'dup':>5}{'in-window':>11}"]
+        lines = [
+            f"=== fault ledger: {self.name} ===",
+            f"{'kind':<14}{'created':>8}{'done':>6}{'lost':>6}{'dup':>5}{'in-window':>11}",
+        ]
         for kind, f in figures.items():
             dup = f"{f.duplicated}*" if kind in ("embeddings", "odoo_stock") else str(f.duplicated)
             lines.append(f"{kind:<14}{f.created:>8}{f.done:>6}{f.lost:>6}{dup:>5}{f.in_window:>11}")
-        lines.append("  * repeats allowed (embeddings: re-embedded; odoo_stock: absolute writes, "
-                     f"{self.odoo.quantity_writes} quantity writes for {figures['odoo_stock'].created} pairs)")
-        lines.append(f"ledger: outbox rows left {ledger['outbox_left']}, inbox open {ledger['inbox_open']}, "
-                     f"jobs recovered {ledger['recovered']}, second copies skipped {ledger['copies_skipped']}")
-        statuses = Counter(Delivery.objects.filter(notification__order_id__in=self.order_ids, channel=Channel.EMAIL)
-                           .values_list("status", flat=True))
-        lines.append("email deliveries: " + ", ".join(f"{status} {count}" for status, count in sorted(statuses.items()))
-                     + f"; messages received {len(self._emails_received())}, refused {self.smtp.refused}")
+        lines.append(
+            "  * repeats allowed (embeddings: re-embedded; odoo_stock: absolute writes, "
+            f"{self.odoo.quantity_writes} quantity writes for {figures['odoo_stock'].created} pairs)"
+        )
+        lines.append(
+            f"ledger: outbox rows left {ledger['outbox_left']}, inbox open {ledger['inbox_open']}, "
+            f"jobs recovered {ledger['recovered']}, second copies skipped {ledger['copies_skipped']}"
+        )
+        statuses = Counter(
+            Delivery.objects.filter(notification__order_id__in=self.order_ids, channel=Channel.EMAIL).values_list(
+                "status", flat=True
+            )
+        )
+        lines.append(
+            "email deliveries: "
+            + ", ".join(f"{status} {count}" for status, count in sorted(statuses.items()))
+            + f"; messages received {len(self._emails_received())}, refused {self.smtp.refused}"
+        )
         now = timezone.now()
         for row in OutboxMessage.objects.order_by("created_at")[:5]:
             lease = f"{(row.lease_until - now).total_seconds():+.0f}s" if row.lease_until else "-"
             age = f"{(now - row.published_at).total_seconds():.0f}s ago" if row.published_at else "never"
-            lines.append(f"  left in the ledger: {row.task_name} {row.kwargs} worker={row.worker_id or '-'} "
-                         f"lease={lease} published {age} x{row.published_count} runs={row.runs}")
+            lines.append(
+                f"  left in the ledger: {row.task_name} {row.kwargs} worker={row.worker_id or '-'} "
+                f"lease={lease} published {age} x{row.published_count} runs={row.runs}"
+            )
         if self.taken:
             lines.append(f"messages taken from the queue by the test: {len(self.taken)}")
-        lines.append("time to recover (end of the last fault -> everything done): "
-                     + (f"{recovery:.1f}s" if recovery is not None else "not recovered"))
+        lines.append(
+            "time to recover (end of the last fault -> everything done): "
+            + (f"{recovery:.1f}s" if recovery is not None else "not recovered")
+        )
         print("\n".join(lines), flush=True)
         return {"figures": figures, "ledger": ledger, "recovery_seconds": recovery}
 

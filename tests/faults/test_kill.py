@@ -34,8 +34,12 @@ def test_two_kills_mid_burst_lose_nothing_and_repeat_nothing(ledger, fault_worke
     # Given a worker sending the emails of a burst of every kind of job
     first = fault_worker()
     ledger.create(products=40, orders=10, stock_changes=10)
-    wait_for(lambda: ledger.emails_midway() and (redis.llen("fast") or redis.llen("slow")), timeout=60,
-             interval=0.05, message="the worker sending emails with more jobs queued")
+    wait_for(
+        lambda: ledger.emails_midway() and (redis.llen("fast") or redis.llen("slow")),
+        timeout=60,
+        interval=0.05,
+        message="the worker sending emails with more jobs queued",
+    )
 
     # When it is killed right after it takes a message off the queue
     assert ledger.take_message(redis), "no message left to take"

@@ -32,8 +32,9 @@ def test_emails_failed_into_the_inbox_arrive_once_when_retried_after_the_outage(
     inbox = FailedTask.objects.filter(task_name=SEND_EMAIL, status=FailedTaskStatus.OPEN)
     wait_for(lambda: inbox.count() == orders, timeout=60, message="every email job in the inbox")
     ledger.event(f"{inbox.count()} email jobs in the inbox after {smtp.refused} refusals")
-    failed = Delivery.objects.filter(notification__order_id__in=ledger.order_ids, channel=Channel.EMAIL,
-                                     status=DeliveryStatus.FAILED)
+    failed = Delivery.objects.filter(
+        notification__order_id__in=ledger.order_ids, channel=Channel.EMAIL, status=DeliveryStatus.FAILED
+    )
     assert failed.count() == orders
     assert smtp.messages == []
 

@@ -48,8 +48,15 @@ def odoo_worker(start_worker, odoo):
     """A real worker configured for the fake server: short retries, 5 attempts."""
 
     def start(**env):
-        return start_worker(**{**odoo.env(), "ODOO_SYNC_MAX_ATTEMPTS": "5", "ODOO_CALL_RETRIES": "0",
-                               "ODOO_TIMEOUT_SECONDS": "5", **env})
+        return start_worker(
+            **{
+                **odoo.env(),
+                "ODOO_SYNC_MAX_ATTEMPTS": "5",
+                "ODOO_CALL_RETRIES": "0",
+                "ODOO_TIMEOUT_SECONDS": "5",
+                **env,
+            }
+        )
 
     return start
 

@@ -11,8 +11,7 @@ from integrations.odoo.errors import OdooPermanentError, OdooTransientError
 
 
 def client_for(server, **overrides) -> OdooClient:
-    config = dict(url=server.url, db=server.db, user=server.user, api_key=server.api_key, timeout=2,
-                  call_retries=0)
+    config = dict(url=server.url, db=server.db, user=server.user, api_key=server.api_key, timeout=2, call_retries=0)
     return OdooClient(OdooConfig(**{**config, **overrides}))
 
 
@@ -49,8 +48,9 @@ def test_user_error_is_permanent(odoo):
     product_id = odoo.state.add_product("SKU-X")
     location_id = odoo.state.add_location("shop")
     with pytest.raises(OdooPermanentError, match="Quant's editing is restricted") as raised:
-        client_for(odoo).create("stock.quant", {"product_id": product_id, "location_id": location_id,
-                                                "inventory_quantity": 3})
+        client_for(odoo).create(
+            "stock.quant", {"product_id": product_id, "location_id": location_id, "inventory_quantity": 3}
+        )
     assert not raised.value.auth
 
 
@@ -90,8 +90,9 @@ def test_read_timeout_is_transient(odoo):
 
 def test_connection_refused_is_transient():
     port = free_port()  # nobody listens on it
-    client = OdooClient(OdooConfig(url=f"http://127.0.0.1:{port}", db="x", user="u", api_key="k", timeout=1,
-                                   call_retries=0))
+    client = OdooClient(
+        OdooConfig(url=f"http://127.0.0.1:{port}", db="x", user="u", api_key="k", timeout=1, call_retries=0)
+    )
     with pytest.raises(OdooTransientError, match="unreachable"):
         client.search("res.partner", [])
 
@@ -102,8 +103,10 @@ def test_connection_refused_is_transient():
         (xmlrpc.client.Fault(4, "You are not allowed to access 'Quants' (stock.quant) records."), OdooPermanentError),
         (xmlrpc.client.Fault(1, "Traceback...\nodoo.exceptions.ValidationError: bad value"), OdooPermanentError),
         (xmlrpc.client.Fault(1, "odoo.exceptions.MissingError: Record does not exist"), OdooPermanentError),
-        (xmlrpc.client.Fault(1, "Traceback...\npsycopg2.errors.LockNotAvailable: could not obtain lock"),
-         OdooTransientError),
+        (
+            xmlrpc.client.Fault(1, "Traceback...\npsycopg2.errors.LockNotAvailable: could not obtain lock"),
+            OdooTransientError,
+        ),
         (xmlrpc.client.Fault(1, "Traceback...\nKeyError: 'x'"), OdooTransientError),
     ],
 )

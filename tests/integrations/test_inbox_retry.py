@@ -29,8 +29,9 @@ def order(mapped_store, odoo_product):
 
 
 def inbox_job(task_name: str) -> FailedTask:
-    return wait_for(lambda: FailedTask.objects.filter(task_name=task_name).first(), timeout=60,
-                    message=f"{task_name} in the inbox")
+    return wait_for(
+        lambda: FailedTask.objects.filter(task_name=task_name).first(), timeout=60, message=f"{task_name} in the inbox"
+    )
 
 
 @pytest.mark.django_db
@@ -63,11 +64,17 @@ def test_retrying_a_failed_order_sync_creates_one_confirmed_sale_order(odoo, odo
     failed_task_retry(failed_task_ids=[job.id])
 
     # Then the order is in Odoo, once, confirmed
-    link = wait_for(lambda: OdooOrderLink.objects.filter(order=order, status=SyncStatus.SYNCED).first(),
-                    timeout=30, message="the order synced")
+    link = wait_for(
+        lambda: OdooOrderLink.objects.filter(order=order, status=SyncStatus.SYNCED).first(),
+        timeout=30,
+        message="the order synced",
+    )
     (sale_order,) = odoo.state.records["sale.order"].values()
-    assert (sale_order["client_order_ref"], sale_order["state"], link.odoo_id) == (order.number, "sale",
-                                                                                    sale_order["id"])
+    assert (sale_order["client_order_ref"], sale_order["state"], link.odoo_id) == (
+        order.number,
+        "sale",
+        sale_order["id"],
+    )
 
 
 @pytest.mark.worker
@@ -87,7 +94,10 @@ def test_retrying_a_parked_pair_sends_its_current_quantity(odoo, odoo_worker, ma
     failed_task_retry(failed_task_ids=[job.id])
 
     # Then Odoo gets today's quantity
-    wait_for(lambda: odoo.state.on_hand(mapped_store.odoo_location_id).get(product.sku) == 11, timeout=30,
-             message="the current quantity in Odoo")
+    wait_for(
+        lambda: odoo.state.on_hand(mapped_store.odoo_location_id).get(product.sku) == 11,
+        timeout=30,
+        message="the current quantity in Odoo",
+    )
     state.refresh_from_db()
     assert (state.status, state.synced_quantity) == (SyncStatus.SYNCED, 11)

@@ -23,7 +23,9 @@ PAIR_TASK = "integrations.odoo_sync_inventory_pair"
 
 
 def odoo_matches_celeste(odoo, store) -> bool:
-    ours = {sku: float(qty) for sku, qty in StockLevel.objects.filter(store=store).values_list("product__sku", "quantity")}
+    ours = {
+        sku: float(qty) for sku, qty in StockLevel.objects.filter(store=store).values_list("product__sku", "quantity")
+    }
     return odoo.state.on_hand(store.odoo_location_id) == ours
 
 
@@ -206,8 +208,11 @@ def test_a_backlog_of_changes_makes_one_write_per_pair_through_the_queue(odoo, o
     change(pairs, 300)
     odoo_worker()
 
-    wait_for(lambda: odoo_matches_celeste(odoo, pairs[0][1]) and not InventorySyncState.objects.filter(
-        dirty=True).exists(), timeout=90, message="Odoo to match Celeste")
+    wait_for(
+        lambda: odoo_matches_celeste(odoo, pairs[0][1]) and not InventorySyncState.objects.filter(dirty=True).exists(),
+        timeout=90,
+        message="Odoo to match Celeste",
+    )
 
     assert odoo.quantity_writes == 10
     assert odoo.calls[("stock.quant", "action_apply_inventory")] == 1
@@ -226,8 +231,12 @@ def test_with_half_the_calls_failing_odoo_eventually_matches_celeste(odoo, odoo_
 
     change(pairs, 400, seed=3)
 
-    wait_for(lambda: all(odoo_matches_celeste(odoo, s) for s in stores), timeout=150, interval=0.5,
-             message="Odoo to match Celeste with 50% of calls failing")
+    wait_for(
+        lambda: all(odoo_matches_celeste(odoo, s) for s in stores),
+        timeout=150,
+        interval=0.5,
+        message="Odoo to match Celeste with 50% of calls failing",
+    )
     assert odoo.failures_injected > 20
     assert odoo.quantity_writes < 400
     assert not FailedTask.objects.filter(task_name__startswith="integrations.", status=FailedTaskStatus.OPEN).exists()
@@ -241,8 +250,9 @@ def test_a_permanent_fault_goes_to_the_inbox_and_retry_sends_the_current_quantit
     odoo_worker()
 
     stock_level_set(product=product, store=store, quantity=5)
-    job = wait_for(lambda: FailedTask.objects.filter(task_name=PUSH_TASK).first(), timeout=60,
-                   message="the push in the inbox")
+    job = wait_for(
+        lambda: FailedTask.objects.filter(task_name=PUSH_TASK).first(), timeout=60, message="the push in the inbox"
+    )
     assert job.permanent and job.attempts == 1
     assert odoo.calls[("common", "authenticate")] == 1  # no retries
 
@@ -250,8 +260,11 @@ def test_a_permanent_fault_goes_to_the_inbox_and_retry_sends_the_current_quantit
     StockLevel.objects.filter(product=product, store=store).update(quantity=9)  # moved on while parked
     failed_task_retry(failed_task_ids=[job.id])
 
-    wait_for(lambda: odoo.state.on_hand(store.odoo_location_id).get(product.sku) == 9, timeout=60,
-             message="the current quantity in Odoo")
+    wait_for(
+        lambda: odoo.state.on_hand(store.odoo_location_id).get(product.sku) == 9,
+        timeout=60,
+        message="the current quantity in Odoo",
+    )
     assert odoo.quantity_writes == 1  # the stale 5 was never sent
 
 
@@ -266,8 +279,9 @@ def test_reconcile_reports_a_planted_drift_and_fix_repairs_it(odoo, odoo_setting
     services.inventory_push()
     drifted = pairs[3][0]
     level = StockLevel.objects.get(product=drifted, store=store)
-    odoo.state.set_on_hand(location_id=store.odoo_location_id, product_id=odoo.state.product_id(drifted.sku),
-                           quantity=level.quantity + 3)
+    odoo.state.set_on_hand(
+        location_id=store.odoo_location_id, product_id=odoo.state.product_id(drifted.sku), quantity=level.quantity + 3
+    )
     writes = odoo.quantity_writes
 
     call_command("odoo_reconcile")
@@ -302,11 +316,11 @@ def test_resync_dry_run_changes_nothing_and_resync_pushes_everything(odoo, odoo_
 
 @pytest.mark.django_db
 def test_without_odoo_url_every_task_records_skipped(settings, pairs):
+    from integrations.models import OdooOrderLink
+    from integrations.odoo.tasks import odoo_sync_inventory_pair, odoo_sync_order
     from orders.models import OrderStatus
 
     from ..factories import place_order
-    from integrations.models import OdooOrderLink
-    from integrations.odoo.tasks import odoo_sync_inventory_pair, odoo_sync_order
 
     settings.ODOO_URL = ""
     product, store = pairs[0]
@@ -328,17 +342,23 @@ def test_without_odoo_url_every_task_records_skipped(settings, pairs):
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_without_odoo_url_a_worker_records_skipped_and_nothing_fails(start_worker, pairs):
+    from integrations.models import OdooOrderLink
     from orders import services as order_services
 
     from ..factories import place_order
-    from integrations.models import OdooOrderLink
 
     start_worker(ODOO_URL="")
     order = place_order()
     order_services.order_mark_paid(order_id=order.id)
 
-    wait_for(lambda: OdooOrderLink.objects.filter(order=order, status=SyncStatus.SKIPPED).exists(), timeout=60,
-             message="the order link skipped")
-    wait_for(lambda: InventorySyncState.objects.filter(status=SyncStatus.SKIPPED).count() >= 1, timeout=30,
-             message="the stock pairs skipped")
+    wait_for(
+        lambda: OdooOrderLink.objects.filter(order=order, status=SyncStatus.SKIPPED).exists(),
+        timeout=60,
+        message="the order link skipped",
+    )
+    wait_for(
+        lambda: InventorySyncState.objects.filter(status=SyncStatus.SKIPPED).count() >= 1,
+        timeout=30,
+        message="the stock pairs skipped",
+    )
     assert not FailedTask.objects.filter(task_name__startswith="integrations.").exists()

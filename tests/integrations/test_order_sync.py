@@ -123,8 +123,11 @@ def test_paying_syncs_once_through_a_worker_even_when_the_first_attempts_fail(od
 
     order_services.order_mark_paid(order_id=order.id)
 
-    link = wait_for(lambda: OdooOrderLink.objects.filter(order=order, status=SyncStatus.SYNCED).first(),
-                    timeout=60, message="the order synced")
+    link = wait_for(
+        lambda: OdooOrderLink.objects.filter(order=order, status=SyncStatus.SYNCED).first(),
+        timeout=60,
+        message="the order synced",
+    )
     (sale_order,) = sale_orders(odoo)
     assert sale_order["state"] == "sale" and link.odoo_id == sale_order["id"]
     assert link.attempts == 4  # create lost, 503, 503, found
@@ -141,14 +144,20 @@ def test_access_denied_goes_to_the_inbox_without_retries(odoo, odoo_worker, plac
 
     order_services.order_mark_paid(order_id=order.id)
 
-    failed = wait_for(lambda: FailedTask.objects.filter(task_name="integrations.odoo_sync_order").first(),
-                      timeout=60, message="the order job in the inbox")
+    failed = wait_for(
+        lambda: FailedTask.objects.filter(task_name="integrations.odoo_sync_order").first(),
+        timeout=60,
+        message="the order job in the inbox",
+    )
     assert failed.permanent and failed.attempts == 1
     assert failed.kwargs == {"order_id": order.id}
     assert "refused the credentials" in failed.error
     # The stock set up for the order queued an inventory push: it is refused the same way.
-    push = wait_for(lambda: FailedTask.objects.filter(task_name="integrations.odoo_push_inventory").first(),
-                    timeout=30, message="the push job in the inbox")
+    push = wait_for(
+        lambda: FailedTask.objects.filter(task_name="integrations.odoo_push_inventory").first(),
+        timeout=30,
+        message="the push job in the inbox",
+    )
     assert push.permanent and push.attempts == 1
     assert odoo.calls[("common", "authenticate")] == 2  # one per job: no retries
     link = OdooOrderLink.objects.get(order=order)

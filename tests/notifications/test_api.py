@@ -83,8 +83,10 @@ def test_the_center_needs_authentication():
 def test_preferences_default_on_and_can_be_changed(user):
     client = client_for(user)
     assert client.get(f"{CENTER}preferences/").json() == [
-        {"channel": "email", "enabled": True}, {"channel": "push", "enabled": True},
-        {"channel": "in_app", "enabled": True}]
+        {"channel": "email", "enabled": True},
+        {"channel": "push", "enabled": True},
+        {"channel": "in_app", "enabled": True},
+    ]
 
     response = client.put(f"{CENTER}preferences/", [{"channel": "email", "enabled": False}], format="json")
 
@@ -94,8 +96,10 @@ def test_preferences_default_on_and_can_be_changed(user):
 
 def test_a_bad_preference_is_a_400_and_changes_nothing(user):
     response = client_for(user).put(
-        f"{CENTER}preferences/", [{"channel": "email", "enabled": False}, {"channel": "fax", "enabled": True}],
-        format="json")
+        f"{CENTER}preferences/",
+        [{"channel": "email", "enabled": False}, {"channel": "fax", "enabled": True}],
+        format="json",
+    )
 
     assert response.status_code == 400
     assert not NotificationPreference.objects.exists()
@@ -140,7 +144,9 @@ def test_bad_subscriptions_are_a_400(user, payload, field):
 
 
 def test_someone_elses_subscription_cannot_be_deleted(user):
-    theirs = services.push_subscription_save(user=UserFactory(), endpoint="https://p.example.com/1", p256dh=P256DH, auth=AUTH)
+    theirs = services.push_subscription_save(
+        user=UserFactory(), endpoint="https://p.example.com/1", p256dh=P256DH, auth=AUTH
+    )
 
     assert client_for(user).delete(f"{SUBSCRIPTIONS}{theirs.id}/").status_code == 404
     assert PushSubscription.objects.get().active is True

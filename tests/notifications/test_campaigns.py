@@ -7,18 +7,18 @@ from django.urls import reverse
 from django.utils import timezone
 
 from celeste.background.models import OutboxMessage
-from notifications import services
 from notifications import admin as notifications_admin
+from notifications import services
 from notifications.campaigns import (
     CampaignError,
     campaign_audience,
     campaign_create,
     campaign_fan_out,
-    campaigns_recover,
     campaign_progress,
     campaign_send_chunk,
     campaign_start,
     campaign_update,
+    campaigns_recover,
 )
 from notifications.models import Campaign, CampaignAudience, CampaignRecipient, CampaignStatus, Channel
 from orders.models import Order
@@ -60,7 +60,8 @@ def test_a_store_audience_is_who_ordered_there_within_n_days():
     recent, old, other = customers(3)
     place_order(user=recent, store=store)
     Order.objects.filter(id=place_order(user=old, store=store).id).update(
-        created_at=timezone.now() - timedelta(days=40))
+        created_at=timezone.now() - timedelta(days=40)
+    )
     place_order(user=other, store=elsewhere)
     targeted = campaign(audience=CampaignAudience.STORES, ordered_within_days=30)
     targeted.stores.set([store])
@@ -140,8 +141,10 @@ def test_each_email_carries_a_message_id_made_from_its_recipient(redis, smtp_ser
     campaign_send_chunk(campaign_id=draft.id, recipient_ids=chunk)
 
     received = {m["to"][0]: m["message"]["Message-ID"] for m in smtp_server.messages}
-    expected = {r.user.email: f"<campaign-{draft.id}-recipient-{r.id}@example.com>"
-                for r in CampaignRecipient.objects.filter(campaign=draft).select_related("user")}
+    expected = {
+        r.user.email: f"<campaign-{draft.id}-recipient-{r.id}@example.com>"
+        for r in CampaignRecipient.objects.filter(campaign=draft).select_related("user")
+    }
     assert received == expected
 
 
@@ -215,8 +218,10 @@ def admin_client(client):
 def test_admin_send_a_test_to_me(admin_client, redis, smtp_server, channels_env):
     draft = campaign()
 
-    admin_client.post(reverse("admin:notifications_campaign_changelist"),
-                      {"action": "send_test_to_me", "_selected_action": [draft.id]})
+    admin_client.post(
+        reverse("admin:notifications_campaign_changelist"),
+        {"action": "send_test_to_me", "_selected_action": [draft.id]},
+    )
 
     assert smtp_server.recipients() == ["staff@example.com"]
     assert not CampaignRecipient.objects.exists()
@@ -226,7 +231,9 @@ def test_admin_send_starts_the_campaign_and_shows_progress(admin_client):
     customers(2)
     draft = campaign()
 
-    admin_client.post(reverse("admin:notifications_campaign_changelist"), {"action": "send", "_selected_action": [draft.id]})
+    admin_client.post(
+        reverse("admin:notifications_campaign_changelist"), {"action": "send", "_selected_action": [draft.id]}
+    )
     campaign_fan_out(campaign_id=draft.id)
     page = admin_client.get(reverse("admin:notifications_campaign_changelist")).content.decode()
 
@@ -239,8 +246,16 @@ def test_adding_a_campaign_in_the_admin_goes_through_the_service(admin_client, m
     monkeypatch.setattr(notifications_admin, "campaign_create", lambda **kw: made.append(kw) or campaign_create(**kw))
     store = StoreFactory()
 
-    response = admin_client.post(reverse("admin:notifications_campaign_add"), {
-        "subject": "Oat milk week", "body": BODY, "audience": "stores", "stores": [store.id], "ordered_within_days": 7})
+    response = admin_client.post(
+        reverse("admin:notifications_campaign_add"),
+        {
+            "subject": "Oat milk week",
+            "body": BODY,
+            "audience": "stores",
+            "stores": [store.id],
+            "ordered_within_days": 7,
+        },
+    )
 
     assert response.status_code == 302, response.content[:3000]
     saved = Campaign.objects.get()
@@ -254,8 +269,10 @@ def test_editing_a_draft_in_the_admin_goes_through_the_service(admin_client, mon
     monkeypatch.setattr(notifications_admin, "campaign_update", lambda **kw: edited.append(kw) or campaign_update(**kw))
     draft = campaign()
 
-    response = admin_client.post(reverse("admin:notifications_campaign_change", args=[draft.id]), {
-        "subject": "Oat milk month", "body": BODY, "audience": "all", "ordered_within_days": 30})
+    response = admin_client.post(
+        reverse("admin:notifications_campaign_change", args=[draft.id]),
+        {"subject": "Oat milk month", "body": BODY, "audience": "all", "ordered_within_days": 30},
+    )
 
     assert response.status_code == 302, response.content[:3000]
     assert Campaign.objects.get(id=draft.id).subject == "Oat milk month"
@@ -281,16 +298,19 @@ def test_a_campaign_that_has_started_cannot_be_changed():
 
 
 def test_admin_refuses_a_broken_template(admin_client):
-    response = admin_client.post(reverse("admin:notifications_campaign_add"), {
-        "subject": "x", "body": "{% for %}", "audience": "all", "ordered_within_days": 30})
+    response = admin_client.post(
+        reverse("admin:notifications_campaign_add"),
+        {"subject": "x", "body": "{% for %}", "audience": "all", "ordered_within_days": 30},
+    )
 
     assert response.status_code == 200
     assert "not a valid template" in response.content.decode()
     assert not Campaign.objects.exists()
 
 
-@pytest.mark.parametrize("name", ["notification", "delivery", "notificationpreference", "pushsubscription",
-                                  "campaign", "campaignrecipient"])
+@pytest.mark.parametrize(
+    "name", ["notification", "delivery", "notificationpreference", "pushsubscription", "campaign", "campaignrecipient"]
+)
 def test_notification_admin_pages_load(admin_client, name):
     notify = services.notification_dispatch_order_event(order_id=place_order().id, status="paid")
     assert notify is not None

@@ -2,11 +2,10 @@
 
 import pytest
 
-from celeste.background.models import OutboxMessage, TaskSwitch
-from celeste.background import switches
+from celeste.background.models import OutboxMessage
 from notifications import services
-from notifications.channels import PermanentDeliveryError, TransientDeliveryError
-from notifications.models import Channel, Delivery, DeliveryStatus, Notification, PushSubscription
+from notifications.channels import TransientDeliveryError
+from notifications.models import Channel, Delivery, Notification, PushSubscription
 from orders import services as orders
 
 from ..factories import UserFactory, place_order
@@ -56,7 +55,9 @@ def test_status_changes_enqueue_a_dispatch_without_waiting_for_it(order):
     orders.order_confirm(order_id=order.id)
 
     assert enqueued("notifications.dispatch_order_event") == [
-        {"order_id": order.id, "status": "paid"}, {"order_id": order.id, "status": "confirmed"}]
+        {"order_id": order.id, "status": "paid"},
+        {"order_id": order.id, "status": "confirmed"},
+    ]
     assert not Notification.objects.exists()
 
 
@@ -136,8 +137,11 @@ def test_email_has_text_and_html_with_the_order(order, redis, smtp_server, chann
     assert received["to"] == ["ada@example.com"]
     message = received["message"]
     assert message["Subject"] == f"Order {order.number} shipped"
-    parts = {part.get_content_type(): part.get_payload(decode=True).decode() for part in message.walk()
-             if not part.is_multipart()}
+    parts = {
+        part.get_content_type(): part.get_payload(decode=True).decode()
+        for part in message.walk()
+        if not part.is_multipart()
+    }
     item = order.items.first()
     assert "Hello Ada" in parts["text/plain"] and item.product_name in parts["text/plain"]
     assert f"{order.total} EUR" in parts["text/html"]

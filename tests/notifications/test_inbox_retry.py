@@ -37,8 +37,9 @@ def _no_embeddings(db, set_switch):
 
 
 def inbox_job(task_name: str) -> FailedTask:
-    return wait_for(lambda: FailedTask.objects.filter(task_name=task_name).first(), timeout=60,
-                    message=f"{task_name} in the inbox")
+    return wait_for(
+        lambda: FailedTask.objects.filter(task_name=task_name).first(), timeout=60, message=f"{task_name} in the inbox"
+    )
 
 
 def outbox(task_name: str) -> list[dict]:
@@ -68,8 +69,9 @@ def subscribe(receiver, user, name="phone"):
 def a_sending_campaign(*emails: str) -> Campaign:
     for email in emails:
         UserFactory(email=email)
-    return Campaign.objects.create(subject="Oat milk week", body=BODY, status=CampaignStatus.SENDING,
-                                   started_at=timezone.now())
+    return Campaign.objects.create(
+        subject="Oat milk week", body=BODY, status=CampaignStatus.SENDING, started_at=timezone.now()
+    )
 
 
 # --- the restore, in this process -----------------------------------------------------
@@ -232,8 +234,11 @@ def test_retrying_a_failed_campaign_chunk_emails_its_refused_and_unsent_recipien
     failed_task_retry(failed_task_ids=[job.id])
 
     # Then both recipients get the campaign, once each, and it finishes
-    wait_for(lambda: Campaign.objects.get(id=campaign.id).status == CampaignStatus.SENT, timeout=30,
-             message="the campaign sent")
+    wait_for(
+        lambda: Campaign.objects.get(id=campaign.id).status == CampaignStatus.SENT,
+        timeout=30,
+        message="the campaign sent",
+    )
     assert sorted(smtp_server.recipients()) == ["first@example.com", "second@example.com"]
     assert campaign_progress(campaign.id)["sent"] == 2
 
@@ -257,8 +262,9 @@ def test_retrying_a_dispatch_that_failed_with_redis_down_emails_the_customer(
     failed_task_retry(failed_task_ids=[job.id])
 
     # Then the customer is notified and emailed, once
-    wait_for(lambda: Delivery.objects.filter(channel="email", status="sent").exists(), timeout=30,
-             message="the email sent")
+    wait_for(
+        lambda: Delivery.objects.filter(channel="email", status="sent").exists(), timeout=30, message="the email sent"
+    )
     assert smtp_server.recipients() == ["ada@example.com"]
     assert Notification.objects.get().order_id == order.id
 
@@ -281,8 +287,10 @@ def outbox_refusing_chunks(transactional_db):
 
     def fix():
         with connection.cursor() as cursor:
-            cursor.execute("DROP TRIGGER IF EXISTS test_refuse_chunks ON background_outboxmessage;"
-                           "DROP FUNCTION IF EXISTS test_refuse_chunks();")
+            cursor.execute(
+                "DROP TRIGGER IF EXISTS test_refuse_chunks ON background_outboxmessage;"
+                "DROP FUNCTION IF EXISTS test_refuse_chunks();"
+            )
 
     yield fix
     fix()
@@ -306,6 +314,9 @@ def test_retrying_a_fan_out_that_failed_half_way_sends_the_campaign(
     failed_task_retry(failed_task_ids=[job.id])
 
     # Then the campaign goes out to both, once each
-    wait_for(lambda: Campaign.objects.get(id=campaign.id).status == CampaignStatus.SENT, timeout=30,
-             message="the campaign sent")
+    wait_for(
+        lambda: Campaign.objects.get(id=campaign.id).status == CampaignStatus.SENT,
+        timeout=30,
+        message="the campaign sent",
+    )
     assert sorted(smtp_server.recipients()) == ["first@example.com", "second@example.com"]

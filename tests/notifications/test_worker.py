@@ -31,10 +31,14 @@ def test_a_status_change_reaches_every_channel(start_worker, channels_env, smtp_
 
     orders.order_mark_paid(order_id=order.id)
 
-    notification = wait_for(lambda: Notification.objects.filter(order=order).first(), timeout=60,
-                            message="the notification")
-    wait_for(lambda: statuses(notification) == {"in_app": "sent", "email": "sent", "push": "sent"}, timeout=60,
-             message="all three deliveries sent")
+    notification = wait_for(
+        lambda: Notification.objects.filter(order=order).first(), timeout=60, message="the notification"
+    )
+    wait_for(
+        lambda: statuses(notification) == {"in_app": "sent", "email": "sent", "push": "sent"},
+        timeout=60,
+        message="all three deliveries sent",
+    )
     assert smtp_server.recipients() == ["ada@example.com"]
     assert push_receiver.received[0]["payload"]["order"] == order.id
     assert push_receiver.rejected == []
@@ -49,10 +53,14 @@ def test_a_failing_smtp_server_retries_email_alone(start_worker, channels_env, s
 
     orders.order_mark_paid(order_id=order.id)
 
-    notification = wait_for(lambda: Notification.objects.filter(order=order).first(), timeout=60,
-                            message="the notification")
-    wait_for(lambda: statuses(notification)["push"] == "sent" and smtp_server.refused >= 2, timeout=60,
-             message="push sent while email keeps failing")
+    notification = wait_for(
+        lambda: Notification.objects.filter(order=order).first(), timeout=60, message="the notification"
+    )
+    wait_for(
+        lambda: statuses(notification)["push"] == "sent" and smtp_server.refused >= 2,
+        timeout=60,
+        message="push sent while email keeps failing",
+    )
     assert statuses(notification) == {"in_app": "sent", "email": "pending", "push": "sent"}
 
     smtp_server.fail_with = None
@@ -71,8 +79,11 @@ def test_the_rate_limit_holds_across_two_workers(start_worker, channels_env, smt
         notification = services.notification_dispatch_order_event(order_id=place_order(user=user).id, status="paid")
         email_ids.append(notification.deliveries.get(channel="email").id)
 
-    wait_for(lambda: not Delivery.objects.filter(id__in=email_ids, status="pending").exists(), timeout=90,
-             message="every email delivery decided")
+    wait_for(
+        lambda: not Delivery.objects.filter(id__in=email_ids, status="pending").exists(),
+        timeout=90,
+        message="every email delivery decided",
+    )
 
     outcome = list(Delivery.objects.filter(id__in=email_ids).values_list("status", flat=True))
     assert outcome.count("sent") == 5
@@ -88,10 +99,10 @@ def test_a_campaign_reaches_each_recipient_exactly_once_even_when_a_chunk_runs_t
     campaign = Campaign.objects.create(subject="Hello", body="Hi {{ name }} {{ unsubscribe_url }}")
 
     campaign_start(campaign_id=campaign.id)
-    wait_for(lambda: CampaignRecipient.objects.filter(campaign=campaign).count() == 300, timeout=60,
-             message="fan-out")
-    first_chunk = list(CampaignRecipient.objects.filter(campaign=campaign).order_by("id")
-                       .values_list("id", flat=True)[:100])
+    wait_for(lambda: CampaignRecipient.objects.filter(campaign=campaign).count() == 300, timeout=60, message="fan-out")
+    first_chunk = list(
+        CampaignRecipient.objects.filter(campaign=campaign).order_by("id").values_list("id", flat=True)[:100]
+    )
     enqueue(tasks.campaign_send_chunk, campaign_id=campaign.id, recipient_ids=first_chunk)
     enqueue(tasks.campaign_fan_out, campaign_id=campaign.id)
 

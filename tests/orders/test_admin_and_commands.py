@@ -39,7 +39,8 @@ def test_transition_actions_call_the_services_and_report_refusals(admin_client):
 
     response = admin_client.post(
         reverse("admin:orders_order_changelist"),
-        {"action": "transition_mark_paid", "_selected_action": [pending.id, delivered.id]}, follow=True,
+        {"action": "transition_mark_paid", "_selected_action": [pending.id, delivered.id]},
+        follow=True,
     )
 
     assert Order.objects.get(id=pending.id).status == OrderStatus.PAID
@@ -51,8 +52,9 @@ def test_send_test_payment_event_signs_and_delivers(live_server, settings):
     order = place_order(lines=((Decimal("2.00"), 1),))
     out = StringIO()
 
-    call_command("send_test_payment_event", order.number, "--url", f"{live_server.url}/api/v1/payments/webhook",
-                 stdout=out)
+    call_command(
+        "send_test_payment_event", order.number, "--url", f"{live_server.url}/api/v1/payments/webhook", stdout=out
+    )
 
     assert "HTTP 200" in out.getvalue()
     assert Order.objects.get(id=order.id).status == OrderStatus.PAID
@@ -63,8 +65,15 @@ def test_send_test_payment_event_reports_a_refusal_by_signature(live_server):
     order = place_order()
 
     with pytest.raises(CommandError, match="401"):
-        call_command("send_test_payment_event", order.number, "--secret", "wrong",
-                     "--url", f"{live_server.url}/api/v1/payments/webhook", stdout=StringIO())
+        call_command(
+            "send_test_payment_event",
+            order.number,
+            "--secret",
+            "wrong",
+            "--url",
+            f"{live_server.url}/api/v1/payments/webhook",
+            stdout=StringIO(),
+        )
     assert not Payment.objects.exists()
 
 

@@ -59,7 +59,10 @@ def test_customer_manages_own_addresses(customer):
 
     created = client.post(ADDRESSES, payload, format="json")
     assert created.status_code == 201
-    assert client.patch(f"{ADDRESSES}{created.json()['id']}/", {"city": "Potsdam"}, format="json").json()["city"] == "Potsdam"
+    assert (
+        client.patch(f"{ADDRESSES}{created.json()['id']}/", {"city": "Potsdam"}, format="json").json()["city"]
+        == "Potsdam"
+    )
     assert client.get(ADDRESSES).json()["count"] == 1
     assert client.delete(f"{ADDRESSES}{created.json()['id']}/").status_code == 204
 
@@ -74,7 +77,9 @@ def test_another_users_address_is_a_404(customer):
 
 def test_bad_country_is_a_400(customer):
     response = client_for(customer).post(
-        ADDRESSES, {"recipient": "A", "line1": "B", "city": "C", "postal_code": "1", "country": "Germany"}, format="json"
+        ADDRESSES,
+        {"recipient": "A", "line1": "B", "city": "C", "postal_code": "1", "country": "Germany"},
+        format="json",
     )
     assert response.status_code == 400
     assert "country" in response.json()
@@ -97,7 +102,9 @@ def test_addresses_need_authentication():
 
 
 def test_customer_places_an_order_with_server_computed_totals(customer, shop):
-    response = place(client_for(customer), shop, items=[{"product": shop["oat"].id, "quantity": 2, "unit_price": "0.01"}])
+    response = place(
+        client_for(customer), shop, items=[{"product": shop["oat"].id, "quantity": 2, "unit_price": "0.01"}]
+    )
 
     assert response.status_code == 201, response.content
     body = response.json()
@@ -108,8 +115,11 @@ def test_customer_places_an_order_with_server_computed_totals(customer, shop):
 
 
 def test_not_enough_stock_is_a_409_and_changes_nothing(customer, shop):
-    response = place(client_for(customer), shop, items=[
-        {"product": shop["oat"].id, "quantity": 1}, {"product": shop["drill"].id, "quantity": 2}])
+    response = place(
+        client_for(customer),
+        shop,
+        items=[{"product": shop["oat"].id, "quantity": 1}, {"product": shop["drill"].id, "quantity": 2}],
+    )
 
     assert response.status_code == 409
     assert "Only 1 of 'Drill'" in response.json()["detail"]
@@ -123,7 +133,12 @@ def test_not_enough_stock_is_a_409_and_changes_nothing(customer, shop):
         (lambda shop: {"items": []}, "items"),
         (lambda shop: {"items": [{"product": shop["oat"].id, "quantity": 0}]}, "items"),
         (lambda shop: {"items": [{"product": 999999, "quantity": 1}]}, "items"),
-        (lambda shop: {"items": [{"product": shop["oat"].id, "quantity": 1}, {"product": shop["oat"].id, "quantity": 1}]}, "items"),
+        (
+            lambda shop: {
+                "items": [{"product": shop["oat"].id, "quantity": 1}, {"product": shop["oat"].id, "quantity": 1}]
+            },
+            "items",
+        ),
         (lambda shop: {"store": 999999}, "store"),
         (lambda shop: {"address": AddressFactory().id}, "address"),
     ],
@@ -161,7 +176,8 @@ def test_customers_see_only_their_own_orders(customer, shop):
 
 
 def test_staff_see_all_orders_and_filter_them():
-    first, second = place_order(), place_order()
+    place_order()
+    second = place_order()
     staff = client_for(UserFactory(is_staff=True))
 
     assert staff.get(ORDERS).json()["count"] == 2
@@ -236,7 +252,12 @@ def test_only_staff_move_orders_along(customer, shop):
 
     assert client_for(customer).post(f"{ORDERS}{order_id}/mark-paid/").status_code == 403
     assert staff.post(f"{ORDERS}{order_id}/ship/").status_code == 409
-    for step, status in [("mark-paid", "paid"), ("confirm", "confirmed"), ("ship", "shipped"), ("deliver", "delivered")]:
+    for step, status in [
+        ("mark-paid", "paid"),
+        ("confirm", "confirmed"),
+        ("ship", "shipped"),
+        ("deliver", "delivered"),
+    ]:
         response = staff.post(f"{ORDERS}{order_id}/{step}/")
         assert response.status_code == 200, response.content
         assert response.json()["status"] == status

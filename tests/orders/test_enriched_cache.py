@@ -55,11 +55,20 @@ def paid_order(owner, redis):
 def test_payment_fills_the_cache_through_a_real_worker(worker, owner, owner_client, settings):
     settings.PAYMENT_WEBHOOK_SECRETS = ["whsec_cache_test"]
     order = place_order(user=owner)
-    body = json.dumps({"id": "evt_cache", "type": "payment.succeeded",
-                       "data": {"order_number": order.number, "amount": str(order.total), "currency": "EUR"}}).encode()
+    body = json.dumps(
+        {
+            "id": "evt_cache",
+            "type": "payment.succeeded",
+            "data": {"order_number": order.number, "amount": str(order.total), "currency": "EUR"},
+        }
+    ).encode()
 
-    response = owner_client.post("/api/v1/payments/webhook", data=body, content_type="application/json",
-                                 headers={SIGNATURE_HEADER: signature_header(body=body, secrets=["whsec_cache_test"])})
+    response = owner_client.post(
+        "/api/v1/payments/webhook",
+        data=body,
+        content_type="application/json",
+        headers={SIGNATURE_HEADER: signature_header(body=body, secrets=["whsec_cache_test"])},
+    )
     assert response.status_code == 200
 
     entry = wait_for(lambda: cached(order), timeout=60, message="the enriched order in Redis")

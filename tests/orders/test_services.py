@@ -10,21 +10,27 @@ from catalog.models import StockLevel
 from catalog.services import stock_level_set
 from orders import services
 from orders.errors import InvalidTransition, OutOfStock
-from orders.models import Order, OrderStatus
+from orders.models import Order
 
 from ..factories import AddressFactory, ProductFactory, StoreFactory, UserFactory, place_order
 
 pytestmark = pytest.mark.django_db
 
 ALLOWED = {
-    ("pending", "mark_paid"), ("pending", "cancel"),
-    ("paid", "confirm"), ("paid", "cancel"),
-    ("confirmed", "ship"), ("confirmed", "cancel"),
+    ("pending", "mark_paid"),
+    ("pending", "cancel"),
+    ("paid", "confirm"),
+    ("paid", "cancel"),
+    ("confirmed", "ship"),
+    ("confirmed", "cancel"),
     ("shipped", "deliver"),
 }
 REACH = {  # how to walk a fresh order to each status
-    "pending": [], "paid": ["mark_paid"], "confirmed": ["mark_paid", "confirm"],
-    "shipped": ["mark_paid", "confirm", "ship"], "delivered": ["mark_paid", "confirm", "ship", "deliver"],
+    "pending": [],
+    "paid": ["mark_paid"],
+    "confirmed": ["mark_paid", "confirm"],
+    "shipped": ["mark_paid", "confirm", "ship"],
+    "delivered": ["mark_paid", "confirm", "ship", "deliver"],
     "cancelled": ["cancel"],
 }
 TARGET = {"mark_paid": "paid", "confirm": "confirmed", "ship": "shipped", "deliver": "delivered", "cancel": "cancelled"}
@@ -85,8 +91,9 @@ def test_not_enough_stock_is_refused_and_changes_nothing():
     stock_level_set(product=scarce, store=store, quantity=1)
 
     with pytest.raises(OutOfStock, match="Only 1 of 'Rare Tea'"):
-        services.order_place(user=user, store=store, address=AddressFactory(user=user),
-                             items=[(plenty, 2), (scarce, 2)])
+        services.order_place(
+            user=user, store=store, address=AddressFactory(user=user), items=[(plenty, 2), (scarce, 2)]
+        )
 
     assert not Order.objects.exists()
     assert StockLevel.objects.get(product=plenty).quantity == 10
@@ -95,8 +102,9 @@ def test_not_enough_stock_is_refused_and_changes_nothing():
 def test_a_product_the_store_does_not_stock_is_out_of_stock():
     user = UserFactory()
     with pytest.raises(OutOfStock, match="Only 0"):
-        services.order_place(user=user, store=StoreFactory(), address=AddressFactory(user=user),
-                             items=[(ProductFactory(), 1)])
+        services.order_place(
+            user=user, store=StoreFactory(), address=AddressFactory(user=user), items=[(ProductFactory(), 1)]
+        )
 
 
 @pytest.mark.django_db(transaction=True)

@@ -23,9 +23,16 @@ def _secrets(settings):
 
 
 def event(order: Order, *, event_id="evt_1", amount=None, currency=None, type_="payment.succeeded") -> dict:
-    return {"id": event_id, "type": type_, "data": {
-        "order_number": order.number, "amount": str(amount if amount is not None else order.total),
-        "currency": currency or order.currency, "provider": "testpay"}}
+    return {
+        "id": event_id,
+        "type": type_,
+        "data": {
+            "order_number": order.number,
+            "amount": str(amount if amount is not None else order.total),
+            "currency": currency or order.currency,
+            "provider": "testpay",
+        },
+    }
 
 
 def deliver(client, payload, *, secrets=(SECRET,), timestamp=None, header=None, body=None):
@@ -153,7 +160,12 @@ def test_stale_or_future_timestamps_are_a_401(api_client, order, age):
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"[]", b'{"id": "evt_x"}', b'{"id": "evt_x", "type": "payment.succeeded", "data": {"order_number": "X"}}'],
+    [
+        b"not json",
+        b"[]",
+        b'{"id": "evt_x"}',
+        b'{"id": "evt_x", "type": "payment.succeeded", "data": {"order_number": "X"}}',
+    ],
 )
 def test_malformed_but_signed_events_are_a_400_and_store_nothing(api_client, order, body):
     response = deliver(api_client, None, body=body)

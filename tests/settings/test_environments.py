@@ -22,14 +22,19 @@ PRODUCTION_ENV = {
 def manage(*args: str, settings: str, env: dict) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in PRODUCTION_ENV and k != "CELESTE_VAR_DIR"}
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=BASE_DIR, capture_output=True, text=True, timeout=120,
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**clean, "DJANGO_SETTINGS_MODULE": settings, **env},
     )
 
 
 def test_check_deploy_is_clean_under_production_settings():
-    result = manage("check", "--deploy", "--fail-level", "WARNING", settings="celeste.settings.production",
-                    env=PRODUCTION_ENV)
+    result = manage(
+        "check", "--deploy", "--fail-level", "WARNING", settings="celeste.settings.production", env=PRODUCTION_ENV
+    )
 
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
@@ -53,13 +58,21 @@ def test_production_refuses_the_development_defaults(name, value):
     result = manage("check", settings="celeste.settings.production", env={**PRODUCTION_ENV, name: value})
 
     assert result.returncode != 0
-    assert f"{name} is the development default" in result.stderr or f"{name} holds the development default" in result.stderr
+    assert (
+        f"{name} is the development default" in result.stderr
+        or f"{name} holds the development default" in result.stderr
+    )
 
 
 def test_base_settings_need_no_environment_and_start_no_server(tmp_path):
     """The image collects static files with them at build time, with no database or Redis."""
-    result = manage("collectstatic", "--noinput", "--dry-run", settings="celeste.settings.base",
-                    env={"CELESTE_VAR_DIR": str(tmp_path / "var"), "DATABASE_URL": "", "REDIS_URL": ""})
+    result = manage(
+        "collectstatic",
+        "--noinput",
+        "--dry-run",
+        settings="celeste.settings.base",
+        env={"CELESTE_VAR_DIR": str(tmp_path / "var"), "DATABASE_URL": "", "REDIS_URL": ""},
+    )
 
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "var").exists()

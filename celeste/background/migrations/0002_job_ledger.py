@@ -4,53 +4,52 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('background', '0001_initial'),
+        ("background", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='WorkerHeartbeat',
+            name="WorkerHeartbeat",
             fields=[
-                ('worker_id', models.CharField(max_length=255, primary_key=True, serialize=False)),
-                ('hostname', models.CharField(max_length=255)),
-                ('pid', models.PositiveIntegerField()),
-                ('started_at', models.DateTimeField()),
-                ('last_seen_at', models.DateTimeField(db_index=True)),
+                ("worker_id", models.CharField(max_length=255, primary_key=True, serialize=False)),
+                ("hostname", models.CharField(max_length=255)),
+                ("pid", models.PositiveIntegerField()),
+                ("started_at", models.DateTimeField()),
+                ("last_seen_at", models.DateTimeField(db_index=True)),
             ],
             options={
-                'ordering': ['-last_seen_at'],
+                "ordering": ["-last_seen_at"],
             },
         ),
         migrations.AddField(
-            model_name='outboxmessage',
-            name='lease_until',
+            model_name="outboxmessage",
+            name="lease_until",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='outboxmessage',
-            name='published_at',
+            model_name="outboxmessage",
+            name="published_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='outboxmessage',
-            name='published_count',
-            field=models.PositiveIntegerField(default=0, help_text='Times handed to the broker (>1: recovered).'),
+            model_name="outboxmessage",
+            name="published_count",
+            field=models.PositiveIntegerField(default=0, help_text="Times handed to the broker (>1: recovered)."),
         ),
         migrations.AddField(
-            model_name='outboxmessage',
-            name='runs',
-            field=models.PositiveIntegerField(default=0, help_text='Times a worker started it.'),
+            model_name="outboxmessage",
+            name="runs",
+            field=models.PositiveIntegerField(default=0, help_text="Times a worker started it."),
         ),
         migrations.AddField(
-            model_name='outboxmessage',
-            name='worker_id',
-            field=models.CharField(blank=True, help_text='The worker running it now.', max_length=255),
+            model_name="outboxmessage",
+            name="worker_id",
+            field=models.CharField(blank=True, help_text="The worker running it now.", max_length=255),
         ),
         migrations.AlterField(
-            model_name='outboxmessage',
-            name='publish_attempts',
-            field=models.PositiveIntegerField(default=0, help_text='Failed attempts to reach the broker.'),
+            model_name="outboxmessage",
+            name="publish_attempts",
+            field=models.PositiveIntegerField(default=0, help_text="Failed attempts to reach the broker."),
         ),
     ]

@@ -8,14 +8,17 @@ from integrations.odoo.testing.server import FakeOdooServer
 
 
 class Command(BaseCommand):
-    help = ("Serve a fake Odoo (XML-RPC, in memory) seeded with the catalog's SKUs and one location per store. "
-            "Point ODOO_URL/ODOO_DB/ODOO_USER/ODOO_API_KEY at it.")
+    help = (
+        "Serve a fake Odoo (XML-RPC, in memory) seeded with the catalog's SKUs and one location per store. "
+        "Point ODOO_URL/ODOO_DB/ODOO_USER/ODOO_API_KEY at it."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=8069)
         parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--map-stores", action="store_true",
-                            help="set each store's odoo_location_id to its fake location")
+        parser.add_argument(
+            "--map-stores", action="store_true", help="set each store's odoo_location_id to its fake location"
+        )
         parser.add_argument("--fail-rate", type=float, default=0.0, help="fraction of calls failing (503/concurrency)")
         parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
 

@@ -39,7 +39,10 @@ class Command(BaseCommand):
         orphans = len(drifts) - len(fixable)
         services.inventory_mark_dirty(pairs=fixable)
         result = services.inventory_push_all()
-        self.stdout.write(f"Fixed: {result.written} written, {result.unchanged} already equal, {result.failed} failed"
-                          + (f"; {orphans} pair(s) not stocked in Celeste (left alone)" if orphans else "") + ".")
+        self.stdout.write(
+            f"Fixed: {result.written} written, {result.unchanged} already equal, {result.failed} failed"
+            + (f"; {orphans} pair(s) not stocked in Celeste (left alone)" if orphans else "")
+            + "."
+        )
         if result.error:
             raise CommandError(f"Stopped on a transient error: {result.error}")

@@ -25,9 +25,7 @@ class Command(BaseCommand):
             if unknown:
                 raise CommandError(f"Unknown store(s): {', '.join(sorted(unknown))}")
         store_ids = list(stores.values_list("id", flat=True))
-        counts = dict(
-            StockLevel.objects.filter(store_id__in=store_ids).values_list("store_id").annotate(n=Count("id"))
-        )
+        counts = dict(StockLevel.objects.filter(store_id__in=store_ids).values_list("store_id").annotate(n=Count("id")))
         total = sum(counts.values())
         for s in stores:
             mapping = f"location {s.odoo_location_id}" if s.odoo_location_id else "NOT MAPPED (skipped)"

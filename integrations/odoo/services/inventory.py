@@ -36,7 +36,10 @@ PUSH_SCHEDULED_TTL = 60
 
 # --- marking ---------------------------------------------------------------------
 
-_UPSERT_COLUMNS = "(product_id, store_id, dirty, version, synced_version, status, error, attempts, changed_at, created_at, updated_at)"
+_UPSERT_COLUMNS = (
+    "(product_id, store_id, dirty, version, synced_version, status, error, attempts,"
+    " changed_at, created_at, updated_at)"
+)
 _ON_CONFLICT = """
 ON CONFLICT (product_id, store_id) DO UPDATE SET
     dirty = TRUE,
@@ -143,8 +146,13 @@ class PushResult:
         return data
 
 
-def inventory_push(*, batch_size: int | None = None, product_id: int | None = None,
-                   store_id: int | None = None, store_ids: list[int] | None = None) -> PushResult:
+def inventory_push(
+    *,
+    batch_size: int | None = None,
+    product_id: int | None = None,
+    store_id: int | None = None,
+    store_ids: list[int] | None = None,
+) -> PushResult:
     """Push up to ``batch_size`` dirty pairs (or exactly one pair) to Odoo.
 
     Claims the rows with SKIP LOCKED (concurrent pushes take different pairs)
@@ -209,8 +217,13 @@ def _states_push(client: OdooClient, states: list[InventorySyncState], *, raise_
     todo = []
     for state in states:
         if state.store.odoo_location_id is None:
-            _state_done(state, status=SyncStatus.SKIPPED, error=f"Store {state.store.code} has no Odoo location",
-                        quantity=None, now=now)
+            _state_done(
+                state,
+                status=SyncStatus.SKIPPED,
+                error=f"Store {state.store.code} has no Odoo location",
+                quantity=None,
+                now=now,
+            )
             result.skipped += 1
         else:
             todo.append(state)
@@ -227,8 +240,10 @@ def _states_push(client: OdooClient, states: list[InventorySyncState], *, raise_
             (many2one_id(row["product_id"]), many2one_id(row["location_id"])): row
             for row in client.search_read(
                 "stock.quant",
-                [("product_id", "in", sorted(set(odoo_products.values()))),
-                 ("location_id", "in", sorted({s.store.odoo_location_id for s in todo}))],
+                [
+                    ("product_id", "in", sorted(set(odoo_products.values()))),
+                    ("location_id", "in", sorted({s.store.odoo_location_id for s in todo})),
+                ],
                 ["id", "product_id", "location_id", "quantity", "inventory_quantity_set"],
             )
         }
@@ -341,8 +356,18 @@ def _state_done(state: InventorySyncState, *, status: str, error: str, quantity:
     state.status, state.error = status, error
     if status == SyncStatus.SYNCED:
         state.synced_quantity, state.synced_at, state.attempts = quantity, now, 0
-    state.save(update_fields=["dirty", "synced_version", "status", "error", "synced_quantity", "synced_at",
-                              "attempts", "updated_at"])
+    state.save(
+        update_fields=[
+            "dirty",
+            "synced_version",
+            "status",
+            "error",
+            "synced_quantity",
+            "synced_at",
+            "attempts",
+            "updated_at",
+        ]
+    )
 
 
 def _states_error(states: list[InventorySyncState], exc: Exception) -> None:
@@ -362,11 +387,17 @@ def _pair_fail(state: InventorySyncState, exc: OdooPermanentError) -> None:
     state.error = f"{type(exc).__name__}: {exc}"[:2000]
     state.save(update_fields=["dirty", "status", "attempts", "error", "updated_at"])
     failed_task_record(
-        task_name=tasks.odoo_sync_inventory_pair.name, task_id="", kwargs={"product_id": state.product_id, "store_id": state.store_id},
-        exc=exc, tb="", attempts=1,
+        task_name=tasks.odoo_sync_inventory_pair.name,
+        task_id="",
+        kwargs={"product_id": state.product_id, "store_id": state.store_id},
+        exc=exc,
+        tb="",
+        attempts=1,
     )
-    logger.warning("odoo.inventory_pair_failed", extra={"product_id": state.product_id, "store_id": state.store_id,
-                                                        "error": state.error})
+    logger.warning(
+        "odoo.inventory_pair_failed",
+        extra={"product_id": state.product_id, "store_id": state.store_id, "error": state.error},
+    )
 
 
 def inventory_pair_sync(*, product_id: int, store_id: int) -> dict:

@@ -54,8 +54,9 @@ def order_sync(*, order_id: int) -> str:
             link.status, link.error, link.synced_at = SyncStatus.SYNCED, "", timezone.now()
         link.save()
     if failure is not None:
-        logger.warning("odoo.order_sync_failed", extra={"order_id": order_id, "attempt": link.attempts,
-                                                        "error": link.error})
+        logger.warning(
+            "odoo.order_sync_failed", extra={"order_id": order_id, "attempt": link.attempts, "error": link.error}
+        )
         raise failure
     logger.info("odoo.order_synced", extra={"order_id": order_id, "odoo_id": link.odoo_id})
     return link.status
@@ -76,19 +77,26 @@ def _sale_order_push(client: OdooClient, order: Order) -> int:
         if missing:
             raise OdooPermanentError(f"No Odoo product.product with default_code {', '.join(missing)}")
         lines = [
-            (0, 0, {
-                "product_id": products[item.product.sku],
-                "name": item.product_name,
-                "product_uom_qty": item.quantity,
-                "price_unit": float(item.unit_price),  # XML-RPC has no decimal; Odoo stores floats anyway
-            })
+            (
+                0,
+                0,
+                {
+                    "product_id": products[item.product.sku],
+                    "name": item.product_name,
+                    "product_uom_qty": item.quantity,
+                    "price_unit": float(item.unit_price),  # XML-RPC has no decimal; Odoo stores floats anyway
+                },
+            )
             for item in items
         ]
-        sale_order_id = client.create("sale.order", {
-            "partner_id": _partner_find_or_create(client, order.user),
-            "client_order_ref": order.number,
-            "order_line": lines,
-        })
+        sale_order_id = client.create(
+            "sale.order",
+            {
+                "partner_id": _partner_find_or_create(client, order.user),
+                "client_order_ref": order.number,
+                "order_line": lines,
+            },
+        )
         sale_order = {"id": sale_order_id, "state": "draft"}
     if sale_order["state"] in ("draft", "sent"):
         client.execute("sale.order", "action_confirm", [sale_order["id"]])
@@ -101,9 +109,14 @@ def _partner_find_or_create(client: OdooClient, user) -> int:
     found = client.search("res.partner", domain, limit=1)
     if found:
         return found[0]
-    return client.create("res.partner", {
-        "name": user.get_full_name() or user.username, "email": user.email or False, "ref": ref,
-    })
+    return client.create(
+        "res.partner",
+        {
+            "name": user.get_full_name() or user.username,
+            "email": user.email or False,
+            "ref": ref,
+        },
+    )
 
 
 @transaction.atomic

@@ -45,8 +45,14 @@ def inventory_reconcile(*, store_ids: list[int] | None = None, progress=None, pa
         quants: dict[int, float] = {}
         offset = 0
         while True:
-            page = client.search_read("stock.quant", [("location_id", "=", store.odoo_location_id)],
-                                      ["product_id", "quantity"], offset=offset, limit=page_size, order="id")
+            page = client.search_read(
+                "stock.quant",
+                [("location_id", "=", store.odoo_location_id)],
+                ["product_id", "quantity"],
+                offset=offset,
+                limit=page_size,
+                order="id",
+            )
             for row in page:
                 pid = many2one_id(row["product_id"])
                 quants[pid] = quants.get(pid, 0.0) + row["quantity"]
@@ -55,8 +61,10 @@ def inventory_reconcile(*, store_ids: list[int] | None = None, progress=None, pa
             offset += page_size
         codes = {}
         if quants:
-            codes = {row["id"]: row["default_code"] for row in client.execute(
-                "product.product", "read", sorted(quants), fields=["default_code"])}
+            codes = {
+                row["id"]: row["default_code"]
+                for row in client.execute("product.product", "read", sorted(quants), fields=["default_code"])
+            }
         theirs = {codes.get(pid) or f"odoo-product-{pid}": qty for pid, qty in quants.items()}
         for sku in sorted(set(ours) | set(theirs)):
             product_id, quantity = ours.get(sku, (None, 0))

@@ -95,8 +95,15 @@ class OdooState:
 
     def __init__(self):
         self.records: dict[str, dict[int, dict]] = {
-            model: {} for model in ("res.partner", "product.product", "sale.order", "sale.order.line",
-                                    "stock.location", "stock.quant")
+            model: {}
+            for model in (
+                "res.partner",
+                "product.product",
+                "sale.order",
+                "sale.order.line",
+                "stock.location",
+                "stock.quant",
+            )
         }
         self._ids = itertools.count(1)
         self._so_numbers = itertools.count(1)
@@ -112,12 +119,15 @@ class OdooState:
             return record_id
 
     def add_location(self, name: str) -> int:
-        return self.add("stock.location", {"name": name, "complete_name": f"WH/{name}", "usage": "internal",
-                                           "location_id": 1})
+        return self.add(
+            "stock.location", {"name": name, "complete_name": f"WH/{name}", "usage": "internal", "location_id": 1}
+        )
 
     def add_product(self, default_code: str, name: str | None = None) -> int:
-        return self.add("product.product", {"name": name or default_code, "default_code": default_code,
-                                            "type": "product", "active": True})
+        return self.add(
+            "product.product",
+            {"name": name or default_code, "default_code": default_code, "type": "product", "active": True},
+        )
 
     def on_hand(self, location_id: int) -> dict[str, float]:
         """{default_code: quantity} of the applied quants at one location."""
@@ -136,8 +146,16 @@ class OdooState:
                 if quant["location_id"] == location_id and quant["product_id"] == product_id:
                     quant["quantity"] = quantity
                     return
-            self.add("stock.quant", {"product_id": product_id, "location_id": location_id, "quantity": quantity,
-                                     "inventory_quantity": 0.0, "inventory_quantity_set": False})
+            self.add(
+                "stock.quant",
+                {
+                    "product_id": product_id,
+                    "location_id": location_id,
+                    "quantity": quantity,
+                    "inventory_quantity": 0.0,
+                    "inventory_quantity_set": False,
+                },
+            )
 
     def product_id(self, default_code: str) -> int | None:
         with self.lock:
@@ -217,7 +235,9 @@ class OdooState:
         table = self._table(model)
         missing = [i for i in ids if i not in table]
         if missing:
-            raise MissingError(f"Record does not exist or has been deleted.\n(Record: {model}({missing[0]},), User: {UID})")
+            raise MissingError(
+                f"Record does not exist or has been deleted.\n(Record: {model}({missing[0]},), User: {UID})"
+            )
         return [self._read(model, table[i], fields) for i in ids]
 
     def create(self, model, vals, context=None, **_):
@@ -231,8 +251,16 @@ class OdooState:
             if not vals.get("partner_id") or vals["partner_id"] not in self.records["res.partner"]:
                 raise ValidationError("The operation cannot be completed: missing required field Customer")
             lines = vals.pop("order_line", [])
-            order_id = self.add("sale.order", {"name": f"S{next(self._so_numbers):05d}", "state": "draft",
-                                               "client_order_ref": False, "order_line": [], **vals})
+            order_id = self.add(
+                "sale.order",
+                {
+                    "name": f"S{next(self._so_numbers):05d}",
+                    "state": "draft",
+                    "client_order_ref": False,
+                    "order_line": [],
+                    **vals,
+                },
+            )
             for command in lines:
                 if command[0] != 0:
                     raise UserError(f"Unsupported x2many command {command[0]} in this test server")
@@ -253,7 +281,9 @@ class OdooState:
             self._quant_check_inventory_mode(vals, context)
         for record_id in ids:
             if record_id not in table:
-                raise MissingError(f"Record does not exist or has been deleted.\n(Record: {model}({record_id},), User: {UID})")
+                raise MissingError(
+                    f"Record does not exist or has been deleted.\n(Record: {model}({record_id},), User: {UID})"
+                )
         for record_id in ids:
             table[record_id].update(vals)
             if model == "stock.quant" and "inventory_quantity" in vals:
@@ -287,16 +317,25 @@ class OdooState:
         if location is None:
             raise MissingError("Record does not exist or has been deleted.\n(Record: stock.location)")
         if location.get("usage") != "internal":
-            raise UserError(f"You cannot take products from or deliver products to a location of type \"{location.get('usage')}\".")
+            raise UserError(
+                f'You cannot take products from or deliver products to a location of type "{location.get("usage")}".'
+            )
         # In inventory mode Odoo merges into the existing quant of the same product/location.
         for quant in self.records["stock.quant"].values():
             if quant["product_id"] == product_id and quant["location_id"] == location_id:
                 quant["inventory_quantity"] = vals.get("inventory_quantity", 0.0)
                 quant["inventory_quantity_set"] = True
                 return quant["id"]
-        return self.add("stock.quant", {"product_id": product_id, "location_id": location_id, "quantity": 0.0,
-                                        "inventory_quantity": vals.get("inventory_quantity", 0.0),
-                                        "inventory_quantity_set": True})
+        return self.add(
+            "stock.quant",
+            {
+                "product_id": product_id,
+                "location_id": location_id,
+                "quantity": 0.0,
+                "inventory_quantity": vals.get("inventory_quantity", 0.0),
+                "inventory_quantity_set": True,
+            },
+        )
 
     def action_apply_inventory(self, model, ids, **_):
         if model != "stock.quant":
@@ -355,8 +394,16 @@ class _Server(ThreadingMixIn, MultiPathXMLRPCServer):
 
 
 class FakeOdooServer:
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, db: str = "celeste-test",
-                 user: str = "celeste@example.com", api_key: str = "test-api-key", seed: int = 0):
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        db: str = "celeste-test",
+        user: str = "celeste@example.com",
+        api_key: str = "test-api-key",
+        seed: int = 0,
+    ):
         self.db, self.user, self.api_key = db, user, api_key
         self.state = OdooState()
         self.injection = Injection()
@@ -411,8 +458,16 @@ class FakeOdooServer:
     def fail_rate(self, rate: float, kinds: tuple[str, ...] = ("503", "concurrency")) -> None:
         self.injection.rate, self.injection.rate_kinds = rate, kinds
 
-    def fail_next(self, count: int, kind: str = "503", *, after: bool = False, model: str | None = None,
-                  method: str | None = None, skip: int = 0) -> None:
+    def fail_next(
+        self,
+        count: int,
+        kind: str = "503",
+        *,
+        after: bool = False,
+        model: str | None = None,
+        method: str | None = None,
+        skip: int = 0,
+    ) -> None:
         with self._lock:
             self.injection.queued.extend(Failure(kind, after, model, method, skip) for _ in range(count))
 
@@ -476,15 +531,22 @@ class FakeOdooServer:
     # -- the API -----------------------------------------------------------------
 
     def _version(self):
-        return {"server_version": "17.0", "server_version_info": [17, 0, 0, "final", 0, ""],
-                "server_serie": "17.0", "protocol_version": 1}
+        return {
+            "server_version": "17.0",
+            "server_version_info": [17, 0, 0, "final", 0, ""],
+            "server_serie": "17.0",
+            "protocol_version": 1,
+        }
 
     def _authenticate(self, db, login, password, user_agent_env=None):
         with self._lock:
             self.calls[("common", "authenticate")] += 1
         if db != self.db:
-            raise xmlrpc.client.Fault(1, f'Traceback (most recent call last):\npsycopg2.OperationalError: '
-                                         f'connection to server failed: FATAL:  database "{db}" does not exist\n')
+            raise xmlrpc.client.Fault(
+                1,
+                f"Traceback (most recent call last):\npsycopg2.OperationalError: "
+                f'connection to server failed: FATAL:  database "{db}" does not exist\n',
+            )
         if self.injection.deny or login != self.user or password != self.api_key:
             return False
         return UID
@@ -512,8 +574,10 @@ class FakeOdooServer:
                 if method in ("create", "write"):
                     kwargs["context"] = context
                 result = handler(model, *args, **kwargs)
-                if model == "stock.quant" and method in ("create", "write") and "inventory_quantity" in (
-                    args[0] if method == "create" else args[1]
+                if (
+                    model == "stock.quant"
+                    and method in ("create", "write")
+                    and "inventory_quantity" in (args[0] if method == "create" else args[1])
                 ):
                     with self._lock:
                         self.quantity_writes += 1

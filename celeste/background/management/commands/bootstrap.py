@@ -34,7 +34,9 @@ class Command(BaseCommand):
         password = os.environ.get("CELESTE_ADMIN_PASSWORD")
         if password:
             User.objects.create_superuser(username=username, email=email, password=password)
-            self.stdout.write(self.style.SUCCESS(f"Created admin user {username!r} (password from CELESTE_ADMIN_PASSWORD)."))
+            self.stdout.write(
+                self.style.SUCCESS(f"Created admin user {username!r} (password from CELESTE_ADMIN_PASSWORD).")
+            )
             return
         password = secrets.token_urlsafe(12)
         User.objects.create_superuser(username=username, email=email, password=password)

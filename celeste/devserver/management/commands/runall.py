@@ -28,11 +28,34 @@ class Command(BaseCommand):
             call_command("load_demo_catalog", if_empty=True)
         python = sys.executable
         processes = {
-            "web": [python, "-m", "gunicorn", "celeste.wsgi", "--bind", f"{host}:{port}",
-                    "--workers", os.environ.get("WEB_CONCURRENCY", "2"), "--threads", "4",
-                    "--access-logfile", "-"],
-            "worker": [python, "-m", "celery", "-A", "celeste", "worker", "-Q", "slow,fast",
-                       "--concurrency", os.environ.get("WORKER_CONCURRENCY", "2"), "-l", "info"],
+            "web": [
+                python,
+                "-m",
+                "gunicorn",
+                "celeste.wsgi",
+                "--bind",
+                f"{host}:{port}",
+                "--workers",
+                os.environ.get("WEB_CONCURRENCY", "2"),
+                "--threads",
+                "4",
+                "--access-logfile",
+                "-",
+            ],
+            "worker": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "celeste",
+                "worker",
+                "-Q",
+                "slow,fast",
+                "--concurrency",
+                os.environ.get("WORKER_CONCURRENCY", "2"),
+                "-l",
+                "info",
+            ],
             "beat": [python, "-m", "celery", "-A", "celeste", "beat", "-l", "info"],
         }
         group = ProcessGroup(processes)
