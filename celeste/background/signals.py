@@ -24,8 +24,9 @@ def _recover_on_worker_start(sender=None, **_):
     # this one's first claims for a dead worker's.
     _heartbeat.beat_once(step=False)
     # Recovery: first publish what the outbox kept while the broker was down and
-    # republish the jobs of dead workers, then the apps' own steps (startup.py).
-    for step in [outbox_relay, *startup.worker_start_steps()]:
+    # republish the jobs of dead workers, then the apps' own steps (startup.py);
+    # heartbeats of workers gone for a day are only history.
+    for step in [outbox_relay, ledger.heartbeats_prune, *startup.worker_start_steps()]:
         try:
             # This runs in the worker's main process, where no request cycle checks connections.
             main_process.check_connections()

@@ -137,6 +137,14 @@ def test_the_worker_main_process_never_waits_for_the_database(monkeypatch, embed
     assert time.monotonic() - started < 5
 
 
+def test_heartbeats_of_workers_gone_for_a_day_are_pruned(redis):
+    beat("gone:1:x", seconds_ago=86_401)
+    beat("alive:1:x")
+
+    assert ledger.heartbeats_prune() == 1
+    assert list(WorkerHeartbeat.objects.values_list("worker_id", flat=True)) == ["alive:1:x"]
+
+
 # --- recovery -------------------------------------------------------------------------
 
 
