@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -44,6 +45,16 @@ def report(results: list[Result]) -> list[Result]:
     for result in results:
         print(result.line(), flush=True)
     return results
+
+
+def wait_until(done, timeout: float, worker, what: str, *, poll: float = 0.05) -> float:
+    """Poll ``done()`` every ``poll`` seconds; return the monotonic time it became true."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not done after {timeout:.0f}s; worker log tail:\n{worker.log()[-3000:]}")
+        time.sleep(poll)
+    return time.monotonic()
 
 
 def p50(samples: list[float]) -> float:

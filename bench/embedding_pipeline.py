@@ -26,7 +26,17 @@ import redis
 from django.conf import settings
 from django.db.models import F
 
-from bench import BASE_DIR, Result, cached_switches, flush_redis, product_payloads, report, reset_catalog, set_switch
+from bench import (
+    BASE_DIR,
+    Result,
+    cached_switches,
+    flush_redis,
+    product_payloads,
+    report,
+    reset_catalog,
+    set_switch,
+    wait_until,
+)
 from catalog import embeddings, services, tasks
 from catalog.models import EmbeddingStatus, ProductEmbedding, embedding_text
 from celeste.background import metrics
@@ -44,16 +54,6 @@ def embedded_count(ids: list[int]) -> int:
         content_hash=F("product__content_hash"),
         model_name=settings.EMBEDDING_MODEL_NAME,
     ).count()
-
-
-def wait_until(done, timeout: float, worker, what: str) -> float:
-    """Poll ``done()`` every 50 ms; return the monotonic time it became true."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not done after {timeout:.0f}s; worker log tail:\n{worker.log()[-3000:]}")
-        time.sleep(0.05)
-    return time.monotonic()
 
 
 def all_embedded(ids: list[int]):

@@ -16,22 +16,13 @@ import time
 from django.db import transaction
 from django_celery_results.models import TaskResult
 
-from bench import BASE_DIR, Result, flush_redis, report
+from bench import BASE_DIR, Result, flush_redis, report, wait_until
 from celeste.background.models import OutboxMessage
 from celeste.background.publisher import publisher
 from celeste.background.queue import enqueue
 from celeste.background.tasks import ping
 from celeste.celery import app
 from celeste.devserver.processes import celery_worker
-
-
-def wait_until(done, timeout: float, worker, what: str) -> float:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not done after {timeout:.0f}s; worker log tail:\n{worker.log()[-3000:]}")
-        time.sleep(0.02)
-    return time.monotonic()
 
 
 def through_ledger(n: int, worker) -> float:

@@ -17,6 +17,7 @@ from celeste.background.publisher import publisher
 from celeste.devserver import embedded
 from celeste.devserver.loopback import PushReceiver, SMTPServer
 from celeste.devserver.processes import celery_beat, celery_worker
+from integrations.odoo.testing.server import FakeOdooServer
 from notifications.channels import vapid_key_pair
 
 from .factories import UserFactory
@@ -202,3 +203,11 @@ def channels_env(settings, smtp_server, vapid_keys):
     settings.EMAIL_PORT = smtp_server.port
     settings.VAPID_PRIVATE_KEY, settings.VAPID_PUBLIC_KEY = vapid_keys
     return {**WORKER_ENV, **env}
+
+
+@pytest.fixture
+def odoo():
+    """A fake Odoo speaking XML-RPC on loopback (integrations/odoo/testing/server.py)."""
+    server = FakeOdooServer().start()
+    yield server
+    server.stop()

@@ -462,26 +462,12 @@ def _quiet_test_process_logs():
 
 
 @pytest.fixture
-def smtp():
-    server = SMTPServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def odoo():
-    server = FakeOdooServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def fault_env(smtp, odoo) -> dict:
+def fault_env(smtp_server, odoo) -> dict:
     """Worker settings: email to the loopback SMTP server, Odoo sync to the fake Odoo."""
     return {
         "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
         "EMAIL_HOST": "127.0.0.1",
-        "EMAIL_PORT": str(smtp.port),
+        "EMAIL_PORT": str(smtp_server.port),
         "EMAIL_TIMEOUT": "5",
         **odoo.env(),
         "ODOO_SYNC_MAX_ATTEMPTS": "5",
@@ -491,14 +477,14 @@ def fault_env(smtp, odoo) -> dict:
 
 
 @pytest.fixture
-def ledger(request, transactional_db, redis, smtp, odoo) -> Ledger:
+def ledger(request, transactional_db, redis, smtp_server, odoo) -> Ledger:
     def slug(text: str, size: int) -> str:
         return re.sub(r"[^a-z0-9]+", "-", text.lower())[:size].strip("-")
 
     name = slug(request.node.originalname.removeprefix("test_"), 24)
     if getattr(request.node, "callspec", None):
         name += "-" + slug(request.node.callspec.id, 14)
-    return Ledger(name=name, smtp=smtp, odoo=odoo)
+    return Ledger(name=name, smtp=smtp_server, odoo=odoo)
 
 
 @pytest.fixture

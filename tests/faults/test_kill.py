@@ -72,21 +72,21 @@ def test_a_kill_on_the_default_heartbeat_settings_recovers_within_a_minute(ledge
     assert report["recovery_seconds"] < 60
 
 
-def test_a_kill_inside_the_window_is_reported_as_in_window(ledger, fault_worker, smtp):
+def test_a_kill_inside_the_window_is_reported_as_in_window(ledger, fault_worker, smtp_server):
     # Given a worker that the SMTP server kills the moment it has accepted the third
     # email, before the worker hears "250" and can mark the delivery sent
     worker = fault_worker()
     killed = threading.Event()
-    handle_data = smtp.controller.handler.handle_DATA
+    handle_data = smtp_server.controller.handler.handle_DATA
 
     async def accept_then_kill(server, session, envelope):
         answer = await handle_data(server, session, envelope)
-        if len(smtp.messages) == 3 and not killed.is_set():
+        if len(smtp_server.messages) == 3 and not killed.is_set():
             await asyncio.to_thread(worker.kill)
             killed.set()
         return answer
 
-    smtp.controller.handler.handle_DATA = accept_then_kill
+    smtp_server.controller.handler.handle_DATA = accept_then_kill
     ledger.create(products=5, orders=6, stock_changes=0)
 
     # When that kill happens

@@ -5,18 +5,10 @@ import pytest
 
 from catalog.services import store_update
 from integrations.odoo.services import PUSH_SCHEDULED_KEY
-from integrations.odoo.testing.server import FakeOdooServer
 
 from ..factories import ProductFactory, StoreFactory
 
 EMBED_TASK = "catalog.embed_products"
-
-
-@pytest.fixture
-def odoo():
-    server = FakeOdooServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
