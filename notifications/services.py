@@ -11,6 +11,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from celeste.background.ledger import waiting_for_the_database
 from celeste.background.models import TaskMode
 from celeste.background.queue import enqueue
 from celeste.background.switches import task_mode
@@ -154,8 +155,12 @@ def delivery_send(*, delivery_id: int) -> str:
 
 
 def _mark_sent(delivery_id: int) -> None:
-    Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.PENDING).update(
-        status=DeliveryStatus.SENT, sent_at=timezone.now(), last_error="", updated_at=timezone.now()
+    # The message is out: this write must not be lost to a database restart, or the
+    # retry would send it again. So it waits for the database like the ledger's own.
+    waiting_for_the_database(
+        lambda: Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.PENDING).update(
+            status=DeliveryStatus.SENT, sent_at=timezone.now(), last_error="", updated_at=timezone.now()
+        )
     )
 
 
