@@ -188,5 +188,10 @@ def failed_task_record(*, task_name: str, task_id: str, kwargs: dict, exc: BaseE
         failed, _ = FailedTask.objects.update_or_create(task_id=task_id, defaults=values)
     else:
         failed = FailedTask.objects.create(**values)
-    logger.error("task.failed", extra={"task_name": task_name, "failed_task_id": failed.id, "error": values["error"]})
+    # task_id explicitly: after a hard time limit this runs in the worker's main process,
+    # where no running task lends its id to the line.
+    job = {"task_id": task_id} if task_id else {}
+    logger.error(
+        "task.failed", extra={"task_name": task_name, **job, "failed_task_id": failed.id, "error": values["error"]}
+    )
     return failed
