@@ -9,6 +9,8 @@ import pytest
 
 from catalog.tasks import embed_products
 from celeste.background.models import FailedTask, OutboxMessage
+from celeste.background.queue import enqueue
+from celeste.background.tasks import ping
 from celeste.logs import ConsoleFormatter, ContextFilter, JsonLineFormatter, request_id
 from notifications import services
 from notifications.tasks import dispatch_order_event, send_email
@@ -137,6 +139,7 @@ def test_the_request_id_follows_an_order_from_the_request_to_the_email(
 
     assert response.status_code == 200 and response["X-Request-ID"] == "test-123"
     assert OutboxMessage.objects.get(task_name=dispatch_order_event.name).request_id == "test-123"
+    enqueue(ping)  # no request: queued behind the request's jobs, in the same pool child
 
     worker = start_worker(LOG_FORMAT="json", **channels_env)
 
@@ -147,4 +150,6 @@ def test_the_request_id_follows_an_order_from_the_request_to_the_email(
         lines = lines_of(worker, task)
         assert lines, task.name
         assert {(x["request_id"], bool(x["task_id"])) for x in lines} == {("test-123", True)}, lines
+    ping_lines = wait_for(lambda: lines_of(worker, ping), message="the ping's lines")
+    assert not any("request_id" in x for x in ping_lines)  # the request's id did not leak into the next job
     assert Order.objects.get(id=order.id).status == "paid"
