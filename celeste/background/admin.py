@@ -29,7 +29,7 @@ class OutboxMessageAdmin(admin.ModelAdmin):
         "last_error",
     )
     list_filter = ("task_name", ("published_at", admin.EmptyFieldListFilter), ("worker_id", admin.EmptyFieldListFilter))
-    search_fields = ("id", "task_name", "worker_id")
+    search_fields = ("id", "task_name", "worker_id", "request_id")
     readonly_fields = [f.name for f in OutboxMessage._meta.fields]
 
     def has_add_permission(self, request):

@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 # The message header that marks a ledger job (beat ticks and direct sends have no row).
 JOB_HEADER = "celeste_job"
+# The message header with the id of the request that enqueued the job (celeste/logs.py).
+REQUEST_ID_HEADER = "celeste_request_id"
 # How far from the right (the consuming end) the lost-message check looks in a queue.
 QUEUE_SCAN_LIMIT = 20_000
 _QUEUE_SCAN_PAGE = 1_000

@@ -47,6 +47,9 @@ class OutboxMessage(models.Model):
     worker_id = models.CharField(max_length=255, blank=True, help_text="The worker running it now.")
     lease_until = models.DateTimeField(null=True, blank=True)
     runs = models.PositiveIntegerField(default=0, help_text="Times a worker started it.")
+    request_id = models.CharField(
+        max_length=64, blank=True, help_text="The request (or the job started from it) that enqueued it."
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 

