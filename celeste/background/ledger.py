@@ -180,10 +180,9 @@ def job_finish(*, job_id: str) -> None:
 
 def worker_heartbeat(*, hostname: str) -> None:
     now = timezone.now()
+    beat = {"hostname": hostname, "pid": os.getpid(), "last_seen_at": now}
     WorkerHeartbeat.objects.update_or_create(
-        worker_id=worker_id(),
-        defaults={"hostname": hostname, "pid": os.getpid(), "last_seen_at": now},
-        create_defaults={"hostname": hostname, "pid": os.getpid(), "started_at": now, "last_seen_at": now},
+        worker_id=worker_id(), defaults=beat, create_defaults={**beat, "started_at": now}
     )
 
 

@@ -33,7 +33,8 @@ class CelesteTask(Task):
     # job needs to redo its work (e.g. a failed delivery becomes pending again).
     on_inbox_retry = None
     # The queue the task runs on (celeste_task(queue=…); routing.py reads it).
-    queue_name = "fast"
+    # None: CELERY_TASK_DEFAULT_QUEUE ("fast").
+    queue_name = None
 
     def before_start(self, task_id, args, kwargs):
         if not self.request.is_eager:
@@ -99,12 +100,13 @@ class CelesteTask(Task):
         return (self.time_limit or settings.CELERY_TASK_TIME_LIMIT) + settings.JOB_UNCLAIMED_AFTER_SECONDS
 
 
-def celeste_task(name: str, *, queue: str = "fast", **options):
+def celeste_task(name: str, *, queue: str | None = None, **options):
     """Declare a task: its stable name, written here once (the outbox, the inbox,
     switches and beat rows store it as data; code refers to the task object), and
     the queue it runs on (routing.py routes by it): ``slow`` for heavy work
-    (embeddings, images), ``fast`` for the rest, so a backlog of one never
-    starves the other. ``options`` are Celery's and CelesteTask's."""
+    (embeddings, images); without one, the default queue (``fast``), so a
+    backlog of one never starves the other. ``options`` are Celery's and
+    CelesteTask's."""
     return shared_task(name=name, base=CelesteTask, queue_name=queue, **options)
 
 
