@@ -27,7 +27,7 @@ from contextlib import contextmanager
 
 import redis
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections, connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
@@ -209,16 +209,16 @@ class HeartbeatThread(threading.Thread):
             self.beat_once()
             self.stopping.wait(settings.WORKER_HEARTBEAT_SECONDS)
         try:
-            close_old_connections()
+            main_process.check_connections()
             worker_signed_off()
         except Exception:
             logger.warning("worker.sign_off_failed", exc_info=True)
         finally:
-            close_old_connections()
+            main_process.check_connections()
 
     def beat_once(self, *, step: bool = True):
         try:
-            close_old_connections()
+            main_process.check_connections()
             worker_heartbeat(hostname=self.hostname)
             if step:
                 self.step()
