@@ -39,7 +39,7 @@ from bench import (
 )
 from catalog import embeddings, services, tasks
 from catalog.models import EmbeddingStatus, ProductEmbedding, embedding_text
-from celeste.background import metrics
+from celeste import metrics
 from celeste.devserver.processes import celery_worker
 
 RAW_BATCH = 64
@@ -108,12 +108,12 @@ def run(quick: bool) -> list[Result]:
         ) as worker,
     ):
         wait_until(all_embedded(create(warm)), 120, worker, "warm-up")  # the worker child has loaded the model
-        calls_before = metrics.value("embedding.encode_calls")
+        calls_before = metrics.sample_value("celeste_embedding_encode_calls_total")
         start = time.monotonic()
         ids = create(burst)
         created = time.monotonic()
         done = wait_until(all_embedded(ids), 300, worker, "burst")
-        encode_calls = metrics.value("embedding.encode_calls") - calls_before
+        encode_calls = metrics.sample_value("celeste_embedding_encode_calls_total") - calls_before
         drained = wait_until(queue_empty, 300, worker, "leftover messages")
 
         os.killpg(worker.proc.pid, signal.SIGSTOP)  # hold the worker while the backlog builds up

@@ -6,9 +6,10 @@ class CatalogConfig(AppConfig):
     name = "catalog"
 
     def ready(self):
+        from celeste import metrics as prometheus
         from celeste.background import startup
 
-        from . import embeddings, services, signals, tasks
+        from . import embeddings, metrics, services, signals, tasks
 
         signals.connect()
         startup.periodic_task_declare(
@@ -16,3 +17,4 @@ class CatalogConfig(AppConfig):
         )
         startup.worker_start_declare(services.embeddings_recover)
         startup.web_start_declare(embeddings.warm_up_in_background)
+        prometheus.collector_register(metrics.collect)

@@ -6,7 +6,7 @@ import threading
 
 from django.conf import settings
 
-from celeste.background import metrics
+from .metrics import ENCODE_CALLS, TEXTS_ENCODED
 
 logger = logging.getLogger(__name__)
 _load_lock = threading.Lock()
@@ -30,8 +30,8 @@ def encode(texts: list[str]) -> list[list[float]]:
     vectors = get_model().encode(
         texts, batch_size=max(len(texts), 1), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
     )
-    metrics.incr("embedding.encode_calls")
-    metrics.incr("embedding.texts_encoded", len(texts))
+    ENCODE_CALLS.inc()
+    TEXTS_ENCODED.inc(len(texts))
     return vectors.tolist()
 
 

@@ -5,9 +5,11 @@ class NotificationsConfig(AppConfig):
     name = "notifications"
 
     def ready(self):
+        from celeste import metrics as prometheus
         from celeste.background import startup
 
-        from . import signals, tasks
+        from . import metrics, signals, tasks
 
         signals.connect()
         startup.periodic_task_declare(name="Campaign recovery", task=tasks.recover_campaigns, every=300)
+        prometheus.collector_register(metrics.collect)

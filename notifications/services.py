@@ -18,6 +18,7 @@ from celeste.background.switches import task_mode
 from orders.models import Order
 
 from . import channels, tasks
+from .metrics import DELIVERIES
 from .models import (
     Channel,
     Delivery,
@@ -104,6 +105,7 @@ def _finish(delivery: Delivery, status: str, error: str = "") -> Delivery:
     if status == DeliveryStatus.SENT:
         delivery.sent_at = timezone.now()
     delivery.save(update_fields=["status", "last_error", "sent_at", "attempts", "updated_at"])
+    DELIVERIES.labels(channel=delivery.channel, outcome=status).inc()
     return delivery
 
 
@@ -154,19 +156,21 @@ def delivery_send(*, delivery_id: int) -> str:
     return DeliveryStatus.SENT
 
 
-def _mark_sent(delivery_id: int) -> None:
+def _mark_sent(delivery_id: int, channel: str) -> None:
     # The message is out: this write must not be lost to a database restart, or the
     # retry would send it again. So it waits for the database like the ledger's own.
-    waiting_for_the_database(
+    marked = waiting_for_the_database(
         lambda: Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.PENDING).update(
             status=DeliveryStatus.SENT, sent_at=timezone.now(), last_error="", updated_at=timezone.now()
         )
     )
+    if marked:
+        DELIVERIES.labels(channel=channel, outcome=DeliveryStatus.SENT).inc()
 
 
 def _send(*, delivery_id: int, channel: str, notification: Notification) -> None:
     """Transmit on ``channel``; the delivery is marked sent the moment the message is taken."""
-    accepted = functools.partial(_mark_sent, delivery_id)
+    accepted = functools.partial(_mark_sent, delivery_id, channel)
     if channel == Channel.EMAIL:
         channels.email_send(notification, message_id=channels.delivery_message_id(delivery_id), accepted=accepted)
     elif channel == Channel.PUSH:
@@ -222,9 +226,12 @@ def _push_outcomes_record(outcomes: dict[int, Exception | None]) -> None:
 
 def delivery_mark_failed(*, delivery_id: int, error: str) -> None:
     """The delivery is failed for good: a permanent error, or retries ran out."""
-    Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.PENDING).update(
+    failed = Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.PENDING).update(
         status=DeliveryStatus.FAILED, last_error=error, updated_at=timezone.now()
     )
+    if failed:
+        channel = Delivery.objects.filter(id=delivery_id).values_list("channel", flat=True).get()
+        DELIVERIES.labels(channel=channel, outcome=DeliveryStatus.FAILED).inc()
 
 
 @transaction.atomic

@@ -7,8 +7,9 @@ import redis
 from django.conf import settings
 from rest_framework.renderers import JSONRenderer
 
-from celeste.background import metrics
 from celeste.background.redis import client
+
+from .metrics import ENRICHED_CACHE
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def enriched_order_get(order_id: int) -> tuple[str, bytes] | None:
 
 
 def count_lookup(*, hit: bool) -> None:
-    metrics.incr("orders.enriched_cache.hit" if hit else "orders.enriched_cache.miss")
+    ENRICHED_CACHE.labels(result="hit" if hit else "miss").inc()
 
 
 def enriched_order_set(order_id: int, *, version: str, order: dict) -> None:

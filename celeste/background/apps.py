@@ -9,7 +9,9 @@ class BackgroundConfig(AppConfig):
     verbose_name = "Background tasks"
 
     def ready(self):
-        from . import schedules, signals, startup, tasks
+        from celeste import metrics as prometheus
+
+        from . import metrics, schedules, signals, startup, tasks
 
         startup.periodic_task_declare(
             name="Outbox relay", task=tasks.relay_outbox, every=settings.OUTBOX_RELAY_INTERVAL_SECONDS
@@ -17,3 +19,6 @@ class BackgroundConfig(AppConfig):
         # post_migrate also runs after a test flush, so schedules survive it.
         post_migrate.connect(schedules.on_post_migrate, dispatch_uid="background.ensure_schedules")
         signals.connect_worker_signals()
+        if prometheus.enabled():
+            metrics.connect_signals()
+            prometheus.collector_register(metrics.collect)

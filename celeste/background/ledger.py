@@ -60,11 +60,14 @@ def worker_id_assign(hostname: str) -> str:
     return _worker_id
 
 
-def _live_workers(now):
+def live_workers(now):
     return WorkerHeartbeat.objects.filter(
-        worker_id=OuterRef("worker_id"),
-        last_seen_at__gte=now - timezone.timedelta(seconds=settings.WORKER_DEAD_AFTER_SECONDS),
+        last_seen_at__gte=now - timezone.timedelta(seconds=settings.WORKER_DEAD_AFTER_SECONDS)
     )
+
+
+def _live_workers(now):
+    return live_workers(now).filter(worker_id=OuterRef("worker_id"))
 
 
 # --- the task side (runs in the worker child that executes the job) ---------------

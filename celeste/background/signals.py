@@ -5,7 +5,7 @@ from django.db import connections
 
 from celeste.logs import request_id
 
-from . import ledger, main_process, startup
+from . import ledger, main_process, metrics, startup
 
 logger = logging.getLogger(__name__)
 
@@ -14,7 +14,8 @@ _heartbeat: ledger.HeartbeatThread | None = None
 
 def _assign_worker_id(sender=None, **_):
     # celeryd_init runs in the main process before the pool forks: children inherit the id.
-    ledger.worker_id_assign(str(sender))
+    worker_id = ledger.worker_id_assign(str(sender))
+    metrics.worker_identify(hostname=str(sender), worker_id=worker_id)
 
 
 def _recover_on_worker_start(sender=None, **_):
@@ -38,6 +39,7 @@ def _recover_on_worker_start(sender=None, **_):
     # This runs in the worker's main process: children must not share its connection.
     connections.close_all()
     _heartbeat.start()
+    metrics.worker_exporter_start(ledger.worker_id())
 
 
 def _sign_off(**_):

@@ -9,6 +9,7 @@ from celeste.logs import request_id
 from . import main_process
 from .errors import PermanentError
 from .ledger import JOB_HEADER, REQUEST_ID_HEADER, job_claim, job_finish, job_retry_scheduled
+from .metrics import DUPLICATES_SKIPPED
 from .models import OutboxMessage
 from .queue import coalesce_reset, failed_task_record, outbox_relay
 
@@ -54,6 +55,7 @@ class CelesteTask(Task):
                     "held_by": holder if holder is not None else "(finished)",
                 },
             )
+            DUPLICATES_SKIPPED.labels(name=self.name).inc()
             raise Ignore()
         if self.coalesce_seconds:
             coalesce_reset(self.name, **kwargs)

@@ -46,6 +46,11 @@ CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 DATABASE_URL = env_str("DATABASE_URL", "")
 REDIS_URL = env_str("REDIS_URL", "")
 DB_CONN_MAX_AGE = env_int("DB_CONN_MAX_AGE", 60)
+# Prometheus metrics (celeste/metrics.py): /metrics, worker exporters, django-prometheus.
+# Each environment points PROMETHEUS_MULTIPROC_DIR at a directory all its processes share.
+METRICS_ENABLED = env_bool("METRICS_ENABLED", True)
+# A worker on a host of its own serves its metrics on this port (0: off; on one host the web serves them).
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
 
 
 def url_settings(database_url: str, redis_url: str) -> dict:
@@ -54,6 +59,8 @@ def url_settings(database_url: str, redis_url: str) -> dict:
     database = {"ENGINE": "django.db.backends.dummy"}
     if database_url:
         database = dj_database_url.parse(database_url, conn_max_age=DB_CONN_MAX_AGE)
+        if METRICS_ENABLED:  # the same backend, counting queries and errors
+            database["ENGINE"] = "django_prometheus.db.backends.postgresql"
         database["CONN_HEALTH_CHECKS"] = True
     return {
         "DATABASES": {"default": database},
@@ -111,6 +118,14 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+if METRICS_ENABLED:
+    # django-prometheus: request counts and latency by view, measured around everything else.
+    INSTALLED_APPS.append("django_prometheus")
+    MIDDLEWARE = [
+        "django_prometheus.middleware.PrometheusBeforeMiddleware",
+        *MIDDLEWARE,
+        "django_prometheus.middleware.PrometheusAfterMiddleware",
+    ]
 
 # While the database is unreachable, requests get a 503 with this Retry-After (seconds).
 SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS = env_int("SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS", 5)

@@ -2,15 +2,23 @@
 start the embedded Postgres+pgvector and Redis under CELESTE_VAR_DIR (default
 var/) and use them. This is the only place they are started."""
 
+import os
 import warnings
 
+from celeste import metrics
+from celeste.devserver.embedded import var_dir
+
 from .base import *  # noqa: F403
-from .base import DATABASE_URL, REDIS_URL, env_str, url_settings
+from .base import DATABASE_URL, METRICS_ENABLED, REDIS_URL, env_str, url_settings
+
+if METRICS_ENABLED:
+    # Before any metric exists. `make run` and the test suite empty it when they start.
+    metrics.multiprocess_setup(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or var_dir() / "metrics")
 
 _embedded_database = not DATABASE_URL
 if not (DATABASE_URL and REDIS_URL):
     warnings.filterwarnings("ignore", module="platformdirs")
-    from celeste.devserver.embedded import ensure_services, var_dir
+    from celeste.devserver.embedded import ensure_services
 
     _embedded = ensure_services(postgres=not DATABASE_URL, redis=not REDIS_URL)
     DATABASE_URL = DATABASE_URL or _embedded["DATABASE_URL"]

@@ -9,6 +9,7 @@ from .base import *  # noqa: F403
 from .base import (
     DEV_SECRET_KEY,
     DEV_WEBHOOK_SECRET,
+    METRICS_ENABLED,
     PAYMENT_WEBHOOK_SECRETS,
     env_bool,
     env_int,
@@ -23,6 +24,11 @@ REQUIRED = {
     "DJANGO_ALLOWED_HOSTS": "the host names the site answers to, comma-separated",
     "PAYMENT_WEBHOOK_SECRETS": "the payment provider's webhook signing secret(s), comma-separated",
 }
+if METRICS_ENABLED:
+    REQUIRED |= {
+        "METRICS_TOKEN": "the bearer token Prometheus sends to /metrics (or METRICS_ENABLED=0)",
+        "PROMETHEUS_MULTIPROC_DIR": "an empty directory the processes of this host share, emptied at start (a tmpfs)",
+    }
 
 
 def _problems() -> list[str]:
@@ -39,10 +45,17 @@ def _problems() -> list[str]:
 if _problems():
     raise ImproperlyConfigured("Production settings refuse to start:\n" + "\n".join(_problems()))
 
+if METRICS_ENABLED:
+    from celeste import metrics
+
+    metrics.multiprocess_setup(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
 DEBUG = False
 # TLS ends at the proxy in front of gunicorn; it says so in X-Forwarded-Proto.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+# Prometheus scrapes the web over the internal network, past the TLS proxy.
+SECURE_REDIRECT_EXEMPT = [r"^metrics$"]
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31_536_000)

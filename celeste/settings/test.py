@@ -4,6 +4,7 @@ password hasher. Environment variables still win, and worker subprocesses the
 tests start inherit this module."""
 
 import os
+import sys
 from pathlib import Path
 
 _DEFAULTS = {
@@ -15,5 +16,13 @@ for _name, _value in _DEFAULTS.items():
     os.environ.setdefault(_name, _value)
 
 from .local import *  # noqa: E402, F403
+from .local import METRICS_ENABLED  # noqa: E402
+
+if METRICS_ENABLED and "pytest" in sys.modules:
+    # The suite's own process empties the metrics directory before its first metric
+    # exists; the worker subprocesses it starts (not pytest) write beside it.
+    from celeste import metrics
+
+    metrics.multiprocess_setup(os.environ["PROMETHEUS_MULTIPROC_DIR"], clean=True)
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed, not security

@@ -5,7 +5,7 @@ from django.urls import reverse
 
 from catalog.models import EmbeddingStatus, Product, ProductEmbedding
 from catalog.services import product_create
-from celeste.background import metrics
+from celeste import metrics
 from celeste.background.models import FailedTask, FailedTaskStatus, OutboxMessage
 from celeste.background.services import failed_task_retry
 from celeste.devserver import embedded
@@ -43,14 +43,14 @@ def _stale_exists() -> bool:
 
 
 def test_200_products_created_through_the_api_are_all_embedded_in_few_model_calls(worker, staff_client):
-    calls_before = metrics.value("embedding.encode_calls")
+    calls_before = metrics.sample_value("celeste_embedding_encode_calls_total")
 
     for i in range(200):
         response = staff_client.post("/api/v1/products/", product_payload(i), format="json")
         assert response.status_code == 201, response.content
 
     wait_for(all_embedded(200), timeout=180, message="200 products embedded")
-    encode_calls = metrics.value("embedding.encode_calls") - calls_before
+    encode_calls = metrics.sample_value("celeste_embedding_encode_calls_total") - calls_before
     assert 1 <= encode_calls <= 60, encode_calls
     assert staff_client.get(f"/api/v1/products/{Product.objects.first().id}/").json()["embedding_status"] == "ready"
 

@@ -35,6 +35,8 @@ def test_runall_serves_the_api_admin_and_docs_and_ctrl_c_stops_everything(redis,
         "CELESTE_ADMIN_PASSWORD": "a-long-test-password",
         "WEB_CONCURRENCY": "1",
         "WORKER_CONCURRENCY": "1",
+        # runall empties its metrics directory at start: not the one this suite writes to.
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
@@ -53,6 +55,7 @@ def test_runall_serves_the_api_admin_and_docs_and_ctrl_c_stops_everything(redis,
         assert "a-long-test-password" not in output
         assert http_status(f"{base}/api/docs/") == 200
         assert http_status(f"{base}/admin/login/") == 200
+        assert http_status(f"{base}/metrics") == 200  # loopback, no METRICS_TOKEN set
         assert http_status(f"{base}/static/admin/css/base.css") == 200
         wait_for(
             lambda: "worker |" in log_path.read_text() and " ready." in log_path.read_text(),

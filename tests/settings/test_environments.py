@@ -5,6 +5,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -16,6 +17,8 @@ PRODUCTION_ENV = {
     "REDIS_URL": "redis://redis.internal:6379/0",
     "DJANGO_ALLOWED_HOSTS": "shop.example.com",
     "PAYMENT_WEBHOOK_SECRETS": "whsec_live_1234",
+    "METRICS_TOKEN": secrets.token_urlsafe(32),
+    "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="celeste-metrics-"),
 }
 
 
@@ -49,6 +52,14 @@ def test_production_refuses_to_start_without(name):
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert f"{name} is not set" in result.stderr
+
+
+def test_production_without_metrics_needs_no_metrics_settings():
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k not in ("METRICS_TOKEN", "PROMETHEUS_MULTIPROC_DIR")}
+
+    result = manage("check", settings="celeste.settings.production", env={**env, "METRICS_ENABLED": "0"})
+
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@ import time
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from celeste import metrics
+
 COLORS = ["\033[36m", "\033[33m", "\033[35m", "\033[32m"]
 RESET = "\033[0m"
 
@@ -26,6 +28,9 @@ class Command(BaseCommand):
         call_command("bootstrap")
         if not no_demo:
             call_command("load_demo_catalog", if_empty=True)
+        if metrics.enabled():
+            # Counters start from zero with each run; every child writes beside the others.
+            metrics.multiprocess_setup(os.environ["PROMETHEUS_MULTIPROC_DIR"], clean=True)
         python = sys.executable
         processes = {
             "web": [
@@ -64,7 +69,7 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nCeleste is running:\n  API        {base}/api/v1/\n  Swagger UI {base}/api/docs/\n"
-                f"  Admin      {base}/admin/\nPress Ctrl-C to stop.\n"
+                f"  Admin      {base}/admin/\n  Metrics    {base}/metrics\nPress Ctrl-C to stop.\n"
             )
         )
         sys.exit(group.wait())
