@@ -14,6 +14,7 @@ import argparse
 import fcntl
 import importlib
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -24,6 +25,7 @@ SHARED_BUFFERS = "1GB"
 BENCHMARKS = {
     "post_product": "bench.post_product",
     "task_throughput": "bench.task_throughput",
+    "metrics_cost": "bench.metrics_cost",
     "embedding_pipeline": "bench.embedding_pipeline",
     "search": "bench.search",
     "orders": "bench.orders",
@@ -61,6 +63,7 @@ def setup() -> None:
     from celeste.devserver import embedded
 
     root = embedded.var_dir()
+    shutil.rmtree(root / "metrics", ignore_errors=True)  # counters of earlier runs' processes
     embedded.ensure_services(root)
     with psycopg.connect(embedded.database_url(root, name="postgres"), autocommit=True) as conn:
         restart = conn.execute("SHOW shared_buffers").fetchone()[0] != SHARED_BUFFERS

@@ -52,6 +52,13 @@ def multiprocess_setup(directory: Path | str, *, clean: bool = False) -> None:
     values.ValueClass = values.MultiProcessValue(process_identifier=_process_identifier)
 
 
+def multiprocess_off() -> None:
+    """METRICS_ENABLED=0: counters stay in each process's memory, nothing is written,
+    even if the directory variable was inherited from a parent process."""
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    values.ValueClass = values.MutexValue
+
+
 def _process_identifier() -> str:
     pid = str(os.getpid())
     return f"w{_worker_tag}p{pid}" if _worker_tag else pid
@@ -151,8 +158,8 @@ def worker_exporter_start(tag: str, port: int, address: str = "0.0.0.0") -> WSGI
     """Serve one worker's metrics on ``port`` from a daemon thread of its main process."""
     registry = worker_registry(tag)
 
-    def app(environ, start_response):
-        if not _allowed(environ.get("HTTP_AUTHORIZATION", ""), environ.get("REMOTE_ADDR", "")):
+    def app(request, start_response):  # WSGI: ``request`` is the environ dict
+        if not _allowed(request.get("HTTP_AUTHORIZATION", ""), request.get("REMOTE_ADDR", "")):
             start_response("401 Unauthorized", [("WWW-Authenticate", 'Bearer realm="metrics"')])
             return [b"A bearer token (METRICS_TOKEN) is required.\n"]
         start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])

@@ -12,6 +12,7 @@ queue label ``queue_name``; we follow it rather than the shorter ``queue``.
 import socket
 import time
 
+from celery import states
 from celery.signals import (
     after_task_publish,
     task_failure,
@@ -94,9 +95,10 @@ def _on_prerun(task_id=None, task=None, **_):
     _started[task_id] = time.perf_counter()
 
 
-def _on_postrun(task_id=None, task=None, **_):
+def _on_postrun(task_id=None, task=None, state=None, **_):
     began = _started.pop(task_id, None)
-    if began is not None:
+    # A skipped duplicate (IGNORED) did no work: timing it would drag the quantiles down.
+    if began is not None and state in (states.SUCCESS, states.FAILURE, states.RETRY):
         RUNTIME.labels(**_request_labels(task)).observe(time.perf_counter() - began)
 
 

@@ -14,6 +14,8 @@ from .base import DATABASE_URL, METRICS_ENABLED, REDIS_URL, env_str, url_setting
 if METRICS_ENABLED:
     # Before any metric exists. `make run` and the test suite empty it when they start.
     metrics.multiprocess_setup(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or var_dir() / "metrics")
+else:
+    metrics.multiprocess_off()
 
 _embedded_database = not DATABASE_URL
 if not (DATABASE_URL and REDIS_URL):

@@ -45,10 +45,12 @@ def _problems() -> list[str]:
 if _problems():
     raise ImproperlyConfigured("Production settings refuse to start:\n" + "\n".join(_problems()))
 
-if METRICS_ENABLED:
-    from celeste import metrics
+from celeste import metrics  # noqa: E402
 
+if METRICS_ENABLED:
     metrics.multiprocess_setup(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+else:
+    metrics.multiprocess_off()
 
 DEBUG = False
 # TLS ends at the proxy in front of gunicorn; it says so in X-Forwarded-Proto.
