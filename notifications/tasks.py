@@ -4,6 +4,8 @@ services and campaigns import this module (to enqueue), so it reads them only
 when a task runs; that is why the inbox-retry hooks are small lambdas.
 """
 
+from django.conf import settings
+
 from celeste.background.errors import PermanentError, TransientError
 from celeste.background.tasks import celeste_task
 
@@ -58,6 +60,7 @@ def recover_campaigns() -> int:
 @celeste_task(
     "notifications.campaign_send_chunk",
     bind=True,
+    max_concurrency=settings.CAMPAIGN_MAX_CONCURRENT_CHUNKS,
     on_inbox_retry=lambda **job: campaigns.campaign_recipients_requeue(**job),
 )
 def campaign_send_chunk(self, *, campaign_id: int, recipient_ids: list[int]) -> dict:

@@ -50,6 +50,10 @@ DUPLICATES_SKIPPED = Counter(
     "celeste_job_duplicates_skipped_total", "Second copies of a job a worker skipped.", ("name",)
 )
 
+DEFERRED = Counter(
+    "celeste_task_deferred_total", "Runs put back because the task's concurrency limit was reached.", ("name",)
+)
+
 _hostname = socket.gethostname()
 _started: dict[str, float] = {}
 

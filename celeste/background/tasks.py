@@ -1,4 +1,5 @@
 import logging
+import random
 
 from celery import Task, shared_task
 from celery.exceptions import Ignore
@@ -9,7 +10,8 @@ from celeste.logs import request_id
 from . import main_process
 from .errors import PermanentError
 from .ledger import JOB_HEADER, REQUEST_ID_HEADER, job_claim, job_finish, job_retry_scheduled
-from .metrics import DUPLICATES_SKIPPED
+from .limits import slot_acquire, slot_release
+from .metrics import DEFERRED, DUPLICATES_SKIPPED
 from .models import OutboxMessage
 from .queue import coalesce_reset, failed_task_record, outbox_relay
 
@@ -36,6 +38,9 @@ class CelesteTask(Task):
     # The queue the task runs on (celeste_task(queue=…); routing.py reads it).
     # None: CELERY_TASK_DEFAULT_QUEUE ("fast").
     queue_name = None
+    # If set: at most this many runs at once across all workers (limits.py); a run
+    # that finds no free slot is put back on the queue for a little later.
+    max_concurrency = None
 
     def before_start(self, task_id, args, kwargs):
         if not self.request.is_eager:
@@ -59,6 +64,27 @@ class CelesteTask(Task):
             raise Ignore()
         if self.coalesce_seconds:
             coalesce_reset(self.name, **kwargs)
+        if self.max_concurrency and not self.request.is_eager:
+            slot = slot_acquire(self.name, limit=self.max_concurrency, hold_seconds=self._lease_seconds())
+            if slot is None:
+                self._defer(task_id, args, kwargs)
+            self.request.celeste_slot = slot
+
+    def after_return(self, status, retval, task_id, args, kwargs, einfo):
+        slot = getattr(self.request, "celeste_slot", None)
+        if slot:
+            slot_release(self.name, slot)
+
+    def _defer(self, task_id, args, kwargs):
+        """No free slot: the same message (same id, same retry count) comes back
+        after a short, jittered delay; this run ends without doing anything."""
+        delay = settings.TASK_SLOT_WAIT_SECONDS * (1 + random.random())
+        if self._is_job():
+            job_retry_scheduled(job_id=task_id, countdown=delay)
+        self.signature_from_request(self.request, args, kwargs, countdown=delay).apply_async()
+        logger.info("task.deferred", extra={"task_name": self.name, "job_id": task_id, "limit": self.max_concurrency})
+        DEFERRED.labels(name=self.name).inc()
+        raise Ignore()
 
     def retry(
         self, args=None, kwargs=None, exc=None, throw=True, eta=None, countdown=None, max_retries=None, **options

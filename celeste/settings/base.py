@@ -244,6 +244,8 @@ JOB_UNCLAIMED_AFTER_SECONDS = env_float("JOB_UNCLAIMED_AFTER_SECONDS", 30)
 # job claimed by a live worker until its lease runs out.
 JOB_LEDGER_DATABASE_WAIT_SECONDS = env_float("JOB_LEDGER_DATABASE_WAIT_SECONDS", 30)
 TASK_RETRY_BACKOFF_SECONDS = env_int("TASK_RETRY_BACKOFF_SECONDS", 2)
+# A run of a task at its concurrency limit comes back after 1-2x this many seconds.
+TASK_SLOT_WAIT_SECONDS = env_float("TASK_SLOT_WAIT_SECONDS", 2)
 
 
 # --- Catalog / embeddings -----------------------------------------------------
@@ -296,6 +298,8 @@ PUSH_TIMEOUT_SECONDS = env_int("PUSH_TIMEOUT_SECONDS", 10)
 NOTIFY_RATE_LIMIT_PER_HOUR = env_int("NOTIFY_RATE_LIMIT_PER_HOUR", 30)
 CAMPAIGN_CHUNK_SIZE = env_int("CAMPAIGN_CHUNK_SIZE", 500)
 CAMPAIGN_MAX_PER_SECOND = env_float("CAMPAIGN_MAX_PER_SECOND", 0)  # 0 = as fast as SMTP takes them
+# Campaign chunks sending at once across all workers (each holds one SMTP connection).
+CAMPAIGN_MAX_CONCURRENT_CHUNKS = env_int("CAMPAIGN_MAX_CONCURRENT_CHUNKS", 2)
 PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
 
 # --- Odoo ---
@@ -310,6 +314,8 @@ ODOO_SYNC_MAX_ATTEMPTS = env_int("ODOO_SYNC_MAX_ATTEMPTS", 5)
 # Quick in-call retries of idempotent XML-RPC calls (never `create`) before the task-level retry.
 ODOO_CALL_RETRIES = env_int("ODOO_CALL_RETRIES", 2)
 ODOO_INVENTORY_BATCH_SIZE = env_int("ODOO_INVENTORY_BATCH_SIZE", 100)
+# Odoo sync runs of one kind (order, inventory push, pair) at once across all workers.
+ODOO_MAX_CONCURRENT_SYNCS = env_int("ODOO_MAX_CONCURRENT_SYNCS", 2)
 
 
 def logging_config(log_format: str) -> dict:

@@ -21,6 +21,7 @@ SYNC_RETRIES = max(settings.ODOO_SYNC_MAX_ATTEMPTS - 1, 0)
 @celeste_task(
     "integrations.odoo_sync_order",
     max_retries=SYNC_RETRIES,
+    max_concurrency=settings.ODOO_MAX_CONCURRENT_SYNCS,
     on_inbox_retry=lambda **job: services.order_link_reopen(**job),
 )
 def odoo_sync_order(*, order_id: int) -> str:
@@ -37,7 +38,9 @@ def odoo_inventory_changed(*, product_id: int, store_id: int) -> bool:
 
 # A retry from the inbox redoes the work as is: a failed push leaves its pairs
 # dirty (only a success cleans a pair), and a push sends whatever is dirty.
-@celeste_task("integrations.odoo_push_inventory", max_retries=SYNC_RETRIES)
+@celeste_task(
+    "integrations.odoo_push_inventory", max_retries=SYNC_RETRIES, max_concurrency=settings.ODOO_MAX_CONCURRENT_SYNCS
+)
 def odoo_push_inventory() -> dict:
     """Push one batch of dirty pairs with the quantities they have now."""
     return services.inventory_push().as_dict()
@@ -45,7 +48,11 @@ def odoo_push_inventory() -> dict:
 
 # A retry from the inbox redoes the work as is: the task marks its pair dirty
 # before pushing it, whatever a failure left (a parked pair is clean and failed).
-@celeste_task("integrations.odoo_sync_inventory_pair", max_retries=SYNC_RETRIES)
+@celeste_task(
+    "integrations.odoo_sync_inventory_pair",
+    max_retries=SYNC_RETRIES,
+    max_concurrency=settings.ODOO_MAX_CONCURRENT_SYNCS,
+)
 def odoo_sync_inventory_pair(*, product_id: int, store_id: int) -> dict:
     """Re-send one pair's current quantity (what the inbox's Retry runs)."""
     return services.inventory_pair_sync(product_id=product_id, store_id=store_id)

@@ -361,6 +361,16 @@ class _Handler(SimpleXMLRPCRequestHandler):
 
     def do_POST(self):
         fake: FakeOdooServer = self.server.fake
+        with fake._lock:
+            fake.in_flight += 1
+            fake.peak_in_flight = max(fake.peak_in_flight, fake.in_flight)
+        try:
+            self._answer(fake)
+        finally:
+            with fake._lock:
+                fake.in_flight -= 1
+
+    def _answer(self, fake: FakeOdooServer):
         if fake.injection.latency:
             time.sleep(fake.injection.latency)
         data = self.rfile.read(int(self.headers.get("content-length", 0)))
@@ -412,6 +422,8 @@ class FakeOdooServer:
         self.quantity_writes = 0  # stock.quant writes/creates setting inventory_quantity that took effect
         self.failures_injected = 0
         self.timeout_sleep = 5.0
+        self.in_flight = 0  # requests being answered now, and the most ever at once
+        self.peak_in_flight = 0
         self._lock = threading.Lock()
         self._local = threading.local()  # per request thread: an HTTP failure to answer with
         self._httpd = _Server((host, port), requestHandler=_Handler, allow_none=True, logRequests=False)
