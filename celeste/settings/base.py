@@ -207,7 +207,11 @@ CELERY_TASK_DEFAULT_QUEUE = "fast"
 CELERY_TASK_ROUTES = ("celeste.background.routing.route_task",)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_WORKER_SEND_TASK_EVENTS = False
+# Task events (received, started, succeeded, failed…) from workers, and task-sent from
+# publishers, so Flower (`make flower`) shows every task. Without a monitor listening,
+# they are dropped by the broker.
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
 
 # --- Task control plane -------------------------------------------------------
 # How long a process trusts its cached copy of the task switches.
