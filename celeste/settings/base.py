@@ -329,4 +329,19 @@ LOGGING = logging_config(LOG_FORMAT)
 # Where bootstrap saves a generated admin password (local: var/admin-credentials.txt).
 ADMIN_CREDENTIALS_FILE = None
 
+# --- Error reporting ----------------------------------------------------------
+# Sentry, only when SENTRY_DSN is set: the one side effect of importing the settings, so
+# every process that loads them (web, workers, beat, commands) reports its errors.
+# No personal data is sent (celeste/sentry.py).
+SENTRY_DSN = env_str("SENTRY_DSN", "")
+if SENTRY_DSN:
+    from celeste.sentry import sentry_init
+
+    sentry_init(
+        dsn=SENTRY_DSN,
+        environment=env_str("SENTRY_ENVIRONMENT", os.environ.get("DJANGO_SETTINGS_MODULE", "").rpartition(".")[2]),
+        release=env_str("SENTRY_RELEASE", ""),
+        traces_sample_rate=env_float("SENTRY_TRACES_SAMPLE_RATE", 0),
+    )
+
 globals().update(url_settings(DATABASE_URL, REDIS_URL))
