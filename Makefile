@@ -4,7 +4,7 @@ VENV := .venv
 REQ_HASH := $(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 
-.PHONY: run test test-fast lint bench install stop-services
+.PHONY: run test test-fast lint bench install stop-services flower
 
 run: $(STAMP)
 	$(VENV)/bin/python manage.py runall
@@ -22,6 +22,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench
+
+# Flower (the Celery monitor) behind HTTP basic auth: FLOWER_BASIC_AUTH=user:password is
+# required; FLOWER_ADDRESS (127.0.0.1) and FLOWER_PORT (5555). See celeste/flower.py.
+flower: $(STAMP)
+	$(VENV)/bin/python -m celeste.flower
 
 install: $(STAMP)
 

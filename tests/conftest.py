@@ -15,7 +15,7 @@ from celeste.background import switches
 from celeste.background.models import OutboxMessage, TaskSwitch
 from celeste.background.publisher import publisher
 from celeste.devserver import embedded
-from celeste.devserver.loopback import PushReceiver, SMTPServer
+from celeste.devserver.loopback import PushReceiver, SentryReceiver, SMTPServer
 from celeste.devserver.processes import celery_beat, celery_worker
 from integrations.odoo.testing.server import FakeOdooServer
 from notifications.channels import vapid_key_pair
@@ -165,7 +165,7 @@ def customer_client(db):
     return client
 
 
-# --- outside services on loopback: SMTP, Web Push -------------------------------
+# --- outside services on loopback: SMTP, Web Push, Sentry ------------------------
 
 
 @pytest.fixture
@@ -183,6 +183,14 @@ def vapid_keys():
 @pytest.fixture
 def push_receiver(vapid_keys):
     receiver = PushReceiver(vapid_public_key=vapid_keys[1]).start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def sentry_receiver():
+    """Sentry's envelope endpoint on loopback: point a process at it with SENTRY_DSN=receiver.dsn()."""
+    receiver = SentryReceiver().start()
     yield receiver
     receiver.stop()
 

@@ -1,13 +1,16 @@
 """Real protocol servers on loopback for tests, benchmarks and local demos:
-an SMTP server (aiosmtpd) and a Web Push receiver that checks VAPID and
-decrypts RFC 8291 payloads. Neither is a mock: clients talk real SMTP/HTTP."""
+an SMTP server (aiosmtpd), a Web Push receiver that checks VAPID and decrypts
+RFC 8291 payloads, and a Sentry receiver that stores the envelopes an SDK posts.
+None is a mock: clients talk real SMTP/HTTP."""
 
 import base64
+import gzip
 import json
 import os
 import socket
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -187,6 +190,126 @@ class PushReceiver:
             raise ValueError(f"JWT aud {decoded['aud']!r} is not {self.origin!r}")
         if decoded["exp"] < time.time() or not decoded.get("sub"):
             raise ValueError("JWT expired or without sub")
+
+
+# --- Sentry -------------------------------------------------------------------
+
+
+class SentryReceiver:
+    """A Sentry server's ingest endpoint: ``POST /api/<project>/envelope/`` (what
+    sentry-sdk sends to a DSN ``http://<key>@127.0.0.1:<port>/<project>``). It
+    decompresses the body (gzip, deflate; brotli if the module is there), parses the
+    envelope and keeps every item; it answers 200 to any envelope it can read and
+    400 otherwise."""
+
+    def __init__(self):
+        self.envelopes: list[dict] = []  # {"project", "headers", "items": [{"headers", "payload"}], "body"}
+        self.rejected: list[str] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                code = receiver.handle(self.path, self.headers, body)
+                answer = b"{}" if code == 200 else b""
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+
+    def dsn(self, project: int = 1, key: str = "public") -> str:
+        return f"http://{key}@127.0.0.1:{self.port}/{project}"
+
+    def start(self) -> "SentryReceiver":
+        threading.Thread(target=self.httpd.serve_forever, name="sentry-receiver", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def handle(self, path: str, headers, body: bytes) -> int:
+        try:
+            parts = path.split("?", 1)[0].strip("/").split("/")
+            if len(parts) != 3 or parts[0] != "api" or parts[2] != "envelope" or not parts[1].isdigit():
+                raise ValueError(f"not an envelope endpoint: {path}")
+            raw = self._decompress(headers.get("Content-Encoding", ""), body)
+            envelope_headers, items = self.parse_envelope(raw)
+        except Exception as exc:  # anything unreadable is a 400, and remembered
+            with self.lock:
+                self.rejected.append(f"{path}: {exc!r}")
+            return 400
+        with self.lock:
+            self.envelopes.append(
+                {
+                    "project": int(parts[1]),
+                    "headers": envelope_headers,
+                    "items": items,
+                    "body": raw.decode(errors="replace"),
+                }
+            )
+        return 200
+
+    @staticmethod
+    def _decompress(encoding: str, body: bytes) -> bytes:
+        encoding = encoding.strip().lower()
+        if encoding in ("", "identity"):
+            return body
+        if encoding == "gzip":
+            return gzip.decompress(body)
+        if encoding == "deflate":
+            return zlib.decompress(body)
+        if encoding == "br":
+            import brotli  # only if the SDK found it too
+
+            return brotli.decompress(body)
+        raise ValueError(f"unknown Content-Encoding {encoding!r}")
+
+    @staticmethod
+    def parse_envelope(raw: bytes) -> tuple[dict, list[dict]]:
+        """Sentry's envelope format: a JSON header line, then items, each a JSON header
+        line and a payload of ``length`` bytes (or up to the next newline)."""
+        header_line, _, rest = raw.partition(b"\n")
+        envelope_headers = json.loads(header_line)
+        items = []
+        while rest.strip():
+            item_line, _, rest = rest.partition(b"\n")
+            if not item_line.strip():
+                continue
+            item_headers = json.loads(item_line)
+            if "length" in item_headers:
+                length = int(item_headers["length"])
+                payload, rest = rest[:length], rest[length:]
+                rest = rest[1:] if rest.startswith(b"\n") else rest
+            else:
+                payload, _, rest = rest.partition(b"\n")
+            content_type = item_headers.get("content_type", "application/json")
+            is_json = item_headers.get("type") in ("event", "transaction") or content_type == "application/json"
+            items.append({"headers": item_headers, "payload": json.loads(payload) if is_json else payload})
+        return envelope_headers, items
+
+    def items(self, item_type: str = "event") -> list[dict]:
+        """The payloads of every item of this type received so far, oldest first."""
+        with self.lock:
+            return [
+                item["payload"]
+                for envelope in self.envelopes
+                for item in envelope["items"]
+                if item["headers"].get("type") == item_type
+            ]
+
+    def bodies(self) -> str:
+        """Every envelope received, as text (to look for what must never be sent)."""
+        with self.lock:
+            return "\n".join(envelope["body"] for envelope in self.envelopes)
 
 
 class _CountingHandler:

@@ -222,7 +222,11 @@ CELERY_TASK_DEFAULT_QUEUE = "fast"
 CELERY_TASK_ROUTES = ("celeste.background.routing.route_task",)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_WORKER_SEND_TASK_EVENTS = False
+# Task events (received, started, succeeded, failed…) from workers, and task-sent from
+# publishers, so Flower (`make flower`) shows every task. Without a monitor listening,
+# they are dropped by the broker.
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
 
 # --- Task control plane -------------------------------------------------------
 # How long a process trusts its cached copy of the task switches.
@@ -345,5 +349,20 @@ LOGGING = logging_config(LOG_FORMAT)
 
 # Where bootstrap saves a generated admin password (local: var/admin-credentials.txt).
 ADMIN_CREDENTIALS_FILE = None
+
+# --- Error reporting ----------------------------------------------------------
+# Sentry, only when SENTRY_DSN is set: the one side effect of importing the settings, so
+# every process that loads them (web, workers, beat, commands) reports its errors.
+# No personal data is sent (celeste/sentry.py).
+SENTRY_DSN = env_str("SENTRY_DSN", "")
+if SENTRY_DSN:
+    from celeste.sentry import sentry_init
+
+    sentry_init(
+        dsn=SENTRY_DSN,
+        environment=env_str("SENTRY_ENVIRONMENT", os.environ.get("DJANGO_SETTINGS_MODULE", "").rpartition(".")[2]),
+        release=env_str("SENTRY_RELEASE", ""),
+        traces_sample_rate=env_float("SENTRY_TRACES_SAMPLE_RATE", 0),
+    )
 
 globals().update(url_settings(DATABASE_URL, REDIS_URL))

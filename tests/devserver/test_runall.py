@@ -1,10 +1,13 @@
-"""Command 1's process group: web, worker and beat up with URLs printed; Ctrl-C stops them all."""
+"""Command 1's process group: web, worker and beat (and Flower with --flower) up with URLs
+printed; Ctrl-C stops them all."""
 
+import base64
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -15,18 +18,23 @@ from celeste.devserver.processes import BASE_DIR, database_url_for_current_conne
 from ..conftest import wait_for
 
 
-def http_status(url: str) -> int:
+def http_status(url: str, login: str | None = None) -> int:
+    request = urllib.request.Request(url)
+    if login:
+        request.add_header("Authorization", "Basic " + base64.b64encode(login.encode()).decode())
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
     except OSError:
         return 0
 
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_runall_serves_the_api_admin_and_docs_and_ctrl_c_stops_everything(redis, settings, tmp_path):
-    port = free_port()
+def test_runall_serves_the_api_admin_docs_and_flower_and_ctrl_c_stops_everything(redis, settings, tmp_path):
+    port, flower_port = free_port(), free_port()
     log_path = tmp_path / "runall.log"
     env = {
         **os.environ,
@@ -37,10 +45,12 @@ def test_runall_serves_the_api_admin_and_docs_and_ctrl_c_stops_everything(redis,
         "WORKER_CONCURRENCY": "1",
         # runall empties its metrics directory at start: not the one this suite writes to.
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        "FLOWER_BASIC_AUTH": "ops:a-long-flower-password",
+        "FLOWER_PORT": str(flower_port),
     }
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "manage.py", "runall", "--port", str(port)],
+            [sys.executable, "manage.py", "runall", "--port", str(port), "--flower"],
             cwd=BASE_DIR,
             env=env,
             stdout=log,
@@ -63,12 +73,19 @@ def test_runall_serves_the_api_admin_and_docs_and_ctrl_c_stops_everything(redis,
             message="the worker",
         )
         wait_for(lambda: "beat   |" in log_path.read_text(), timeout=60, message="beat")
+        flower = f"http://127.0.0.1:{flower_port}"
+        assert f"{flower}/" in output and "a-long-flower-password" not in output
+        wait_for(lambda: http_status(f"{flower}/healthcheck") == 200, timeout=60, message="Flower")
+        assert http_status(f"{flower}/api/workers") == 401
+        assert http_status(f"{flower}/api/workers", "ops:a-long-flower-password") == 200
+        assert "flower |" in log_path.read_text()
 
         os.kill(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=60) == 0
         time.sleep(0.5)
         children = subprocess.run(["pgrep", "-f", f"--bind 127.0.0.1:{port}"], capture_output=True, text=True)
         assert children.stdout.strip() == "", "gunicorn still running"
+        assert http_status(f"{flower}/healthcheck") == 0, "Flower still running"
         assert "Stopped." in log_path.read_text()
     finally:
         if proc.poll() is None:

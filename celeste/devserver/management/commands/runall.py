@@ -1,4 +1,5 @@
-"""Run web, worker and beat as one process group with prefixed logs (``make run``)."""
+"""Run web, worker and beat (and, with ``--flower``, Flower) as one process group with
+prefixed logs (``make run``)."""
 
 import os
 import signal
@@ -8,23 +9,35 @@ import threading
 import time
 
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from celeste import metrics
+from celeste.flower import FlowerNotConfigured, flower_command
 
 COLORS = ["\033[36m", "\033[33m", "\033[35m", "\033[32m"]
 RESET = "\033[0m"
 
 
 class Command(BaseCommand):
-    help = "Set up (bootstrap) and run the web server, a Celery worker and Celery beat until Ctrl-C."
+    help = "Set up (bootstrap) and run the web server, a Celery worker and Celery beat (and Flower) until Ctrl-C."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("CELESTE_HOST") or "127.0.0.1")
         parser.add_argument("--port", type=int, default=int(os.environ.get("CELESTE_PORT") or 8000))
         parser.add_argument("--no-demo", action="store_true")
+        parser.add_argument(
+            "--flower",
+            action="store_true",
+            help="Also run Flower (needs FLOWER_BASIC_AUTH=user:password; FLOWER_ADDRESS, FLOWER_PORT).",
+        )
 
-    def handle(self, *args, host, port, no_demo, **options):
+    def handle(self, *args, host, port, no_demo, flower, **options):
+        flower_argv = flower_env = None
+        if flower:  # checked first: nothing starts if Flower would run without a login
+            try:
+                flower_argv, flower_env = flower_command()
+            except FlowerNotConfigured as exc:
+                raise CommandError(str(exc)) from exc
         call_command("bootstrap")
         if not no_demo:
             call_command("load_demo_catalog", if_empty=True)
@@ -63,24 +76,33 @@ class Command(BaseCommand):
             ],
             "beat": [python, "-m", "celery", "-A", "celeste", "beat", "-l", "info"],
         }
-        group = ProcessGroup(processes)
+        envs = {}
+        if flower_argv:
+            processes["flower"], envs["flower"] = flower_argv, flower_env
+        group = ProcessGroup(processes, envs=envs)
         group.start()
         base = f"http://{host}:{port}"
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"\nCeleste is running:\n  API        {base}/api/v1/\n  Swagger UI {base}/api/docs/\n"
-                f"  Admin      {base}/admin/\n  Metrics    {base}/metrics\nPress Ctrl-C to stop.\n"
-            )
-        )
+        urls = f"  API        {base}/api/v1/\n  Swagger UI {base}/api/docs/\n  Admin      {base}/admin/\n"
+        urls += f"  Metrics    {base}/metrics\n"
+        if flower_argv:
+            urls += f"  Flower     {flower_url(flower_argv)}/ (login: FLOWER_BASIC_AUTH)\n"
+        self.stdout.write(self.style.SUCCESS(f"\nCeleste is running:\n{urls}Press Ctrl-C to stop.\n"))
         sys.exit(group.wait())
+
+
+def flower_url(argv: list[str]) -> str:
+    options = dict(arg[2:].split("=", 1) for arg in argv if arg.startswith("--") and "=" in arg)
+    return f"http://{options['address']}:{options['port']}"
 
 
 class ProcessGroup:
     """Children run in their own sessions, so Ctrl-C reaches only us and we
-    stop them in order; if any child dies, the whole group stops."""
+    stop them in order; if any child dies, the whole group stops. ``envs``: the
+    environment of a child that does not simply inherit ours."""
 
-    def __init__(self, commands: dict[str, list[str]]):
+    def __init__(self, commands: dict[str, list[str]], envs: dict[str, dict[str, str]] | None = None):
         self.commands = commands
+        self.envs = envs or {}
         self.procs: dict[str, subprocess.Popen] = {}
         self.stopping = threading.Event()
 
@@ -88,7 +110,13 @@ class ProcessGroup:
         width = max(map(len, self.commands))
         for index, (name, command) in enumerate(self.commands.items()):
             proc = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, text=True, bufsize=1
+                command,
+                env=self.envs.get(name),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                text=True,
+                bufsize=1,
             )
             self.procs[name] = proc
             prefix = f"{COLORS[index % len(COLORS)]}{name:<{width}} |{RESET} "
@@ -115,7 +143,7 @@ class ProcessGroup:
         return exit_code
 
     def stop(self, timeout: float = 20):
-        print("Stopping web, worker and beat…", flush=True)
+        print(f"Stopping {', '.join(self.procs)}…", flush=True)
         for proc in self.procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
