@@ -244,6 +244,8 @@ JOB_UNCLAIMED_AFTER_SECONDS = env_float("JOB_UNCLAIMED_AFTER_SECONDS", 30)
 # job claimed by a live worker until its lease runs out.
 JOB_LEDGER_DATABASE_WAIT_SECONDS = env_float("JOB_LEDGER_DATABASE_WAIT_SECONDS", 30)
 TASK_RETRY_BACKOFF_SECONDS = env_int("TASK_RETRY_BACKOFF_SECONDS", 2)
+# The task console's per-minute samples (background.TaskSample) are kept this long.
+TASK_SAMPLES_KEEP_DAYS = env_int("TASK_SAMPLES_KEEP_DAYS", 7)
 
 
 # --- Catalog / embeddings -----------------------------------------------------
