@@ -434,3 +434,22 @@ def test_a_workers_runs_reach_the_samples_and_the_api(
     assert by_name[PING]["p95_seconds"] is not None
     assert (by_name[EMAIL]["failures"], by_name[EMAIL]["retries"], by_name[EMAIL]["error_rate"]) == (1, 1, 1.0)
     assert by_name[EMAIL]["last_failure"]["id"] == FailedTask.objects.get(task_name=EMAIL).id
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_periodic_tasks_stored_result_records_when_it_started(worker, beat):
+    relay = PeriodicTask.objects.get(task=relay_outbox.name)
+
+    def timed_result():
+        return TaskResult.objects.filter(
+            periodic_task_name=relay.name, status="SUCCESS", date_started__isnull=False
+        ).first()
+
+    result = wait_for(timed_result, timeout=60, message="a relay tick's result with its start")
+    assert result.date_started <= result.date_done
+    # an ordinary job's result is stored once, without STARTED
+    enqueue(ping)
+    published()
+    done = wait_for(lambda: TaskResult.objects.filter(task_name=ping.name, status="SUCCESS").first(), message="ping")
+    assert done.date_started is None
