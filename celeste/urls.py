@@ -14,4 +14,5 @@ urlpatterns = [
     path("api/v1/", include("catalog.api.urls")),
     path("api/v1/", include("orders.api.urls")),
     path("api/v1/", include("notifications.api.urls")),
+    path("api/v1/", include("celeste.background.api.urls")),
 ]

@@ -31,7 +31,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from . import main_process
+from . import main_process, metrics
 from .models import OutboxMessage, WorkerHeartbeat
 from .redis import client
 
@@ -183,7 +183,15 @@ def job_finish(*, job_id: str) -> None:
 
 def worker_heartbeat(*, hostname: str) -> None:
     now = timezone.now()
-    beat = {"hostname": hostname, "pid": os.getpid(), "last_seen_at": now}
+    # With it the worker's own task counts, for the task console's sampler (a read of
+    # its metrics files, no round trip; empty while metrics are off). update_or_create
+    # saves only these fields, so the sampler's bookkeeping on the row is left alone.
+    beat = {
+        "hostname": hostname,
+        "pid": os.getpid(),
+        "last_seen_at": now,
+        "task_totals": metrics.task_totals(worker_id()),
+    }
     WorkerHeartbeat.objects.update_or_create(
         worker_id=worker_id(), defaults=beat, create_defaults={**beat, "started_at": now}
     )
@@ -191,7 +199,8 @@ def worker_heartbeat(*, hostname: str) -> None:
 
 def worker_signed_off() -> None:
     """A clean shutdown: whatever this worker still holds is recovered at once,
-    without waiting for its heartbeat to go stale."""
+    without waiting for its heartbeat to go stale. The task console loses the runs
+    counted since the sampler last read the row (at most a minute's)."""
     WorkerHeartbeat.objects.filter(worker_id=worker_id()).delete()
 
 

@@ -77,6 +77,38 @@ def worker_exporter_start(worker_id: str) -> None:
         metrics.worker_exporter_start(worker_tag(worker_id), settings.WORKER_METRICS_PORT)
 
 
+def task_totals(worker_id: str) -> dict[str, dict]:
+    """One worker's cumulative counts per task, summed over its processes' files and
+    over hostnames and queues, for its heartbeat row (the task console samples them):
+    ``{task: {"succeeded", "failed", "retried", "runtime_buckets": {le: n}, "runtime_sum"}}``.
+    Empty while metrics are off."""
+    if not metrics.enabled():
+        return {}
+    outcomes = {
+        "celery_task_succeeded_total": "succeeded",
+        "celery_task_failed_total": "failed",
+        "celery_task_retried_total": "retried",
+    }
+    totals: dict[str, dict] = {}
+    for family in metrics.worker_registry(worker_tag(worker_id)).collect():
+        for sample in family.samples:
+            name = sample.labels.get("name")
+            key = outcomes.get(sample.name)
+            if name is None or (key is None and not sample.name.startswith("celery_task_runtime_seconds")):
+                continue
+            task = totals.setdefault(
+                name, {"succeeded": 0, "failed": 0, "retried": 0, "runtime_buckets": {}, "runtime_sum": 0.0}
+            )
+            if key is not None:
+                task[key] += int(sample.value)
+            elif sample.name == "celery_task_runtime_seconds_bucket":
+                buckets = task["runtime_buckets"]
+                buckets[sample.labels["le"]] = buckets.get(sample.labels["le"], 0) + int(sample.value)
+            elif sample.name == "celery_task_runtime_seconds_sum":
+                task["runtime_sum"] += sample.value
+    return totals
+
+
 def _labels(name, delivery_info) -> dict:
     queue = (delivery_info or {}).get("routing_key", "")
     return {"name": name or "unknown", "hostname": _hostname, "queue_name": queue}

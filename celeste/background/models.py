@@ -75,6 +75,15 @@ class WorkerHeartbeat(models.Model):
     pid = models.PositiveIntegerField()
     started_at = models.DateTimeField()
     last_seen_at = models.DateTimeField(db_index=True)
+    # The worker's cumulative per-task counts since it started, written with each beat:
+    # {task: {"succeeded", "failed", "retried", "runtime_buckets": {le: n}, "runtime_sum"}}.
+    task_totals = models.JSONField(default=dict, blank=True)
+    # What the task sampler (services.task_samples_record) has counted of them: the totals it
+    # counted into ``sampled_minute``, and those counted into earlier minutes, so a second
+    # run for the same minute recounts from the same baseline instead of from zero.
+    sampled_totals = models.JSONField(default=dict, blank=True)
+    baseline_totals = models.JSONField(default=dict, blank=True)
+    sampled_minute = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-last_seen_at"]
@@ -110,3 +119,30 @@ class FailedTask(models.Model):
 
     def __str__(self):
         return f"{self.task_name} ({self.status})"
+
+
+class TaskSample(models.Model):
+    """One task type's figures for one minute, summed over every worker (the task
+    console's history): runs, failures and retries counted in that minute, the run
+    time histogram of those runs, and what waited when the sample was taken."""
+
+    minute = models.DateTimeField(help_text="Start of the minute (UTC) the sample was taken in.")
+    task_name = models.CharField(max_length=200)
+    runs = models.PositiveIntegerField(default=0, help_text="Runs that succeeded or failed for good.")
+    failures = models.PositiveIntegerField(default=0)
+    retries = models.PositiveIntegerField(default=0)
+    # Prometheus-style cumulative buckets of this minute's runs: {"0.005": n, …, "+Inf": n}.
+    runtime_buckets = models.JSONField(default=dict, blank=True)
+    runtime_sum = models.FloatField(default=0)
+    queue_length = models.PositiveIntegerField(default=0, help_text="Messages waiting in the task's queue.")
+    outbox_backlog = models.PositiveIntegerField(default=0, help_text="Jobs of the task not finished yet.")
+    inbox_open = models.PositiveIntegerField(default=0, help_text="Open failed-task inbox rows of the task.")
+
+    class Meta:
+        ordering = ["minute", "task_name"]
+        constraints = [models.UniqueConstraint(fields=["minute", "task_name"], name="background_tasksample_minute")]
+        indexes = [models.Index(fields=["minute"])]
+        verbose_name_plural = "task console"
+
+    def __str__(self):
+        return f"{self.task_name} @ {self.minute:%Y-%m-%d %H:%M}"

@@ -14,6 +14,7 @@ from .limits import slot_acquire, slot_release
 from .metrics import DEFERRED, DUPLICATES_SKIPPED
 from .models import OutboxMessage
 from .queue import coalesce_reset, failed_task_record, outbox_relay
+from .services import task_samples_record
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +142,13 @@ def celeste_task(name: str, *, queue: str | None = None, **options):
 @celeste_task("background.relay_outbox", max_retries=0)
 def relay_outbox() -> int:
     return outbox_relay()
+
+
+@celeste_task("background.sample_tasks", max_retries=0)
+def sample_tasks() -> int:
+    """The task console's per-minute samples (every 60 s from beat). No retry: the
+    next minute's run counts whatever this one missed."""
+    return task_samples_record()
 
 
 @celeste_task("background.ping")

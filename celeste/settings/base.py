@@ -250,6 +250,8 @@ JOB_LEDGER_DATABASE_WAIT_SECONDS = env_float("JOB_LEDGER_DATABASE_WAIT_SECONDS",
 TASK_RETRY_BACKOFF_SECONDS = env_int("TASK_RETRY_BACKOFF_SECONDS", 2)
 # A run of a task at its concurrency limit comes back after 1-2x this many seconds.
 TASK_SLOT_WAIT_SECONDS = env_float("TASK_SLOT_WAIT_SECONDS", 2)
+# The task console's per-minute samples (background.TaskSample) are kept this long.
+TASK_SAMPLES_KEEP_DAYS = env_int("TASK_SAMPLES_KEEP_DAYS", 7)
 
 
 # --- Catalog / embeddings -----------------------------------------------------
