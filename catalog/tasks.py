@@ -1,5 +1,6 @@
 from django.conf import settings
 
+from celeste.background.backpressure import Overflow
 from celeste.background.tasks import celeste_task
 
 # services imports this module (to enqueue): read it only when a task runs.
@@ -8,7 +9,8 @@ from . import services
 
 # A retry from the inbox redoes the work as is: a failed batch is marked failed,
 # and the claim takes every embedding that is not ready, failed ones included.
-@celeste_task("catalog.embed_products", queue="slow", coalesce_seconds=60)
+# Past the slow queue's depth limit a new job is dropped: the sweeper embeds whatever is stale.
+@celeste_task("catalog.embed_products", queue="slow", coalesce_seconds=60, overflow=Overflow.DROP)
 def embed_products() -> int:
     """Embed whatever is pending when it runs, batch by batch. A burst of saves
     is coalesced into one queued message (see CelesteTask.coalesce_seconds)."""

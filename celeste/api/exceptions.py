@@ -4,7 +4,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from .errors import Conflict
-from .unavailable import DETAIL, is_database_unavailable, log_database_unavailable, retry_after_headers
+from .unavailable import is_unavailable, log_unavailable, retry_after_headers, unavailable_detail
 
 
 def exception_handler(exc, context):
@@ -17,7 +17,11 @@ def exception_handler(exc, context):
             {"detail": "This object is still referenced (e.g. by orders) and cannot be deleted."},
             status=status.HTTP_409_CONFLICT,
         )
-    if is_database_unavailable(exc):
-        log_database_unavailable(context["request"], exc)
-        return Response({"detail": DETAIL}, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers=retry_after_headers())
+    if is_unavailable(exc):
+        log_unavailable(context["request"], exc)
+        return Response(
+            {"detail": unavailable_detail(exc)},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers=retry_after_headers(exc),
+        )
     return drf_exception_handler(exc, context)

@@ -7,7 +7,10 @@ connect, connection lost, server shutting down or starting up; the class also co
 other transient conditions a retry cures: deadlock, serialization failure, a statement
 cancelled by a timeout) and ``InterfaceError`` (connection already closed). An
 ``IntegrityError``, a ``ProgrammingError`` or any other error surfaces as before (a 500 is a
-bug). This module is part of the base package: no domain imports.
+bug). A queue at its maximum depth whose task refuses overflow (QueueFull, see
+celeste/background/backpressure.py) is answered the same way, with its own Retry-After:
+the caller's transaction rolled back, so nothing of the request was stored. This module is
+part of the base package: no domain imports.
 """
 
 import logging
@@ -16,23 +19,29 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 
+from celeste.background.errors import QueueFull
+
 logger = logging.getLogger(__name__)
 
 DETAIL = "The service is temporarily unavailable; retry shortly."
 
 
-def is_database_unavailable(exc: BaseException) -> bool:
-    return isinstance(exc, (OperationalError, InterfaceError))
+def is_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, (OperationalError, InterfaceError, QueueFull))
 
 
-def log_database_unavailable(request, exc: BaseException) -> None:
-    logger.warning(
-        "web.database_unavailable",
-        extra={"method": request.method, "path": request.path, "error": repr(exc)},
-    )
+def log_unavailable(request, exc: BaseException) -> None:
+    event = "web.queue_full" if isinstance(exc, QueueFull) else "web.database_unavailable"
+    logger.warning(event, extra={"method": request.method, "path": request.path, "error": repr(exc)})
 
 
-def retry_after_headers() -> dict[str, str]:
+def unavailable_detail(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, QueueFull) else DETAIL
+
+
+def retry_after_headers(exc: BaseException | None = None) -> dict[str, str]:
+    if isinstance(exc, QueueFull):
+        return {"Retry-After": str(settings.QUEUE_FULL_RETRY_AFTER_SECONDS)}
     return {"Retry-After": str(settings.SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS)}
 
 
@@ -48,7 +57,9 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if not is_database_unavailable(exception):
+        if not is_unavailable(exception):
             return None
-        log_database_unavailable(request, exception)
-        return JsonResponse({"detail": DETAIL}, status=503, headers=retry_after_headers())
+        log_unavailable(request, exception)
+        return JsonResponse(
+            {"detail": unavailable_detail(exception)}, status=503, headers=retry_after_headers(exception)
+        )

@@ -12,18 +12,71 @@ from django_celery_results.models import TaskResult
 
 from . import selectors
 from .charts import line_chart
-from .models import FailedTask, OutboxMessage, TaskMode, TaskSample, TaskSwitch, WorkerHeartbeat
+from .models import (
+    FailedTask,
+    OutboxMessage,
+    QueueLimit,
+    TaskMode,
+    TaskSample,
+    TaskSwitch,
+    TaskSwitchChange,
+    WorkerHeartbeat,
+)
 from .services import failed_task_discard, failed_task_retry, task_switch_set
 from .tasks import relay_outbox
 
 
+class TaskSwitchChangeInline(admin.TabularInline):
+    model = TaskSwitchChange
+    fields = ("changed_at", "changed_by", "from_mode", "to_mode", "reason", "figures")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "History (who changed the mode, when, why)"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(TaskSwitch)
 class TaskSwitchAdmin(admin.ModelAdmin):
-    list_display = ("task_name", "mode", "skipped_count", "note", "updated_at")
+    list_display = ("task_name", "mode", "breaker_enabled", "breaker_state", "skipped_count", "note", "updated_at")
     list_editable = ("mode",)
-    list_filter = ("mode",)
+    list_filter = ("mode", "breaker_enabled", "breaker_state")
     search_fields = ("task_name",)
-    readonly_fields = ("skipped_count", "created_at", "updated_at")
+    readonly_fields = ("skipped_count", "breaker_state", "breaker_changed_at", "created_at", "updated_at")
+    fieldsets = [
+        (None, {"fields": ("task_name", "mode", "note", "skipped_count")}),
+        (
+            "Automatic rollback breaker",
+            {
+                "fields": (
+                    "breaker_enabled",
+                    ("breaker_error_rate", "breaker_min_runs", "breaker_window_seconds"),
+                    ("breaker_fallback", "breaker_cooldown_seconds", "breaker_trial_runs"),
+                    ("breaker_state", "breaker_changed_at"),
+                )
+            },
+        ),
+        (None, {"fields": ("created_at", "updated_at")}),
+    ]
+    inlines = [TaskSwitchChangeInline]
+
+    def save_model(self, request, obj, form, change):
+        # The mode goes through the service, which records who changed it; the rest is plain.
+        mode = obj.mode
+        before = TaskSwitch.objects.values_list("mode", flat=True).get(pk=obj.pk) if change else None
+        obj.mode = before or mode
+        super().save_model(request, obj, form, change)
+        if mode != obj.mode:
+            reason = obj.note or "changed in the admin"
+            task_switch_set(task_name=obj.task_name, mode=mode, by=request.user.get_username(), reason=reason)
+            obj.refresh_from_db()
+
+
+@admin.register(QueueLimit)
+class QueueLimitAdmin(admin.ModelAdmin):
+    list_display = ("queue", "max_depth", "updated_at")
 
 
 @admin.register(OutboxMessage)
@@ -192,7 +245,7 @@ class TaskConsoleAdmin(admin.ModelAdmin):
                 "console_url": console,
             }
             return TemplateResponse(request, "admin/background/task_switch_confirm.html", context)
-        task_switch_set(task_name=task_name, mode=mode)
+        task_switch_set(task_name=task_name, mode=mode, by=request.user.get_username(), reason="task console")
         self.message_user(request, f"{task_name} is now {mode}.", messages.SUCCESS)
         return HttpResponseRedirect(console)
 

@@ -16,6 +16,9 @@ class BackgroundConfig(AppConfig):
         startup.periodic_task_declare(
             name="Outbox relay", task=tasks.relay_outbox, every=settings.OUTBOX_RELAY_INTERVAL_SECONDS
         )
+        startup.periodic_task_declare(
+            name="Task breakers", task=tasks.evaluate_breakers, every=settings.BREAKER_EVALUATE_SECONDS
+        )
         startup.periodic_task_declare(name="Task console samples", task=tasks.sample_tasks, every=60)
         # post_migrate also runs after a test flush, so schedules survive it.
         post_migrate.connect(schedules.on_post_migrate, dispatch_uid="background.ensure_schedules")

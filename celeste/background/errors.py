@@ -4,3 +4,12 @@ class PermanentError(Exception):
 
 class TransientError(Exception):
     """Worth retrying later (a peer is down, a lock was contended)."""
+
+
+class QueueFull(Exception):
+    """A queue is at its maximum depth and the task's overflow policy is ``refuse``:
+    the caller's transaction rolls back; the API answers 503 with Retry-After."""
+
+    def __init__(self, *, queue: str, depth: int, limit: int):
+        self.queue, self.depth, self.limit = queue, depth, limit
+        super().__init__(f"The {queue!r} queue is full ({depth} waiting, limit {limit}); retry shortly.")

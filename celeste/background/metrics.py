@@ -54,6 +54,10 @@ DEFERRED = Counter(
     "celeste_task_deferred_total", "Runs put back because the task's concurrency limit was reached.", ("name",)
 )
 
+OVERFLOW = Counter(
+    "celeste_task_overflow_total", "Jobs enqueued past their queue's maximum depth, by policy.", ("name", "policy")
+)
+
 _hostname = socket.gethostname()
 _started: dict[str, float] = {}
 

@@ -9,13 +9,42 @@ class TaskMode(models.TextChoices):
     OFF = "off", "Off (record and skip)"
 
 
+class BreakerState(models.TextChoices):
+    CLOSED = "closed", "Closed (normal)"
+    OPEN = "open", "Open (on its fallback)"
+    HALF_OPEN = "half_open", "Half-open (trial runs in background)"
+
+
 class TaskSwitch(models.Model):
-    """How one task type runs. No row means ``background``."""
+    """How one task type runs, and its automatic rollback breaker (breaker.py).
+    No row means ``background`` without a breaker."""
 
     task_name = models.CharField(max_length=200, unique=True)
     mode = models.CharField(max_length=20, choices=TaskMode.choices, default=TaskMode.BACKGROUND)
     skipped_count = models.PositiveBigIntegerField(default=0, help_text="Enqueues skipped while off.")
     note = models.CharField(max_length=300, blank=True)
+    breaker_enabled = models.BooleanField(
+        default=False, help_text="Flip the switch to its fallback when the task fails too often."
+    )
+    breaker_error_rate = models.FloatField(
+        default=0.5, help_text="Errors (failed or retried runs) / runs over the window that opens the breaker (0–1)."
+    )
+    breaker_min_runs = models.PositiveIntegerField(default=20, help_text="Runs in the window before it may open.")
+    breaker_window_seconds = models.PositiveIntegerField(default=300)
+    breaker_fallback = models.CharField(
+        max_length=20,
+        choices=[(TaskMode.SYNC, TaskMode.SYNC.label), (TaskMode.OFF, TaskMode.OFF.label)],
+        default=TaskMode.SYNC,
+        help_text="The mode while the breaker is open.",
+    )
+    breaker_cooldown_seconds = models.PositiveIntegerField(
+        default=300, help_text="Open this long before trial runs go to the background again."
+    )
+    breaker_trial_runs = models.PositiveIntegerField(
+        default=3, help_text="Successful trial runs (half-open) that close the breaker; one failure opens it again."
+    )
+    breaker_state = models.CharField(max_length=20, choices=BreakerState.choices, default=BreakerState.CLOSED)
+    breaker_changed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -24,6 +53,40 @@ class TaskSwitch(models.Model):
 
     def __str__(self):
         return f"{self.task_name}: {self.mode}"
+
+
+class TaskSwitchChange(models.Model):
+    """Every change of a switch: by a person (their username) or by the breaker."""
+
+    switch = models.ForeignKey(TaskSwitch, on_delete=models.CASCADE, related_name="changes")
+    changed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    changed_by = models.CharField(max_length=150, help_text='A username, or "breaker".')
+    from_mode = models.CharField(max_length=20, choices=TaskMode.choices)
+    to_mode = models.CharField(max_length=20, choices=TaskMode.choices)
+    reason = models.TextField(blank=True)
+    figures = models.JSONField(default=dict, blank=True, help_text="What the breaker saw (runs, errors, rate).")
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+
+    def __str__(self):
+        return f"{self.switch.task_name}: {self.from_mode} → {self.to_mode} by {self.changed_by}"
+
+
+class QueueLimit(models.Model):
+    """Staff's override of a queue's maximum depth (QUEUE_MAX_DEPTHS otherwise)."""
+
+    queue = models.CharField(max_length=100, unique=True)
+    max_depth = models.PositiveIntegerField(
+        help_text="Past this many waiting messages, enqueue() applies each task's overflow policy."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["queue"]
+
+    def __str__(self):
+        return f"{self.queue}: {self.max_depth}"
 
 
 class OutboxMessage(models.Model):

@@ -13,10 +13,13 @@ from django.utils import timezone
 from celeste.celery import app as celery_app
 from celeste.logs import request_id
 
+from .backpressure import Overflow, over_limit
 from .ledger import JOB_HEADER, REQUEST_ID_HEADER, jobs_recover
+from .metrics import OVERFLOW
 from .models import FailedTask, OutboxMessage, TaskMode, TaskSwitch
 from .publisher import publisher
 from .redis import client
+from .routing import queue_of
 from .switches import task_mode
 
 logger = logging.getLogger(__name__)
@@ -45,6 +48,16 @@ def enqueue(task, **kwargs) -> OutboxMessage | None:
     if mode == TaskMode.SYNC:
         transaction.on_commit(lambda: run_inline(task_name, kwargs), robust=True)
         return None
+    full = over_limit(queue_of(task_name))
+    if full is not None:
+        policy = task.overflow
+        OVERFLOW.labels(name=task_name, policy=policy).inc()
+        logger.warning("task.queue_full", extra={"task_name": task_name, "policy": policy, "queue": full.queue})
+        if policy == Overflow.REFUSE:
+            raise full
+        if policy == Overflow.SYNC:
+            transaction.on_commit(lambda: run_inline(task_name, kwargs), robust=True)
+        return None  # Overflow.DROP: a sweeper redoes the work
     # The request (or the job) this runs for: its id follows the job into the worker's log lines.
     message = OutboxMessage.objects.create(task_name=task_name, kwargs=kwargs, request_id=request_id.get())
     transaction.on_commit(lambda: publisher.submit(message), robust=True)

@@ -9,7 +9,7 @@ from celeste.celery import app as celery_app
 
 from . import selectors
 from .metrics import queue_lengths
-from .models import FailedTask, FailedTaskStatus, TaskMode, TaskSample, TaskSwitch, WorkerHeartbeat
+from .models import FailedTask, FailedTaskStatus, TaskMode, TaskSample, TaskSwitch, TaskSwitchChange, WorkerHeartbeat
 from .queue import enqueue
 from .routing import queue_of
 from .switches import forget_cached_switches, task_mode
@@ -49,13 +49,25 @@ def failed_task_discard(*, failed_task_ids: list[int]) -> int:
     )
 
 
-def task_switch_set(*, task_name: str, mode: str) -> TaskSwitch:
-    """Set a task's switch (the task console). Other processes see it within
-    TASK_SWITCH_CACHE_SECONDS; this one at once."""
+@transaction.atomic
+def task_switch_set(*, task_name: str, mode: str, by: str, reason: str = "", figures=None, **fields) -> TaskSwitch:
+    """Set a task's switch and record the change (who, from, to, why). Every
+    change goes through here: the admin, the task console, the breaker.
+    ``fields`` are other switch fields changed with it (the breaker's state).
+    Other processes see it within TASK_SWITCH_CACHE_SECONDS; this one at once."""
     if mode not in TaskMode.values:
         raise ValueError(f"Unknown mode {mode!r}.")
-    switch, _ = TaskSwitch.objects.update_or_create(task_name=task_name, defaults={"mode": mode})
-    forget_cached_switches()
+    switch, _ = TaskSwitch.objects.select_for_update().get_or_create(task_name=task_name)
+    before = switch.mode
+    switch.mode = mode
+    for name, value in fields.items():
+        setattr(switch, name, value)
+    switch.save()
+    if before != mode or reason:
+        TaskSwitchChange.objects.create(
+            switch=switch, changed_by=by, from_mode=before, to_mode=mode, reason=reason, figures=figures or {}
+        )
+    transaction.on_commit(forget_cached_switches)
     return switch
 
 

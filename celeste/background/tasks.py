@@ -7,7 +7,8 @@ from django.conf import settings
 
 from celeste.logs import request_id
 
-from . import main_process
+from . import breaker, main_process
+from .backpressure import Overflow
 from .errors import PermanentError
 from .ledger import JOB_HEADER, REQUEST_ID_HEADER, job_claim, job_finish, job_retry_scheduled
 from .limits import slot_acquire, slot_release
@@ -42,6 +43,8 @@ class CelesteTask(Task):
     # If set: at most this many runs at once across all workers (limits.py); a run
     # that finds no free slot is put back on the queue for a little later.
     max_concurrency = None
+    # What enqueue() does when the task's queue is at its maximum depth (backpressure.py).
+    overflow = Overflow.REFUSE
 
     def before_start(self, task_id, args, kwargs):
         if not self.request.is_eager:
@@ -92,7 +95,10 @@ class CelesteTask(Task):
     ):
         # The retry message is held by some worker until its ETA; record when it is
         # due, so the ledger neither counts it lost nor gives it to nobody.
-        if self._is_job() and self.request.retries < (self.max_retries if max_retries is None else max_retries):
+        will_retry = self.request.retries < (self.max_retries if max_retries is None else max_retries)
+        if will_retry and not self.request.called_directly:  # the last one is counted by on_failure
+            breaker.outcome_record(self.name, ok=False)
+        if self._is_job() and will_retry:
             # The due time is taken when the ledger records it (that may wait out a
             # database restart), just before the retry message is published.
             job_retry_scheduled(
@@ -101,6 +107,7 @@ class CelesteTask(Task):
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
 
     def on_success(self, retval, task_id, args, kwargs):
+        breaker.outcome_record(self.name, ok=True)
         if self._is_job():
             job_finish(job_id=task_id)
 
@@ -120,6 +127,7 @@ class CelesteTask(Task):
             )
             # In the inbox now, so finished for the ledger (no-op for messages without a row).
             job_finish(job_id=task_id)
+            breaker.outcome_record(self.name, ok=False)
 
     def _is_job(self) -> bool:
         return bool(not self.request.called_directly and self.request.get(JOB_HEADER))
@@ -157,3 +165,9 @@ def ping() -> str:
     broker, worker, ledger); the task-throughput benchmark measures the
     control plane's own cost per job with it."""
     return "pong"
+
+
+@celeste_task("background.evaluate_breakers", max_retries=0)
+def evaluate_breakers() -> list[str]:
+    """Opens, half-opens and closes the task breakers (breaker.py); returns what changed."""
+    return breaker.breakers_evaluate()

@@ -248,6 +248,19 @@ JOB_UNCLAIMED_AFTER_SECONDS = env_float("JOB_UNCLAIMED_AFTER_SECONDS", 30)
 # job claimed by a live worker until its lease runs out.
 JOB_LEDGER_DATABASE_WAIT_SECONDS = env_float("JOB_LEDGER_DATABASE_WAIT_SECONDS", 30)
 TASK_RETRY_BACKOFF_SECONDS = env_int("TASK_RETRY_BACKOFF_SECONDS", 2)
+# The rollback breakers (policies on the task switches) are evaluated this often; an
+# opened breaker emails these addresses (comma-separated; empty: no email).
+BREAKER_EVALUATE_SECONDS = env_int("BREAKER_EVALUATE_SECONDS", 30)
+BREAKER_ALERT_EMAILS = env_list("BREAKER_ALERT_EMAILS", "")
+# Backpressure: the most messages a queue may hold before enqueue() applies the task's
+# overflow policy ("queue=depth,..."; a QueueLimit row in the admin overrides one), and
+# how long a process trusts the depths it read.
+QUEUE_MAX_DEPTHS = {
+    name: int(depth)
+    for name, _, depth in (item.partition("=") for item in env_list("QUEUE_MAX_DEPTHS", "fast=10000,slow=5000"))
+}
+QUEUE_DEPTH_CACHE_SECONDS = env_float("QUEUE_DEPTH_CACHE_SECONDS", 1)
+QUEUE_FULL_RETRY_AFTER_SECONDS = env_int("QUEUE_FULL_RETRY_AFTER_SECONDS", 10)
 # A run of a task at its concurrency limit comes back after 1-2x this many seconds.
 TASK_SLOT_WAIT_SECONDS = env_float("TASK_SLOT_WAIT_SECONDS", 2)
 # The task console's per-minute samples (background.TaskSample) are kept this long.

@@ -11,6 +11,7 @@ _DEFAULTS = {
     "CELESTE_VAR_DIR": str(Path(__file__).resolve().parents[2] / "var" / "test"),
     "TASK_SWITCH_CACHE_SECONDS": "0",
     "OUTBOX_RELAY_MIN_AGE_SECONDS": "0",
+    "QUEUE_DEPTH_CACHE_SECONDS": "0",
 }
 for _name, _value in _DEFAULTS.items():
     os.environ.setdefault(_name, _value)

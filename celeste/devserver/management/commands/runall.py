@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
@@ -105,6 +106,7 @@ class ProcessGroup:
         self.envs = envs or {}
         self.procs: dict[str, subprocess.Popen] = {}
         self.stopping = threading.Event()
+        self.forcing = threading.Event()
 
     def start(self):
         width = max(map(len, self.commands))
@@ -122,7 +124,13 @@ class ProcessGroup:
             prefix = f"{COLORS[index % len(COLORS)]}{name:<{width}} |{RESET} "
             threading.Thread(target=self._pump, args=(proc, prefix), daemon=True).start()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: self.stopping.set())
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, *_):
+        # The first Ctrl-C stops warmly (the worker finishes its running tasks); a second kills.
+        if self.stopping.is_set():
+            self.forcing.set()
+        self.stopping.set()
 
     @staticmethod
     def _pump(proc, prefix):
@@ -142,16 +150,20 @@ class ProcessGroup:
         self.stop()
         return exit_code
 
-    def stop(self, timeout: float = 20):
-        print(f"Stopping {', '.join(self.procs)}…", flush=True)
+    def stop(self, timeout: float | None = None):
+        # As long as a task may run (its hard time limit): a warm shutdown finishes them.
+        timeout = timeout if timeout is not None else settings.CELERY_TASK_TIME_LIMIT
+        print(
+            "Stopping web, worker and beat (the worker finishes its running tasks; Ctrl-C again to kill)…", flush=True
+        )
         for proc in self.procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for proc in self.procs.values():
-            try:
-                proc.wait(max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
+            while proc.poll() is None and time.monotonic() < deadline and not self.forcing.is_set():
+                self.forcing.wait(0.2)
+            if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         print("Stopped.", flush=True)
