@@ -20,10 +20,11 @@ from django.utils import timezone
 
 from celeste.background.queue import enqueue
 
-from . import services, tasks
+from . import tasks
 from .channels import email_message_id
 from .models import Campaign, CampaignAudience, CampaignRecipient, CampaignStatus, Channel, NotificationPreference
 from .models import RecipientStatus as Status
+from .unsubscribe import unsubscribe_url
 
 logger = logging.getLogger(__name__)
 # Recipients are claimed (queued → sending) this many at a time: a killed worker
@@ -51,7 +52,7 @@ def campaign_template(campaign: Campaign) -> Template:
 
 def _render(template: Template, user) -> tuple[str, str]:
     """(body, unsubscribe link) for one recipient."""
-    link = services.unsubscribe_url(user_id=user.id)
+    link = unsubscribe_url(user=user)
     # Plain-text email: HTML escaping would turn "O'Brien & Co" into entities.
     context = Context({"name": user.first_name or user.username, "unsubscribe_url": link}, autoescape=False)
     return template.render(context), link
@@ -66,7 +67,7 @@ def campaign_message(
     campaign: Campaign, template: Template, user, *, connection=None, message_id: str | None = None
 ) -> EmailMessage:
     body, link = _render(template, user)
-    headers = {"List-Unsubscribe": f"<{link}>"}
+    headers = {"List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
     if message_id:
         headers["Message-ID"] = message_id
     return EmailMessage(subject=campaign.subject, body=body, to=[user.email], connection=connection, headers=headers)
@@ -105,7 +106,10 @@ class _ChunkSender:
             return
         body, link = _render(self.template, user)
         to = user.email if user.email.isascii() else sanitize_address(user.email, "utf-8")
-        head = f"{self.head}To: {to}\nMessage-ID: {message_id}\nList-Unsubscribe: <{link}>\n\n"
+        head = (
+            f"{self.head}To: {to}\nMessage-ID: {message_id}\nList-Unsubscribe: <{link}>\n"
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click\n\n"
+        )
         # smtplib turns the \n line ends into CRLF and dot-stuffs the data.
         self.smtp.sendmail(self.from_email, [to], head.encode() + b2a_qp(body.encode(), istext=True))
 

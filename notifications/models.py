@@ -94,10 +94,13 @@ class NotificationPreference(models.Model):
 
 
 class PushSubscription(models.Model):
-    """A browser's Web Push subscription (RFC 8030 endpoint + RFC 8291 keys)."""
+    """A browser's Web Push subscription (RFC 8030 endpoint + RFC 8291 keys).
+
+    Unique per (user, endpoint), not per endpoint: a user who registers an endpoint
+    someone else already has gets their own row instead of taking theirs over."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="push_subscriptions")
-    endpoint = models.URLField(max_length=1000, unique=True)
+    endpoint = models.URLField(max_length=1000)
     p256dh = models.CharField(max_length=200)
     auth = models.CharField(max_length=100)
     active = models.BooleanField(default=True)
@@ -108,6 +111,7 @@ class PushSubscription(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["user", "endpoint"], name="push_subscription_once_per_user")]
 
     def __str__(self):
         return f"push {self.id} of {self.user_id}"

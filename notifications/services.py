@@ -4,9 +4,6 @@ notification center, preferences and push subscriptions."""
 import functools
 import logging
 
-from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core import signing
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -29,6 +26,7 @@ from .models import (
     PushSubscription,
 )
 from .ratelimit import rate_limit_allow
+from .unsubscribe import unsubscribe_token_user
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +47,6 @@ MESSAGES = {
     NotificationEvent.ORDER_DELIVERED: ("Order {number} delivered", "Your order was delivered. Enjoy!"),
     NotificationEvent.ORDER_CANCELLED: ("Order {number} cancelled", "Your order was cancelled."),
 }
-UNSUBSCRIBE_SALT = "notifications.unsubscribe"
 
 
 def _send_task(channel: str):
@@ -190,9 +187,9 @@ def _push_to_all(notification: Notification, *, accepted) -> None:
             channels.push_send(subscription, payload)
         except channels.SubscriptionGone as exc:
             outcomes[subscription.id] = exc
+        except channels.PushNotConfigured:
+            raise  # nothing can be sent to anyone
         except channels.PermanentDeliveryError as exc:
-            if not settings.VAPID_PRIVATE_KEY:
-                raise  # nothing can be sent to anyone
             outcomes[subscription.id] = exc
         except channels.TransientDeliveryError as exc:
             outcomes[subscription.id] = exc
@@ -275,12 +272,21 @@ def preference_set(*, user_id: int, channel: str, enabled: bool) -> Notification
     return preference
 
 
-@transaction.atomic
 def push_subscription_save(*, user, endpoint: str, p256dh: str, auth: str) -> PushSubscription:
-    """Subscribe (or re-subscribe) a browser. An endpoint belongs to one user at a time."""
-    subscription, _ = PushSubscription.objects.update_or_create(
-        endpoint=endpoint, defaults={"user": user, "p256dh": p256dh, "auth": auth, "active": True, "last_error": ""}
-    )
+    """Subscribe (or re-subscribe) a browser for ``user``.
+
+    Raises channels.InvalidPushSubscription (naming the field) for keys that are
+    not a P-256 point and 16-byte secret, or an endpoint that is not a public https
+    push service (celeste/egress.py); nothing is stored then. The check resolves
+    the host, so it runs before the transaction. Another user registering the same
+    endpoint gets a row of their own: theirs never takes over this user's."""
+    channels.push_subscription_check(endpoint=endpoint, p256dh=p256dh, auth=auth)
+    with transaction.atomic():
+        subscription, _ = PushSubscription.objects.update_or_create(
+            user=user,
+            endpoint=endpoint,
+            defaults={"p256dh": p256dh, "auth": auth, "active": True, "last_error": ""},
+        )
     return subscription
 
 
@@ -291,18 +297,9 @@ def push_subscription_deactivate(*, subscription_id: int, reason: str) -> None:
     logger.info("push.subscription_deactivated", extra={"subscription_id": subscription_id})
 
 
-def unsubscribe_token(*, user_id: int) -> str:
-    return signing.dumps({"u": user_id}, salt=UNSUBSCRIBE_SALT)
-
-
-def unsubscribe_url(*, user_id: int) -> str:
-    return f"{settings.PUBLIC_BASE_URL}/api/v1/notifications/unsubscribe?token={unsubscribe_token(user_id=user_id)}"
-
-
 def email_unsubscribe(*, token: str):
-    """Turn email off for the token's user. Raises signing.BadSignature for a tampered token."""
-    user_id = signing.loads(token, salt=UNSUBSCRIBE_SALT)["u"]
-    user = get_user_model().objects.get(id=user_id)
+    """Turn email off for the token's user. Raises unsubscribe.InvalidUnsubscribeToken."""
+    user = unsubscribe_token_user(token=token)
     preference_set(user_id=user.id, channel=Channel.EMAIL, enabled=False)
     return user
 

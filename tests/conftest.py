@@ -181,7 +181,10 @@ def vapid_keys():
 
 
 @pytest.fixture
-def push_receiver(vapid_keys):
+def push_receiver(settings, vapid_keys):
+    """A push service on loopback. Loopback is no public address, so this process may
+    send to it only with PUSH_ALLOW_PRIVATE_HOSTS (workers: channels_env)."""
+    settings.PUSH_ALLOW_PRIVATE_HOSTS = True
     receiver = PushReceiver(vapid_public_key=vapid_keys[1]).start()
     yield receiver
     receiver.stop()
@@ -205,6 +208,8 @@ def channels_env(settings, smtp_server, vapid_keys):
         "VAPID_PRIVATE_KEY": vapid_keys[0],
         "VAPID_PUBLIC_KEY": vapid_keys[1],
         "PUSH_TIMEOUT_SECONDS": "5",
+        # The loopback push receiver is on 127.0.0.1 over http: development and tests only.
+        "PUSH_ALLOW_PRIVATE_HOSTS": "1",
     }
     settings.EMAIL_BACKEND = env["EMAIL_BACKEND"]
     settings.EMAIL_HOST = "127.0.0.1"

@@ -111,23 +111,39 @@ class PushClient:
 
 class PushReceiver:
     """A push service: POST /push/<name>. Answers with ``status[name]`` (default 201)
-    after checking the VAPID JWT and decrypting the payload with the client's keys."""
+    after checking the VAPID JWT and decrypting the payload with the client's keys.
+    With ``redirect[name] = url`` a 3xx status carries ``Location: url`` (a push
+    service trying to send its client elsewhere). Every request, whatever its
+    method and path, is logged in ``requests`` as ``(method, path)``."""
 
     def __init__(self, vapid_public_key: str):
         self.vapid_public_key = vapid_public_key
         self.clients: dict[str, PushClient] = {}
         self.status: dict[str, int] = {}
+        self.redirect: dict[str, str] = {}
         self.received: list[dict] = []
         self.rejected: list[str] = []
+        self.requests: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
+                with receiver.lock:
+                    receiver.requests.append(("POST", self.path))
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 name = self.path.rsplit("/", 1)[-1]
                 code = receiver.handle(name, self.headers, body)
                 self.send_response(code)
+                if 300 <= code < 400 and name in receiver.redirect:
+                    self.send_header("Location", receiver.redirect[name])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self):  # only a client following a redirect would ask
+                with receiver.lock:
+                    receiver.requests.append(("GET", self.path))
+                self.send_response(404)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

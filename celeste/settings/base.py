@@ -7,6 +7,8 @@ environments: ``local`` (make run, benchmarks; starts the embedded Postgres and
 Redis when their URLs are unset), ``test`` (the suite), ``production``.
 """
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -314,12 +316,24 @@ VAPID_PRIVATE_KEY = env_str("VAPID_PRIVATE_KEY", "")
 VAPID_PUBLIC_KEY = env_str("VAPID_PUBLIC_KEY", "")
 VAPID_SUBJECT = env_str("VAPID_SUBJECT", "mailto:shop@example.com")
 PUSH_TIMEOUT_SECONDS = env_int("PUSH_TIMEOUT_SECONDS", 10)
+# Push endpoints come from browsers, i.e. from users: only public https hosts (celeste/egress.py).
+# Comma-separated host names (``*.example.com`` for subdomains); empty = any public host.
+PUSH_ALLOWED_HOSTS = env_list("PUSH_ALLOWED_HOSTS", "")
+# Development and tests only (the loopback push receiver); production refuses to start with it.
+PUSH_ALLOW_PRIVATE_HOSTS = env_bool("PUSH_ALLOW_PRIVATE_HOSTS")
 NOTIFY_RATE_LIMIT_PER_HOUR = env_int("NOTIFY_RATE_LIMIT_PER_HOUR", 30)
 CAMPAIGN_CHUNK_SIZE = env_int("CAMPAIGN_CHUNK_SIZE", 500)
 CAMPAIGN_MAX_PER_SECOND = env_float("CAMPAIGN_MAX_PER_SECOND", 0)  # 0 = as fast as SMTP takes them
 # Campaign chunks sending at once across all workers (each holds one SMTP connection).
 CAMPAIGN_MAX_CONCURRENT_CHUNKS = env_int("CAMPAIGN_MAX_CONCURRENT_CHUNKS", 2)
 PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+# Signs unsubscribe links. Unset: derived from SECRET_KEY under its own label, so
+# the links are never valid signatures of anything else Django signs; setting it
+# lets the links be revoked (by changing it) without logging everyone out.
+UNSUBSCRIBE_SIGNING_KEY = (
+    env_str("UNSUBSCRIBE_SIGNING_KEY", "")
+    or hmac.new(SECRET_KEY.encode(), b"celeste.notifications.unsubscribe-signing-key", hashlib.sha256).hexdigest()
+)
 
 # --- Odoo ---
 # ERP sync (integrations/odoo). No ODOO_URL: the integration is off and its tasks record "skipped".

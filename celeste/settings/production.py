@@ -11,6 +11,7 @@ from .base import (
     DEV_WEBHOOK_SECRET,
     METRICS_ENABLED,
     PAYMENT_WEBHOOK_SECRETS,
+    PUSH_ALLOW_PRIVATE_HOSTS,
     env_bool,
     env_int,
     env_str,
@@ -39,6 +40,8 @@ def _problems() -> list[str]:
         problems.append("DJANGO_SECRET_KEY is the development default: set a secret one.")
     if os.environ.get("PAYMENT_WEBHOOK_SECRETS", "").strip() and DEV_WEBHOOK_SECRET in PAYMENT_WEBHOOK_SECRETS:
         problems.append("PAYMENT_WEBHOOK_SECRETS holds the development default: set the provider's secret.")
+    if PUSH_ALLOW_PRIVATE_HOSTS:
+        problems.append("PUSH_ALLOW_PRIVATE_HOSTS is on: it lets users make the workers call internal addresses.")
     return problems
 
 

@@ -1,17 +1,20 @@
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core import signing
+from django.shortcuts import render
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from celeste.api.params import boolean_param
 from celeste.api.permissions import IsStaff
 
 from .. import services
+from ..channels import InvalidPushSubscription
 from ..models import Channel, Notification, PushSubscription
+from ..unsubscribe import InvalidUnsubscribeToken, unsubscribe_token_user
 from .serializers import NotificationSerializer, PreferenceSerializer, PushSubscriptionSerializer
 
 
@@ -95,9 +98,13 @@ class PushSubscriptionViewSet(
 
     def perform_create(self, serializer):
         keys = serializer.validated_data["keys"]
-        serializer.instance = services.push_subscription_save(
-            user=self.request.user, endpoint=serializer.validated_data["endpoint"], **keys
-        )
+        try:
+            serializer.instance = services.push_subscription_save(
+                user=self.request.user, endpoint=serializer.validated_data["endpoint"], **keys
+            )
+        except InvalidPushSubscription as exc:
+            error = {exc.field: [str(exc)]}
+            raise serializers.ValidationError(error if exc.field == "endpoint" else {"keys": error}) from None
 
     def perform_destroy(self, subscription):
         services.push_subscription_deactivate(subscription_id=subscription.id, reason="Unsubscribed by the user.")
@@ -111,19 +118,35 @@ class PushSubscriptionViewSet(
         return Response({"public_key": settings.VAPID_PUBLIC_KEY})
 
 
-class UnsubscribeView(APIView):
-    """The link in every campaign email: turns email off for its user."""
+@method_decorator(csrf_exempt, name="dispatch")
+class UnsubscribeView(View):
+    """The link in every email (and its List-Unsubscribe header), for people and
+    mail clients, without login: the token is the authority.
 
-    authentication_classes = []
-    permission_classes = [permissions.AllowAny]
+    GET shows a confirmation form and changes nothing (link scanners and
+    prefetchers follow links); POST unsubscribes, whether from that form or a mail
+    client's RFC 8058 one-click POST of ``List-Unsubscribe=One-Click``. That POST
+    carries no cookie or CSRF token, hence csrf_exempt. No page shows the address."""
 
-    @extend_schema(
-        parameters=[OpenApiParameter("token", str, required=True)],
-        responses=inline_serializer("Unsubscribed", {"detail": serializers.CharField()}),
-    )
+    template_name = "notifications/unsubscribe.html"
+
     def get(self, request):
         try:
-            user = services.email_unsubscribe(token=request.query_params.get("token", ""))
-        except (signing.BadSignature, KeyError, TypeError, get_user_model().DoesNotExist):
-            return Response({"detail": "This unsubscribe link is invalid."}, status=status.HTTP_400_BAD_REQUEST)
-        return Response({"detail": f"{user.email or user.username} will receive no more emails."})
+            unsubscribe_token_user(token=request.GET.get("token", ""))
+        except InvalidUnsubscribeToken:
+            return self._page(request, "invalid", status=400)
+        return self._page(request, "confirm")
+
+    def post(self, request):
+        try:
+            services.email_unsubscribe(token=request.GET.get("token", ""))
+        except InvalidUnsubscribeToken:
+            return self._page(request, "invalid", status=400)
+        return self._page(request, "done")
+
+    def _page(self, request, state: str, *, status: int = 200):
+        response = render(request, self.template_name, {"state": state}, status=status)
+        # The URL holds the token: keep it out of caches and of Referer headers.
+        response["Cache-Control"] = "no-store"
+        response["Referrer-Policy"] = "no-referrer"
+        return response

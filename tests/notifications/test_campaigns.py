@@ -21,6 +21,7 @@ from notifications.campaigns import (
     campaigns_recover,
 )
 from notifications.models import Campaign, CampaignAudience, CampaignRecipient, CampaignStatus, Channel
+from notifications.unsubscribe import unsubscribe_token
 from orders.models import Order
 
 from ..factories import StoreFactory, UserFactory, place_order
@@ -116,6 +117,7 @@ def test_a_chunk_sends_personalised_mail_over_one_connection_and_finishes(redis,
     assert body.startswith("Hello C0, oat milk is on sale.")
     assert "/api/v1/notifications/unsubscribe?token=" in body
     assert smtp_server.messages[0]["message"]["List-Unsubscribe"].strip().startswith("<http")
+    assert smtp_server.messages[0]["message"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert Campaign.objects.get(id=draft.id).status == CampaignStatus.SENT
     assert campaign_progress(draft.id)["sent"] == 3
 
@@ -152,7 +154,7 @@ def test_someone_who_unsubscribes_after_the_fan_out_is_skipped(redis, smtp_serve
     keen, leaving = customers(2)
     draft = campaign()
     (chunk,) = start_and_fan_out(draft)
-    services.email_unsubscribe(token=services.unsubscribe_token(user_id=leaving.id))
+    services.email_unsubscribe(token=unsubscribe_token(user=leaving))
 
     result = campaign_send_chunk(campaign_id=draft.id, recipient_ids=chunk)
 
@@ -162,7 +164,7 @@ def test_someone_who_unsubscribes_after_the_fan_out_is_skipped(redis, smtp_serve
 
 def test_unsubscribed_customers_are_left_out_of_later_campaigns():
     keen, leaving = customers(2)
-    services.email_unsubscribe(token=services.unsubscribe_token(user_id=leaving.id))
+    services.email_unsubscribe(token=unsubscribe_token(user=leaving))
 
     assert list(campaign_audience(campaign())) == [keen.id]
 
@@ -375,5 +377,6 @@ def test_a_non_smtp_backend_gets_ordinary_messages(settings, redis):
     assert campaign_send_chunk(campaign_id=draft.id, recipient_ids=chunk)["sent"] == 2
     assert sorted(m.to[0] for m in mail.outbox) == ["c0@example.com", "c1@example.com"]
     assert mail.outbox[0].extra_headers["List-Unsubscribe"].startswith("<http")
+    assert mail.outbox[0].extra_headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     first = CampaignRecipient.objects.filter(campaign=draft).order_by("id").first()
     assert mail.outbox[0].message()["Message-ID"] == f"<campaign-{draft.id}-recipient-{first.id}@example.com>"

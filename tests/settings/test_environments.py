@@ -108,3 +108,13 @@ def test_an_unknown_log_format_refuses_to_start():
 
     assert result.returncode != 0
     assert "LOG_FORMAT must be 'json' or 'console', not 'xml'" in result.stderr
+
+
+def test_production_refuses_to_let_push_reach_private_hosts():
+    """PUSH_ALLOW_PRIVATE_HOSTS is for the loopback push receiver of development and tests."""
+    result = manage(
+        "check", settings="celeste.settings.production", env={**PRODUCTION_ENV, "PUSH_ALLOW_PRIVATE_HOSTS": "1"}
+    )
+
+    assert result.returncode != 0
+    assert "PUSH_ALLOW_PRIVATE_HOSTS is on" in result.stderr

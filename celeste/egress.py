@@ -1,0 +1,172 @@
+"""Outbound HTTP to URLs that users give us (Web Push endpoints, product image URLs).
+
+A URL a user controls must not make our servers talk to themselves, the local
+network or the cloud metadata service (SSRF). The rule lives here, once:
+
+- ``url_check_public(url)`` resolves the host and returns its addresses, or raises
+  ``EgressRefused`` saying why: https only, no credentials in the URL, every
+  address public, the host on the allow-list when there is one.
+- ``pinned_session(url, address)`` is a requests session that connects to that
+  checked address (never resolving the name again, so a DNS answer that changes
+  between the check and the connection cannot redirect it), verifies TLS for the
+  URL's host name, ignores proxy variables and follows no redirects.
+
+Check at the time the URL is accepted, and again right before connecting: DNS can
+change in between.
+"""
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits: the IPv4
+# address is where the packets end up, so it is the one that must be public.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+class EgressError(ValueError):
+    """The URL may not be fetched; the message says why, for the user."""
+
+
+class EgressRefused(EgressError):
+    """The URL breaks the rule: never fetch it."""
+
+
+class EgressLookupFailed(EgressError):
+    """The host name did not resolve: it may later."""
+
+
+def address_is_public(address: Address) -> bool:
+    """Whether packets to ``address`` go to the public internet, not to us or our networks.
+
+    ``is_global`` alone is not enough on Python 3.11: it calls multicast global,
+    and IPv4 addresses wrapped in IPv6 (mapped, 6to4, NAT64) are judged by the
+    wrapper, not by the IPv4 address they lead to.
+    """
+    if address.version == 6:
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            return address_is_public(embedded)
+        if address.teredo is not None:  # a tunnel to an arbitrary IPv4 host
+            return False
+    special = (
+        address.is_loopback
+        or address.is_private
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+        or (address.version == 6 and address.is_site_local)
+    )
+    return address.is_global and not special
+
+
+def host_allowed(host: str, allowed_hosts: Iterable[str]) -> bool:
+    """``host`` is on the list: an exact name, or ``*.example.com`` for its subdomains."""
+    host = host.lower().rstrip(".")
+    for entry in allowed_hosts:
+        entry = entry.strip().lower().rstrip(".")
+        if entry.startswith("*.") and host.endswith(entry[1:]) and host != entry[2:]:
+            return True
+        if host == entry:
+            return True
+    return False
+
+
+def _resolve(host: str, port: int) -> list[Address]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise EgressLookupFailed(f"The host {host!r} could not be resolved.") from exc
+    addresses: list[Address] = []
+    for _family, _type, _proto, _canonname, sockaddr in infos:
+        # sockaddr[0] of an IPv6 link-local address can carry a scope ("fe80::1%eth0").
+        address = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise EgressLookupFailed(f"The host {host!r} could not be resolved.")
+    return addresses
+
+
+def url_check_public(url: str, *, allowed_hosts: Iterable[str] = (), allow_private: bool = False) -> list[Address]:
+    """The addresses ``url``'s host resolves to, all of them checked; raises
+    EgressRefused (or EgressLookupFailed when the name does not resolve).
+
+    ``allowed_hosts``: when not empty, the host must be on it (see host_allowed).
+    ``allow_private``: for development and tests only (loopback servers): accept
+    non-public addresses, and plain http to them (never to a public address).
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise EgressRefused(f"Not a valid URL: {exc}.") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http") or (scheme == "http" and not allow_private):
+        raise EgressRefused("The URL must use https.")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise EgressRefused("The URL must not contain a user name or password.")
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        raise EgressRefused("The URL has no host.")
+    allowed_hosts = [entry for entry in allowed_hosts if entry.strip()]
+    if allowed_hosts and not host_allowed(host, allowed_hosts):
+        raise EgressRefused(f"The host {host!r} is not an allowed push service.")
+    addresses = _resolve(host, port or (443 if scheme == "https" else 80))
+    public = [address for address in addresses if address_is_public(address)]
+    if len(public) < len(addresses) and not allow_private:
+        refused = next(address for address in addresses if address not in public)
+        raise EgressRefused(f"The host {host!r} resolves to {refused}, which is not a public address.")
+    if scheme == "http" and public:
+        raise EgressRefused("The URL must use https.")
+    return addresses
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """Connects to one checked address for one host, whatever DNS says now."""
+
+    def __init__(self, host: str, address: Address):
+        self.host, self.address = host, address
+        super().__init__(max_retries=0)
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        if (urlsplit(request.url).hostname or "").rstrip(".") != self.host:
+            raise EgressRefused("This session may only connect to the host that was checked.")
+        host_params["host"] = str(self.address)
+        if host_params["scheme"] == "https":
+            # SNI and certificate verification for the name, not the address.
+            pool_kwargs["server_hostname"] = self.host
+        return host_params, pool_kwargs
+
+    def send(self, request, *args, **kwargs):
+        # The connection is to the address, so the Host header must name the host itself.
+        request.headers["Host"] = urlsplit(request.url).netloc
+        return super().send(request, *args, **kwargs)
+
+
+class _PinnedSession(requests.Session):
+    def request(self, method, url, *args, **kwargs):
+        kwargs["allow_redirects"] = False  # a redirect could point anywhere; it is the caller's answer
+        return super().request(method, url, *args, **kwargs)
+
+
+def pinned_session(url: str, address: Address) -> requests.Session:
+    """A session for ``url`` that connects only to ``address`` (from url_check_public)."""
+    host = (urlsplit(url).hostname or "").rstrip(".")
+    session = _PinnedSession()
+    # Proxy variables would send the request elsewhere than the checked address.
+    session.trust_env = False
+    adapter = _PinnedAdapter(host, address)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
