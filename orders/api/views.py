@@ -14,7 +14,14 @@ from celeste.api.permissions import IsStaff
 from .. import services
 from ..cache import count_lookup, enriched_order_forget, enriched_order_get
 from ..models import Address
-from ..payments import SIGNATURE_HEADER, SignatureError, payment_event_process, signature_verify
+from ..payments import (
+    SIGNATURE_HEADER,
+    EventError,
+    SignatureError,
+    payload_load,
+    payment_event_process,
+    signature_verify,
+)
 from ..selectors import order_cache_version, orders_with_relations
 from .filters import OrderFilter
 from .serializers import INCLUDES, AddressSerializer, OrderSerializer, PlaceOrderSerializer
@@ -175,8 +182,8 @@ class PaymentWebhookView(APIView):
         except SignatureError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_401_UNAUTHORIZED)
         try:
-            payment, created = payment_event_process(payload=json.loads(body))
-        except ValueError as exc:  # EventError and JSONDecodeError are ValueErrors
+            payment, created = payment_event_process(payload=payload_load(body))
+        except EventError as exc:  # nothing stored: the transaction rolled back
             return Response({"detail": f"Malformed event: {exc}"}, status=status.HTTP_400_BAD_REQUEST)
         return Response(
             {"received": True, "duplicate": not created, "outcome": payment.status, "detail": payment.error}
