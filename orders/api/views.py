@@ -164,10 +164,15 @@ class WebhookResultSerializer(serializers.Serializer):
 
 
 class PaymentWebhookView(APIView):
-    """The payment provider's signed event callback (see orders/payments.py)."""
+    """The payment provider's signed event callback (see orders/payments.py).
+
+    Not throttled: the provider retries an event until it gets a 2xx, from a few
+    addresses, so a per-address or per-user limit would drop real payments. A forged
+    request costs one HMAC and no database work before its 401."""
 
     authentication_classes = []
     permission_classes = [permissions.AllowAny]
+    throttle_classes = []
 
     @extend_schema(request=None, responses=WebhookResultSerializer)
     def post(self, request):
