@@ -180,6 +180,8 @@ def payment_event_process(*, payload: dict) -> tuple[Payment, bool]:
         services.order_mark_paid(order_id=order.id)
     elif payment.status == PaymentStatus.REFUSED and order is not None and order.status == OrderStatus.PENDING:
         services.order_record_payment_error(order=order, error=payment.error)
+    if order is not None and order.status == OrderStatus.CANCELLED and payment.status == PaymentStatus.REFUSED:
+        logger.warning("payment.refund_needed", extra={"event_id": event["id"], "order_id": order.id})
     logger.info("payment.event", extra={"event_id": event["id"], "status": payment.status})
     return payment, True
 
@@ -187,6 +189,10 @@ def payment_event_process(*, payload: dict) -> tuple[Payment, bool]:
 def _refusal(order: Order | None, event: dict) -> str:
     if order is None:
         return f"Unknown order {event['order_number']}."
+    if order.status == OrderStatus.CANCELLED:
+        # Expired (ORDER_PAYMENT_TIMEOUT_MINUTES) or cancelled before the money arrived: its
+        # stock is back on sale, so the order is not revived. The provider took the money.
+        return f"Order {order.number} was cancelled before this payment arrived; refund it."
     if order.status != OrderStatus.PENDING:
         return f"Order {order.number} is {order.status}, not pending."
     if event["currency"] != order.currency or event["amount"] != order.total:

@@ -299,6 +299,11 @@ EMBEDDING_WARM_ON_START = env_bool("EMBEDDING_WARM_ON_START", True)
 SEARCH_QUERY_CACHE_SIZE = env_int("SEARCH_QUERY_CACHE_SIZE", 1024)
 SEARCH_EF_SEARCH = env_int("SEARCH_EF_SEARCH", 100)
 ORDER_CACHE_TTL_SECONDS = env_int("ORDER_CACHE_TTL_SECONDS", 3600)
+# An unpaid (pending) order holds its stock this long, then the periodic task cancels it.
+ORDER_PAYMENT_TIMEOUT_MINUTES = env_int("ORDER_PAYMENT_TIMEOUT_MINUTES", 30)
+ORDER_EXPIRY_INTERVAL_SECONDS = env_int("ORDER_EXPIRY_INTERVAL_SECONDS", 60)
+# Unexpired unpaid orders a customer may have at once through the API (0: no limit).
+ORDER_MAX_OPEN_UNPAID = env_int("ORDER_MAX_OPEN_UNPAID", 3)
 # Comma-separated: during a rotation the provider signs with both secrets.
 DEV_WEBHOOK_SECRET = "whsec_dev_only_change_me"
 PAYMENT_WEBHOOK_SECRETS = env_list("PAYMENT_WEBHOOK_SECRETS", DEV_WEBHOOK_SECRET)

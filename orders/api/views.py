@@ -121,6 +121,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
             store=data["store"],
             address=data["address"],
             items=[(item["product"], item["quantity"]) for item in data["items"]],
+            max_open_unpaid=settings.ORDER_MAX_OPEN_UNPAID,
         )
         order = orders_with_relations().get(id=order.id)
         return Response(self.get_serializer(order).data, status=status.HTTP_201_CREATED)
