@@ -5,6 +5,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from celeste.api.auth import token_login
 from celeste.metrics import metrics_view
 
+handler404 = "celeste.api.notfound.not_found"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("metrics", metrics_view, name="metrics"),

@@ -76,3 +76,10 @@ class SearchQuerySerializer(serializers.Serializer):
 class SearchHitSerializer(serializers.Serializer):
     score = serializers.FloatField()
     product = ProductSerializer()
+
+
+class SearchResultSerializer(serializers.Serializer):
+    """The answer of semantic search (not paginated): hits best first."""
+
+    count = serializers.IntegerField()
+    results = SearchHitSerializer(many=True)

@@ -190,7 +190,7 @@ REST_FRAMEWORK = {
         "rest_framework.filters.OrderingFilter",
         "rest_framework.filters.SearchFilter",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "celeste.api.schema.CelesteAutoSchema",
     "EXCEPTION_HANDLER": "celeste.api.exceptions.exception_handler",
     # Counted in the Django cache (Redis); see celeste/api/throttling.py. The token view
     # has the login throttles, the payment webhook none.

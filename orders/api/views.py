@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from celeste.api.permissions import IsStaff
+from celeste.api.schema import ErrorDetailSerializer
 
 from .. import services
 from ..cache import count_lookup, enriched_order_forget, enriched_order_get
@@ -175,7 +176,20 @@ class PaymentWebhookView(APIView):
     permission_classes = [permissions.AllowAny]
     throttle_classes = []
 
-    @extend_schema(request=None, responses=WebhookResultSerializer)
+    @extend_schema(
+        request={"application/json": {"type": "object", "description": "The provider's event, signed as raw bytes."}},
+        responses={200: WebhookResultSerializer, 400: ErrorDetailSerializer, 401: ErrorDetailSerializer},
+        parameters=[
+            OpenApiParameter(
+                SIGNATURE_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                description="t=<unix seconds>,v1=<hex HMAC-SHA256 of '{t}.{raw body}'>[,v1=…]",
+            )
+        ],
+        description="Signed by the payment provider (see docs/api.md). A missing or wrong signature is a 401, "
+        "a signed but malformed event a 400 naming the field; never throttled.",
+    )
     def post(self, request):
         body = request.body  # the raw bytes, exactly as signed
         try:
