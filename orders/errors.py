@@ -11,3 +11,7 @@ class InvalidTransition(OrderConflict):
 
 class OutOfStock(OrderConflict):
     pass
+
+
+class TooManyUnpaidOrders(OrderConflict):
+    pass

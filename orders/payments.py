@@ -7,6 +7,7 @@ during a secret rotation).
 
 import hashlib
 import hmac
+import json
 import logging
 import time
 from decimal import Decimal, InvalidOperation
@@ -19,6 +20,11 @@ from .models import Order, OrderStatus, Payment, PaymentStatus
 logger = logging.getLogger(__name__)
 SIGNATURE_HEADER = "Celeste-Signature"
 PAYMENT_SUCCEEDED = "payment.succeeded"
+# Real events nest a handful of levels; anything deeper is not an event (and deep
+# nesting costs Postgres' jsonb parser and Python's recursion, a 500 otherwise).
+MAX_EVENT_DEPTH = 32
+# The largest amount an order can have (Order.total: 12 digits, 2 decimals).
+MAX_AMOUNT = Decimal("9999999999.99")
 
 
 class SignatureError(Exception):
@@ -63,6 +69,49 @@ def signature_verify(*, body: bytes, header: str, secrets: list[str], tolerance:
         raise SignatureError("No signature matches.")
 
 
+def payload_load(body: bytes):
+    """The signed body as JSON that Postgres can store, or EventError naming what is wrong.
+
+    Call it only after the signature check: a forged body is a 401, whatever it holds."""
+    try:
+        payload = json.loads(body)
+    except RecursionError:
+        raise EventError("the body is nested too deeply.") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise EventError(f"the body is not JSON ({exc}).") from None
+    _check_storable(payload)
+    return payload
+
+
+def _check_storable(payload) -> None:
+    """Walk the document without recursion: every string (keys too) must be storable
+    text (no NUL, which Postgres refuses in text and jsonb; no lone surrogate, which
+    cannot be encoded as UTF-8), and nesting stays within MAX_EVENT_DEPTH."""
+    stack = [(payload, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_EVENT_DEPTH:
+            raise EventError(f"'{path}' is nested more than {MAX_EVENT_DEPTH} levels deep.")
+        if isinstance(value, str):
+            _check_text(value, path or "(body)")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                child = f"{path}.{key}" if path else key
+                _check_text(key, f"{child} (key)")
+                stack.append((item, child, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value))
+
+
+def _check_text(text: str, path: str) -> None:
+    if "\x00" in text:
+        raise EventError(f"'{path}' contains a NUL character.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EventError(f"'{path}' contains an invalid character (a lone surrogate).") from None
+
+
 def _parse(payload) -> dict:
     if not isinstance(payload, dict):
         raise EventError("The event must be a JSON object.")
@@ -81,8 +130,9 @@ def _parse(payload) -> dict:
             amount = Decimal(str(data.get("amount")))
         except InvalidOperation:
             raise EventError("'data.amount' must be a decimal string.") from None
-        if not amount.is_finite() or amount < 0 or amount != amount.quantize(Decimal("0.01")) or amount >= 10**10:
-            raise EventError("'data.amount' must be a non-negative amount with at most 2 decimals.")
+        # The range first: quantize() itself fails (InvalidOperation) on huge values such as 1E+27.
+        if not amount.is_finite() or not 0 <= amount <= MAX_AMOUNT or amount != amount.quantize(Decimal("0.01")):
+            raise EventError(f"'data.amount' must be an amount from 0 to {MAX_AMOUNT} with at most 2 decimals.")
         currency = data.get("currency")
         if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
             raise EventError("'data.currency' must be a 3-letter ISO code.")
@@ -130,6 +180,8 @@ def payment_event_process(*, payload: dict) -> tuple[Payment, bool]:
         services.order_mark_paid(order_id=order.id)
     elif payment.status == PaymentStatus.REFUSED and order is not None and order.status == OrderStatus.PENDING:
         services.order_record_payment_error(order=order, error=payment.error)
+    if order is not None and order.status == OrderStatus.CANCELLED and payment.status == PaymentStatus.REFUSED:
+        logger.warning("payment.refund_needed", extra={"event_id": event["id"], "order_id": order.id})
     logger.info("payment.event", extra={"event_id": event["id"], "status": payment.status})
     return payment, True
 
@@ -137,6 +189,10 @@ def payment_event_process(*, payload: dict) -> tuple[Payment, bool]:
 def _refusal(order: Order | None, event: dict) -> str:
     if order is None:
         return f"Unknown order {event['order_number']}."
+    if order.status == OrderStatus.CANCELLED:
+        # Expired (ORDER_PAYMENT_TIMEOUT_MINUTES) or cancelled before the money arrived: its
+        # stock is back on sale, so the order is not revived. The provider took the money.
+        return f"Order {order.number} was cancelled before this payment arrived; refund it."
     if order.status != OrderStatus.PENDING:
         return f"Order {order.number} is {order.status}, not pending."
     if event["currency"] != order.currency or event["amount"] != order.total:

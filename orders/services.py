@@ -2,8 +2,11 @@
 tasks all call these), each under a row lock."""
 
 import logging
+from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -11,7 +14,7 @@ from catalog.errors import InsufficientStock
 from catalog.models import Product, Store
 from catalog.services import stock_release, stock_reserve
 
-from .errors import InvalidTransition, OutOfStock
+from .errors import InvalidTransition, OutOfStock, TooManyUnpaidOrders
 from .models import TRANSITIONS, Address, Order, OrderItem, OrderStatus
 
 logger = logging.getLogger(__name__)
@@ -47,8 +50,25 @@ def _next_order_number() -> str:
     return f"CEL-{value:08d}"
 
 
+def payment_deadline_cutoff(now: datetime | None = None) -> datetime:
+    """Pending orders created before this are past their payment timeout."""
+    return (now or timezone.now()) - timedelta(minutes=settings.ORDER_PAYMENT_TIMEOUT_MINUTES)
+
+
+def _unpaid_limit_check(user, limit: int) -> None:
+    # Lock the customer's row: two placements of one customer at once are serialised,
+    # so neither slips past the limit. Expired orders the task has not cancelled yet
+    # do not count: the customer must not wait for the task.
+    get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk").first()
+    unpaid = Order.objects.filter(user=user, status=OrderStatus.PENDING, created_at__gte=payment_deadline_cutoff())
+    if unpaid.count() >= limit:
+        raise TooManyUnpaidOrders(f"You already have {limit} unpaid orders; pay or cancel one before placing another.")
+
+
 @transaction.atomic
-def order_place(*, user, store: Store, address: Address, items: list[tuple[Product, int]]) -> Order:
+def order_place(
+    *, user, store: Store, address: Address, items: list[tuple[Product, int]], max_open_unpaid: int | None = None
+) -> Order:
     """Place an order and take its stock.
 
     Preconditions: ``address`` belongs to ``user``; items name distinct active
@@ -57,7 +77,13 @@ def order_place(*, user, store: Store, address: Address, items: list[tuple[Produ
     so no deadlocks between two orders, checked, decremented) in this
     transaction: of two buyers racing for the last unit exactly one wins, the
     other gets OutOfStock.
+
+    ``max_open_unpaid`` (the API passes ORDER_MAX_OPEN_UNPAID; 0 or None: no limit):
+    TooManyUnpaidOrders, and nothing stored, if the customer already has that many
+    unexpired unpaid orders.
     """
+    if max_open_unpaid:
+        _unpaid_limit_check(user, max_open_unpaid)
     wanted = {product.id: (product, quantity) for product, quantity in items}
     try:
         stock_reserve(store_id=store.id, quantities={pid: quantity for pid, (_, quantity) in wanted.items()})
@@ -139,6 +165,34 @@ def order_cancel(*, order_id: int) -> Order:
     order = _transition(order_id, OrderStatus.CANCELLED, timestamp_field="cancelled_at")
     stock_release(store_id=order.store_id, quantities={item.product_id: item.quantity for item in order.items.all()})
     return order
+
+
+def orders_expire_unpaid(*, now: datetime | None = None) -> int:
+    """Cancel every pending order past its payment timeout, returning its stock; each in
+    its own transaction through order_cancel. Returns how many it cancelled; a second
+    run finds nothing left to do."""
+    cutoff = payment_deadline_cutoff(now)
+    overdue = Order.objects.filter(status=OrderStatus.PENDING, created_at__lt=cutoff).order_by("id")
+    return sum(order_expire(order_id=order_id, cutoff=cutoff) for order_id in overdue.values_list("id", flat=True))
+
+
+@transaction.atomic
+def order_expire(*, order_id: int, cutoff: datetime) -> bool:
+    """Cancel one order if it is still pending and older than ``cutoff``.
+
+    The row is locked first and re-checked: an order paid meanwhile stays paid (the
+    status machine would let order_cancel cancel a paid order). An order locked right
+    now (a payment being recorded) is skipped; the next run sees how that ended."""
+    order = (
+        Order.objects.select_for_update(skip_locked=True)
+        .filter(id=order_id, status=OrderStatus.PENDING, created_at__lt=cutoff)
+        .first()
+    )
+    if order is None:
+        return False
+    order_cancel(order_id=order.id)
+    logger.info("order.expired", extra={"order_id": order.id})
+    return True
 
 
 TRANSITION_SERVICES = {

@@ -38,8 +38,12 @@ class ProductSerializer(serializers.ModelSerializer):
         return embedding_status(product)
 
 
+# StockLevel.quantity is a Postgres integer: a larger value would fail in the database (a 500).
+MAX_STOCK_QUANTITY = 2**31 - 1
+
+
 class StockLevelSerializer(serializers.ModelSerializer):
-    quantity = serializers.IntegerField(min_value=0)
+    quantity = serializers.IntegerField(min_value=0, max_value=MAX_STOCK_QUANTITY)
 
     class Meta:
         model = StockLevel
@@ -72,3 +76,10 @@ class SearchQuerySerializer(serializers.Serializer):
 class SearchHitSerializer(serializers.Serializer):
     score = serializers.FloatField()
     product = ProductSerializer()
+
+
+class SearchResultSerializer(serializers.Serializer):
+    """The answer of semantic search (not paginated): hits best first."""
+
+    count = serializers.IntegerField()
+    results = SearchHitSerializer(many=True)

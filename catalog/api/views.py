@@ -11,8 +11,8 @@ from .filters import ProductFilter, StockLevelFilter
 from .permissions import IsStaffOrReadOnly
 from .serializers import (
     ProductSerializer,
-    SearchHitSerializer,
     SearchQuerySerializer,
+    SearchResultSerializer,
     StockLevelSerializer,
     StoreSerializer,
 )
@@ -58,7 +58,7 @@ class ProductViewSet(viewsets.ModelViewSet):
 
     @extend_schema(
         parameters=[SearchQuerySerializer],
-        responses=SearchHitSerializer(many=True),
+        responses=SearchResultSerializer,
         description="Semantic search: products nearest in meaning to `q`, best first. "
         "Products not embedded yet are not returned.",
     )
@@ -74,7 +74,7 @@ class ProductViewSet(viewsets.ModelViewSet):
             in_stock=query.get("in_stock"),
             category=query.get("category"),
         )
-        return Response({"count": len(hits), "results": SearchHitSerializer(hits, many=True).data})
+        return Response(SearchResultSerializer({"count": len(hits), "results": hits}).data)
 
 
 class StockLevelViewSet(viewsets.ModelViewSet):

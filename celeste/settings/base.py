@@ -14,6 +14,8 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -37,6 +39,18 @@ def env_float(name: str, default: float) -> float:
 
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_rate(name: str, default: str) -> str | None:
+    """A throttle rate, DRF's "<count>/<period>" (period: s, sec, min, hour, day, …);
+    ``off`` means no limit. A malformed value refuses to start rather than a 500 per request."""
+    value = env_str(name, default).lower()
+    if value == "off":
+        return None
+    count, _, period = value.partition("/")
+    if not (count.isdigit() and int(count) > 0 and period[:1] in ("s", "m", "h", "d")):
+        raise ImproperlyConfigured(f"{name} must look like 10/min (or be off), not {value!r}.")
+    return value
 
 
 DEV_SECRET_KEY = "dev-only-insecure-key-change-me"
@@ -71,6 +85,9 @@ def url_settings(database_url: str, redis_url: str) -> dict:
                 "BACKEND": "django.core.cache.backends.redis.RedisCache",
                 "LOCATION": redis_url,
                 "KEY_PREFIX": "celeste",
+                # Fail fast while Redis is down (the throttles let requests through then)
+                # instead of waiting out redis-py's retries on every request.
+                "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1, "retry": Retry(NoBackoff(), 0)},
             }
         },
         "CELERY_BROKER_URL": _broker_url(redis_url),
@@ -175,8 +192,23 @@ REST_FRAMEWORK = {
         "rest_framework.filters.OrderingFilter",
         "rest_framework.filters.SearchFilter",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "celeste.api.schema.CelesteAutoSchema",
     "EXCEPTION_HANDLER": "celeste.api.exceptions.exception_handler",
+    # Counted in the Django cache (Redis); see celeste/api/throttling.py. The token view
+    # has the login throttles, the payment webhook none.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "celeste.api.throttling.AnonReadThrottle",
+        "celeste.api.throttling.UserWriteThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "login_ip": env_rate("THROTTLE_LOGIN_PER_IP", "20/min"),  # failed logins only
+        "login_username": env_rate("THROTTLE_LOGIN_PER_USERNAME", "10/hour"),  # failed logins only
+        "writes": env_rate("THROTTLE_WRITES_PER_USER", "120/min"),
+        "anon_reads": env_rate("THROTTLE_ANON_READS", "600/min"),
+    },
+    # The client address is REMOTE_ADDR unless proxies in front of the web add X-Forwarded-For;
+    # 0 ignores that header, which a client could otherwise forge to escape the per-IP limits.
+    "NUM_PROXIES": env_int("THROTTLE_NUM_PROXIES", 0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Celeste API",
@@ -290,6 +322,11 @@ EMBEDDING_WARM_ON_START = env_bool("EMBEDDING_WARM_ON_START", True)
 SEARCH_QUERY_CACHE_SIZE = env_int("SEARCH_QUERY_CACHE_SIZE", 1024)
 SEARCH_EF_SEARCH = env_int("SEARCH_EF_SEARCH", 100)
 ORDER_CACHE_TTL_SECONDS = env_int("ORDER_CACHE_TTL_SECONDS", 3600)
+# An unpaid (pending) order holds its stock this long, then the periodic task cancels it.
+ORDER_PAYMENT_TIMEOUT_MINUTES = env_int("ORDER_PAYMENT_TIMEOUT_MINUTES", 30)
+ORDER_EXPIRY_INTERVAL_SECONDS = env_int("ORDER_EXPIRY_INTERVAL_SECONDS", 60)
+# Unexpired unpaid orders a customer may have at once through the API (0: no limit).
+ORDER_MAX_OPEN_UNPAID = env_int("ORDER_MAX_OPEN_UNPAID", 3)
 # Comma-separated: during a rotation the provider signs with both secrets.
 DEV_WEBHOOK_SECRET = "whsec_dev_only_change_me"
 PAYMENT_WEBHOOK_SECRETS = env_list("PAYMENT_WEBHOOK_SECRETS", DEV_WEBHOOK_SECRET)

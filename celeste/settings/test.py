@@ -1,7 +1,7 @@
 """The test suite (pytest.ini): its own embedded servers under var/test, never
-the dev data; switch changes and fresh outbox rows visible at once; a fast
-password hasher. Environment variables still win, and worker subprocesses the
-tests start inherit this module."""
+the dev data; switch changes and fresh outbox rows visible at once; throttle
+rates too high to reach; a fast password hasher. Environment variables still
+win, and worker subprocesses the tests start inherit this module."""
 
 import os
 import sys
@@ -12,6 +12,12 @@ _DEFAULTS = {
     "TASK_SWITCH_CACHE_SECONDS": "0",
     "OUTBOX_RELAY_MIN_AGE_SECONDS": "0",
     "QUEUE_DEPTH_CACHE_SECONDS": "0",
+    # The suite sends many requests from one address and user: throttles on, never reached.
+    # Throttling itself is tested with low rates set per test (tests/api/test_throttling.py).
+    "THROTTLE_LOGIN_PER_IP": "1000000/min",
+    "THROTTLE_LOGIN_PER_USERNAME": "1000000/min",
+    "THROTTLE_WRITES_PER_USER": "1000000/min",
+    "THROTTLE_ANON_READS": "1000000/min",
 }
 for _name, _value in _DEFAULTS.items():
     os.environ.setdefault(_name, _value)

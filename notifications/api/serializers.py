@@ -19,6 +19,20 @@ class PreferenceSerializer(serializers.Serializer):
     enabled = serializers.BooleanField()
 
 
+class ChannelRateSerializer(serializers.Serializer):
+    attempted = serializers.IntegerField()
+    sent = serializers.IntegerField()
+    rate = serializers.FloatField(allow_null=True, help_text="sent / attempted; null when nothing was attempted.")
+
+
+class DeliveryRatesSerializer(serializers.Serializer):
+    """The answer of delivery-rates (for the schema): one entry per channel."""
+
+    email = ChannelRateSerializer()
+    push = ChannelRateSerializer()
+    in_app = ChannelRateSerializer()
+
+
 class PushKeysSerializer(serializers.Serializer):
     # The keys themselves (a P-256 point, a 16-byte secret) are checked by the service.
     p256dh = serializers.CharField(max_length=200)

@@ -15,7 +15,12 @@ from .. import services
 from ..channels import InvalidPushSubscription
 from ..models import Channel, Notification, PushSubscription
 from ..unsubscribe import InvalidUnsubscribeToken, unsubscribe_token_user
-from .serializers import NotificationSerializer, PreferenceSerializer, PushSubscriptionSerializer
+from .serializers import (
+    DeliveryRatesSerializer,
+    NotificationSerializer,
+    PreferenceSerializer,
+    PushSubscriptionSerializer,
+)
 
 
 class NotificationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -55,7 +60,7 @@ class NotificationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         return Response({"marked": services.notifications_mark_all_read(user=request.user)})
 
     @extend_schema(request=PreferenceSerializer(many=True), responses=PreferenceSerializer(many=True))
-    @action(detail=False, methods=["get", "put"])
+    @action(detail=False, methods=["get", "put"], pagination_class=None)  # always the three channels, unpaginated
     def preferences(self, request):
         """Every channel with on/off (default on). PUT a list to change some."""
         if request.method == "PUT":
@@ -70,8 +75,13 @@ class NotificationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
             ]
         )
 
-    @extend_schema(parameters=[OpenApiParameter("hours", int, description="Window, 1–168 (default 1).")])
-    @action(detail=False, methods=["get"], url_path="delivery-rates", permission_classes=[IsStaff])
+    @extend_schema(
+        parameters=[OpenApiParameter("hours", int, description="Window, 1–168 (default 1).")],
+        responses=DeliveryRatesSerializer,
+    )
+    @action(
+        detail=False, methods=["get"], url_path="delivery-rates", permission_classes=[IsStaff], pagination_class=None
+    )
     def delivery_rates(self, request):
         """Staff: sent / attempted per channel over the last ``hours``."""
         window = serializers.IntegerField(min_value=1, max_value=168, default=1)

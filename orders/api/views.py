@@ -10,11 +10,19 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from celeste.api.permissions import IsStaff
+from celeste.api.schema import ErrorDetailSerializer
 
 from .. import services
 from ..cache import count_lookup, enriched_order_forget, enriched_order_get
 from ..models import Address
-from ..payments import SIGNATURE_HEADER, SignatureError, payment_event_process, signature_verify
+from ..payments import (
+    SIGNATURE_HEADER,
+    EventError,
+    SignatureError,
+    payload_load,
+    payment_event_process,
+    signature_verify,
+)
 from ..selectors import order_cache_version, orders_with_relations
 from .filters import OrderFilter
 from .serializers import INCLUDES, AddressSerializer, OrderSerializer, PlaceOrderSerializer
@@ -114,6 +122,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
             store=data["store"],
             address=data["address"],
             items=[(item["product"], item["quantity"]) for item in data["items"]],
+            max_open_unpaid=settings.ORDER_MAX_OPEN_UNPAID,
         )
         order = orders_with_relations().get(id=order.id)
         return Response(self.get_serializer(order).data, status=status.HTTP_201_CREATED)
@@ -157,12 +166,30 @@ class WebhookResultSerializer(serializers.Serializer):
 
 
 class PaymentWebhookView(APIView):
-    """The payment provider's signed event callback (see orders/payments.py)."""
+    """The payment provider's signed event callback (see orders/payments.py).
+
+    Not throttled: the provider retries an event until it gets a 2xx, from a few
+    addresses, so a per-address or per-user limit would drop real payments. A forged
+    request costs one HMAC and no database work before its 401."""
 
     authentication_classes = []
     permission_classes = [permissions.AllowAny]
+    throttle_classes = []
 
-    @extend_schema(request=None, responses=WebhookResultSerializer)
+    @extend_schema(
+        request={"application/json": {"type": "object", "description": "The provider's event, signed as raw bytes."}},
+        responses={200: WebhookResultSerializer, 400: ErrorDetailSerializer, 401: ErrorDetailSerializer},
+        parameters=[
+            OpenApiParameter(
+                SIGNATURE_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                description="t=<unix seconds>,v1=<hex HMAC-SHA256 of '{t}.{raw body}'>[,v1=…]",
+            )
+        ],
+        description="Signed by the payment provider (see docs/api.md). A missing or wrong signature is a 401, "
+        "a signed but malformed event a 400 naming the field; never throttled.",
+    )
     def post(self, request):
         body = request.body  # the raw bytes, exactly as signed
         try:
@@ -175,8 +202,8 @@ class PaymentWebhookView(APIView):
         except SignatureError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_401_UNAUTHORIZED)
         try:
-            payment, created = payment_event_process(payload=json.loads(body))
-        except ValueError as exc:  # EventError and JSONDecodeError are ValueErrors
+            payment, created = payment_event_process(payload=payload_load(body))
+        except EventError as exc:  # nothing stored: the transaction rolled back
             return Response({"detail": f"Malformed event: {exc}"}, status=status.HTTP_400_BAD_REQUEST)
         return Response(
             {"received": True, "duplicate": not created, "outcome": payment.status, "detail": payment.error}

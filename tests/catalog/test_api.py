@@ -228,6 +228,27 @@ def test_negative_stock_is_a_400(staff_client):
     assert not StockLevel.objects.exists()
 
 
+@pytest.mark.parametrize("quantity", [2**31, 2**63, 10**30])
+def test_a_stock_quantity_beyond_the_column_is_a_400_naming_the_field(staff_client, quantity):
+    store, product = StoreFactory(), ProductFactory()
+
+    response = staff_client.post(STOCK, {"product": product.id, "store": store.id, "quantity": quantity}, format="json")
+
+    assert response.status_code == 400
+    assert "quantity" in response.json()
+    assert not StockLevel.objects.exists()
+
+
+def test_a_stock_update_beyond_the_column_is_a_400_and_changes_nothing(staff_client):
+    level = StockLevelFactory(quantity=3)
+
+    response = staff_client.patch(f"{STOCK}{level.id}/", {"quantity": 2**31}, format="json")
+
+    assert response.status_code == 400
+    assert "quantity" in response.json()
+    assert StockLevel.objects.get(id=level.id).quantity == 3
+
+
 def test_a_second_stock_level_for_the_same_pair_is_a_400(staff_client):
     level = StockLevelFactory()
 

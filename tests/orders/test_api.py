@@ -268,3 +268,21 @@ def test_only_staff_move_orders_along(customer, shop):
 
 def test_orders_need_authentication():
     assert APIClient().get(ORDERS).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "created_before=0962-11-05T04:44:22-17:38",  # Python takes the offset, Postgres does not
+        "created_after=2024-01-01T00:00:00%2B23:59",
+    ],
+)
+def test_datetime_filters_with_offsets_postgres_refuses_are_converted_to_utc(customer_client, query):
+    assert customer_client.get(f"/api/v1/orders/?{query}").status_code == 200
+
+
+def test_a_datetime_filter_outside_the_years_python_has_in_utc_is_a_400(customer_client):
+    response = customer_client.get("/api/v1/orders/?created_after=0001-01-01T00:00:00%2B01:00")
+
+    assert response.status_code == 400
+    assert "created_after" in response.json()

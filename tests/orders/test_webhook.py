@@ -194,3 +194,56 @@ def test_a_refused_event_for_a_paid_order_leaves_the_order_alone(api_client, ord
     deliver(api_client, event(order, event_id="evt_2", amount="1.00"))
 
     assert Order.objects.get(id=order.id).payment_error == ""
+
+
+def _nested(depth: int) -> dict:
+    inner: object = "deep"
+    for _ in range(depth):
+        inner = {"x": inner}
+    return inner
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda payload: payload["data"].update(amount="1E+27"), "data.amount"),
+        (lambda payload: payload["data"].update(amount=1e27), "data.amount"),
+        (lambda payload: payload["data"].update(amount="1E-400"), "data.amount"),
+        (lambda payload: payload["data"].update(order_number="CEL-\x0000001"), "data.order_number"),
+        (lambda payload: payload.update(id="evt_\x00"), "id"),
+        (lambda payload: payload["data"].update(provider="pay\x00"), "data.provider"),
+        (lambda payload: payload["data"].update(note={"a": ["ok", "bad\x00"]}), "data.note.a[1]"),
+        (lambda payload: payload["data"].update(provider="\ud800"), "data.provider"),
+        (lambda payload: payload["data"].update(extra=_nested(40)), "data.extra"),
+    ],
+)
+def test_signed_but_malformed_values_are_a_400_naming_the_field(api_client, order, change, field):
+    payload = event(order)
+    change(payload)
+
+    response = deliver(api_client, payload)
+
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("Malformed event:")
+    assert f"'{field}" in response.json()["detail"]
+    assert not Payment.objects.exists()
+    assert Order.objects.get(id=order.id).status == OrderStatus.PENDING
+
+
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+def test_json_nested_too_deep_for_the_parser_is_a_400(api_client, order, depth):
+    body = b'{"id": "evt_1", "type": "x", "data": ' + b"[" * depth + b"]" * depth + b"}"
+
+    response = deliver(api_client, None, body=body)
+
+    assert response.status_code == 400
+    assert "nested" in response.json()["detail"]
+    assert not Payment.objects.exists()
+
+
+def test_a_malformed_body_with_a_bad_signature_is_still_a_401(api_client, order):
+    body = b'{"id": "evt_\\u0000", "type": "payment.succeeded", "data": {"amount": "1E+27"}}'
+
+    response = deliver(api_client, None, body=body, header=signature_header(body=body, secrets=["whsec_forged"]))
+
+    assert response.status_code == 401

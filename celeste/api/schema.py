@@ -1,0 +1,93 @@
+"""The OpenAPI schema's error responses, added to every operation by rule, so the
+schema documents every status the API answers (tests/api/test_schema_conformance.py
+checks the answers against it with Schemathesis).
+
+- 400 ``ValidationError`` (``{"field": [...]}``, or a list for list bodies): operations
+  that take a request body or query parameters.
+- 401 ``ErrorDetail``: views that authenticate (a bad token is a 401 even where no login
+  is needed).
+- 403 ``ErrorDetail``: views with a permission other than AllowAny.
+- 404 ``ErrorDetail``: paths with an id; paginated lists (a page past the end).
+- 409 ``ErrorDetail``: POST/PUT/PATCH/DELETE of views that authenticate (refused
+  transitions, short stock, unpaid-order limit, objects still referenced).
+- 429 ``ErrorDetail`` with ``Retry-After``: views with throttles.
+- 503 ``ErrorDetail`` with ``Retry-After``: every operation (the database is unreachable).
+
+A view's own ``@extend_schema(responses={...})`` wins for the codes it names.
+Base package: no domain imports.
+"""
+
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import ResolvedComponent
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+
+UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying."}}
+DESCRIPTIONS = {
+    "400": "Invalid input: the body names each invalid field.",
+    "401": "Not signed in, or invalid credentials.",
+    "403": "Signed in without the right to do this.",
+    "404": "No such object (or another user's), or a page past the end.",
+    "409": "The current state forbids this (the message says why).",
+    "429": "Too many requests; retry after Retry-After seconds.",
+    "503": "The service is temporarily unavailable; retry after Retry-After seconds.",
+}
+VALIDATION_ERROR = {
+    "description": "DRF validation errors: field name → messages (nested for nested fields), "
+    "`non_field_errors`, or `detail`; a list with one entry per item for list bodies.",
+    "oneOf": [{"type": "object", "additionalProperties": {}}, {"type": "array", "items": {}}],
+}
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class CelesteAutoSchema(AutoSchema):
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        if direction != "response":
+            return responses
+        for code in self._error_codes():
+            if code in responses:
+                continue
+            schema = self._validation_error_ref() if code == "400" else self._error_detail_ref()
+            responses[code] = {
+                "content": {"application/json": {"schema": schema}},
+                "description": DESCRIPTIONS[code],
+                **({"headers": RETRY_AFTER} if code in ("429", "503") else {}),
+            }
+        return dict(sorted(responses.items()))
+
+    def _error_codes(self) -> list[str]:
+        parameters = self._get_parameters()
+        authenticates = bool(self.view.authentication_classes)
+        codes = ["503"]
+        has_body = self.method in ("POST", "PUT", "PATCH") and self.get_request_serializer() is not None
+        if has_body or any(p["in"] == "query" for p in parameters):
+            codes.append("400")
+        if authenticates:
+            codes.append("401")
+        if any(not issubclass(permission, AllowAny) for permission in self._permission_classes()):
+            codes.append("403")
+        if any(p["in"] == "path" for p in parameters) or any(p["name"] == "page" for p in parameters):
+            codes.append("404")
+        if self.method in UNSAFE and authenticates:
+            codes.append("409")
+        if self.view.throttle_classes:
+            codes.append("429")
+        return codes
+
+    def _permission_classes(self) -> list[type]:
+        return [type(permission) for permission in self.view.get_permissions()]
+
+    def _validation_error_ref(self):
+        component = ResolvedComponent(
+            name="ValidationError", type=ResolvedComponent.SCHEMA, object="ValidationError", schema=VALIDATION_ERROR
+        )
+        self.registry.register_on_missing(component)
+        return component.ref
+
+    def _error_detail_ref(self):
+        return self.resolve_serializer(ErrorDetailSerializer, "response").ref
