@@ -244,6 +244,12 @@ JOB_UNCLAIMED_AFTER_SECONDS = env_float("JOB_UNCLAIMED_AFTER_SECONDS", 30)
 # job claimed by a live worker until its lease runs out.
 JOB_LEDGER_DATABASE_WAIT_SECONDS = env_float("JOB_LEDGER_DATABASE_WAIT_SECONDS", 30)
 TASK_RETRY_BACKOFF_SECONDS = env_int("TASK_RETRY_BACKOFF_SECONDS", 2)
+# Task messages are signed with the first key; every key verifies (several during a
+# rotation). Workers run no message without a valid signature (celeste/background/signing.py).
+DEV_TASK_SIGNING_KEY = "task-signing-dev-only-change-me"
+TASK_SIGNING_KEYS = env_list("TASK_SIGNING_KEYS", DEV_TASK_SIGNING_KEY)
+# Off only to measure what signing costs (the benchmarks); production refuses it off.
+TASK_SIGNING_ENABLED = env_bool("TASK_SIGNING_ENABLED", True)
 
 
 # --- Catalog / embeddings -----------------------------------------------------
