@@ -264,14 +264,22 @@ def campaign_send_chunk(*, campaign_id: int, recipient_ids: list[int]) -> dict:
     recipient only. Returns counts of what this run did.
     """
     campaign = Campaign.objects.get(id=campaign_id)
+    done = {"sent": 0, "failed": 0, "skipped": 0}
+    if campaign.status != CampaignStatus.SENDING:  # a draft is not sent, a finished one not again
+        logger.warning("campaign.chunk_not_sending", extra={"campaign_id": campaign.id, "status": campaign.status})
+        return done
     template = campaign_template(campaign)
-    users = {r.id: r.user for r in CampaignRecipient.objects.filter(id__in=recipient_ids).select_related("user")}
+    # Only this campaign's recipients: the ids come from a message, not from the campaign.
+    users = {
+        r.id: r.user
+        for r in CampaignRecipient.objects.filter(campaign_id=campaign.id, id__in=recipient_ids).select_related("user")
+    }
+    recipient_ids = [recipient_id for recipient_id in recipient_ids if recipient_id in users]
     opted_out = set(
         NotificationPreference.objects.filter(
             user_id__in=[u.id for u in users.values()], channel=Channel.EMAIL, enabled=False
         ).values_list("user_id", flat=True)
     )
-    done = {"sent": 0, "failed": 0, "skipped": 0}
     throttle = _Throttle(settings.CAMPAIGN_MAX_PER_SECOND)
     sender = _ChunkSender(campaign, template)
     try:

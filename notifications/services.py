@@ -64,10 +64,17 @@ def channel_enabled(*, user_id: int, channel: str) -> bool:
 @transaction.atomic
 def notification_dispatch_order_event(*, order_id: int, status: str) -> Notification | None:
     """Create the notification and one delivery per channel, then enqueue each
-    channel's send on its own. Running it again for the same event does nothing."""
+    channel's send on its own. Running it again for the same event does nothing.
+
+    Only for a status the order has really reached (it may have moved on since the
+    event was enqueued): a message must not make us tell a customer their pending
+    order was delivered."""
     event = EVENT_FOR_STATUS.get(status)
     order = Order.objects.select_related("store").filter(id=order_id).first()
     if event is None or order is None:
+        return None
+    if not order.has_reached(status):
+        logger.warning("notification.status_not_reached", extra={"order_id": order.id, "status": status})
         return None
     title, body = MESSAGES[event]
     values = {"number": order.number, "total": order.total, "currency": order.currency, "store": order.store.name}

@@ -43,6 +43,14 @@ TRANSITIONS: dict[str, set[str]] = {
     OrderStatus.DELIVERED: set(),
     OrderStatus.CANCELLED: set(),
 }
+# When the order entered each status after placing (set by the transition's service).
+STATUS_TIMESTAMPS: dict[str, str] = {
+    OrderStatus.PAID: "paid_at",
+    OrderStatus.CONFIRMED: "confirmed_at",
+    OrderStatus.SHIPPED: "shipped_at",
+    OrderStatus.DELIVERED: "delivered_at",
+    OrderStatus.CANCELLED: "cancelled_at",
+}
 
 
 class Order(models.Model):
@@ -75,6 +83,12 @@ class Order(models.Model):
         instance = super().from_db(db, field_names, values)
         instance._loaded_status = instance.__dict__.get("status")
         return instance
+
+    def has_reached(self, status: str) -> bool:
+        """Whether the order ever entered ``status`` (it may have moved on since).
+        Background work about a status checks it rather than trust its arguments."""
+        field = STATUS_TIMESTAMPS.get(status)
+        return field is not None and getattr(self, field) is not None
 
     def save(self, *args, **kwargs):
         # Read by post_save receivers: which status change this save made, if any.

@@ -15,7 +15,7 @@ from catalog.models import Product, Store
 from catalog.services import stock_release, stock_reserve
 
 from .errors import InvalidTransition, OutOfStock, TooManyUnpaidOrders
-from .models import TRANSITIONS, Address, Order, OrderItem, OrderStatus
+from .models import STATUS_TIMESTAMPS, TRANSITIONS, Address, Order, OrderItem, OrderStatus
 
 logger = logging.getLogger(__name__)
 
@@ -124,12 +124,12 @@ def order_place(
 # --- status machine -------------------------------------------------------------
 
 
-def _transition(order_id: int, to: str, *, timestamp_field: str) -> Order:
+def _transition(order_id: int, to: str) -> Order:
     order = Order.objects.select_for_update().get(id=order_id)
     if to not in TRANSITIONS[order.status]:
         raise InvalidTransition(f"Order {order.number} is {order.status}; it cannot become {to}.")
     order.status = to
-    setattr(order, timestamp_field, timezone.now())
+    setattr(order, STATUS_TIMESTAMPS[to], timezone.now())
     order.save()
     logger.info("order.status_changed", extra={"order_id": order.id, "status": to})
     return order
@@ -137,7 +137,7 @@ def _transition(order_id: int, to: str, *, timestamp_field: str) -> Order:
 
 @transaction.atomic
 def order_mark_paid(*, order_id: int) -> Order:
-    order = _transition(order_id, OrderStatus.PAID, timestamp_field="paid_at")
+    order = _transition(order_id, OrderStatus.PAID)
     if order.payment_error:
         order.payment_error = ""
         order.save(update_fields=["payment_error", "updated_at"])
@@ -146,23 +146,23 @@ def order_mark_paid(*, order_id: int) -> Order:
 
 @transaction.atomic
 def order_confirm(*, order_id: int) -> Order:
-    return _transition(order_id, OrderStatus.CONFIRMED, timestamp_field="confirmed_at")
+    return _transition(order_id, OrderStatus.CONFIRMED)
 
 
 @transaction.atomic
 def order_ship(*, order_id: int) -> Order:
-    return _transition(order_id, OrderStatus.SHIPPED, timestamp_field="shipped_at")
+    return _transition(order_id, OrderStatus.SHIPPED)
 
 
 @transaction.atomic
 def order_deliver(*, order_id: int) -> Order:
-    return _transition(order_id, OrderStatus.DELIVERED, timestamp_field="delivered_at")
+    return _transition(order_id, OrderStatus.DELIVERED)
 
 
 @transaction.atomic
 def order_cancel(*, order_id: int) -> Order:
     """Cancel and return the items' stock to the order's store."""
-    order = _transition(order_id, OrderStatus.CANCELLED, timestamp_field="cancelled_at")
+    order = _transition(order_id, OrderStatus.CANCELLED)
     stock_release(store_id=order.store_id, quantities={item.product_id: item.quantity for item in order.items.all()})
     return order
 

@@ -2,6 +2,7 @@ from decimal import Decimal
 
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from catalog import services
 from catalog.models import Product, StockLevel, Store
@@ -83,3 +84,13 @@ def place_order(*, user=None, store=None, lines=((Decimal("2.50"), 2),), stock=1
         services.stock_level_set(product=product, store=store, quantity=stock)
         items.append((product, quantity))
     return order_place(user=user, store=store, address=AddressFactory(user=user), items=items)
+
+
+def reach(order, *statuses):
+    """Record that ``order`` went through ``statuses`` (their timestamps), without the
+    services' side effects (no jobs enqueued): what background work about a status checks."""
+    from orders.models import STATUS_TIMESTAMPS, Order
+
+    Order.objects.filter(id=order.id).update(**{STATUS_TIMESTAMPS[status]: timezone.now() for status in statuses})
+    order.refresh_from_db()
+    return order

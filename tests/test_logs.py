@@ -17,7 +17,7 @@ from notifications.tasks import dispatch_order_event, send_email
 from orders.models import Order
 
 from .conftest import wait_for
-from .factories import UserFactory, place_order
+from .factories import UserFactory, place_order, reach
 
 
 def record(event: str, **extra) -> logging.LogRecord:
@@ -109,7 +109,7 @@ def test_a_failed_task_logs_its_task_id_task_name_and_error(start_worker, channe
     # Refused until the retries (TASK_MAX_RETRIES=1 in the worker) run out: into the inbox.
     smtp_server.fail_with = "451 4.3.0 Try again later"
     services.notification_dispatch_order_event(
-        order_id=place_order(user=UserFactory(email="a@example.com")).id, status="paid"
+        order_id=reach(place_order(user=UserFactory(email="a@example.com")), "paid").id, status="paid"
     )
     job = OutboxMessage.objects.get(task_name=send_email.name)
 

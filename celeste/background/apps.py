@@ -11,7 +11,7 @@ class BackgroundConfig(AppConfig):
     def ready(self):
         from celeste import metrics as prometheus
 
-        from . import metrics, schedules, signals, startup, tasks
+        from . import metrics, schedules, signals, signing, startup, tasks
 
         startup.periodic_task_declare(
             name="Outbox relay", task=tasks.relay_outbox, every=settings.OUTBOX_RELAY_INTERVAL_SECONDS
@@ -23,6 +23,8 @@ class BackgroundConfig(AppConfig):
         # post_migrate also runs after a test flush, so schedules survive it.
         post_migrate.connect(schedules.on_post_migrate, dispatch_uid="background.ensure_schedules")
         signals.connect_worker_signals()
+        # Every process that publishes (web, worker, beat, commands) signs what it sends.
+        signing.connect_signals()
         if prometheus.enabled():
             metrics.connect_signals()
             prometheus.collector_register(metrics.collect)

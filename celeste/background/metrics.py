@@ -5,7 +5,8 @@ plane's own ``celeste_*`` gauges, computed at scrape time from Postgres and Redi
 
 Counters are bumped from Celery signals in the process where the event happens
 (sent: the publisher; received: the worker's main process; the rest: the pool
-child), so they cost a file write, not a round trip. celery-exporter spells the
+child), so they cost a file write, not a round trip. ``celery_task_rejected_total``
+also counts the messages CelesteTask refuses for their signature (signing.py). celery-exporter spells the
 queue label ``queue_name``; we follow it rather than the shorter ``queue``.
 """
 
@@ -39,7 +40,9 @@ STARTED = Counter("celery_task_started_total", "Tasks started.", LABELS)
 SUCCEEDED = Counter("celery_task_succeeded_total", "Tasks that succeeded.", LABELS)
 FAILED = Counter("celery_task_failed_total", "Tasks that failed (for good).", LABELS)
 RETRIED = Counter("celery_task_retried_total", "Task runs that ended in a retry.", LABELS)
-REJECTED = Counter("celery_task_rejected_total", "Messages rejected (unknown task, bad message).", LABELS)
+REJECTED = Counter(
+    "celery_task_rejected_total", "Messages rejected (unknown task, bad message, bad signature).", LABELS
+)
 RUNTIME = Histogram(
     "celery_task_runtime_seconds",
     "Task run time.",
@@ -118,7 +121,7 @@ def _labels(name, delivery_info) -> dict:
     return {"name": name or "unknown", "hostname": _hostname, "queue_name": queue}
 
 
-def _request_labels(task) -> dict:
+def request_labels(task) -> dict:
     return _labels(task.name, task.request.delivery_info)
 
 
@@ -131,7 +134,7 @@ def _on_received(request=None, **_):
 
 
 def _on_prerun(task_id=None, task=None, **_):
-    STARTED.labels(**_request_labels(task)).inc()
+    STARTED.labels(**request_labels(task)).inc()
     _started[task_id] = time.perf_counter()
 
 
@@ -139,19 +142,19 @@ def _on_postrun(task_id=None, task=None, state=None, **_):
     began = _started.pop(task_id, None)
     # A skipped duplicate (IGNORED) did no work: timing it would drag the quantiles down.
     if began is not None and state in (states.SUCCESS, states.FAILURE, states.RETRY):
-        RUNTIME.labels(**_request_labels(task)).observe(time.perf_counter() - began)
+        RUNTIME.labels(**request_labels(task)).observe(time.perf_counter() - began)
 
 
 def _on_success(sender=None, **_):
-    SUCCEEDED.labels(**_request_labels(sender)).inc()
+    SUCCEEDED.labels(**request_labels(sender)).inc()
 
 
 def _on_failure(sender=None, **_):
-    FAILED.labels(**_request_labels(sender)).inc()
+    FAILED.labels(**request_labels(sender)).inc()
 
 
 def _on_retry(sender=None, **_):
-    RETRIED.labels(**_request_labels(sender)).inc()
+    RETRIED.labels(**request_labels(sender)).inc()
 
 
 def _on_rejected(message=None, **_):

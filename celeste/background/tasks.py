@@ -12,10 +12,11 @@ from .backpressure import Overflow
 from .errors import PermanentError
 from .ledger import JOB_HEADER, REQUEST_ID_HEADER, job_claim, job_finish, job_retry_scheduled
 from .limits import slot_acquire, slot_release
-from .metrics import DEFERRED, DUPLICATES_SKIPPED
+from .metrics import DEFERRED, DUPLICATES_SKIPPED, REJECTED, request_labels
 from .models import OutboxMessage
 from .queue import coalesce_reset, failed_task_record, outbox_relay
 from .services import task_samples_record
+from .signing import SIGNATURE_HEADER, SignatureError, signature_verify
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class CelesteTask(Task):
 
     def before_start(self, task_id, args, kwargs):
         if not self.request.is_eager:
+            self._verify_signature(task_id, args, kwargs)
             # The job's log lines, and the jobs it enqueues, carry the id of the request it
             # came from. Set (or cleared) on every run; task_postrun clears it again
             # (signals.py), so a pool child never lends one job's id to the next.
@@ -128,6 +130,30 @@ class CelesteTask(Task):
             # In the inbox now, so finished for the ledger (no-op for messages without a row).
             job_finish(job_id=task_id)
             breaker.outcome_record(self.name, ok=False)
+
+    def _verify_signature(self, task_id, args, kwargs) -> None:
+        """Run only what a Celeste process published (signing.py). Anything else is
+        dropped before the ledger claim: Ignore acknowledges the message (acks_late
+        would otherwise redeliver it forever) and writes no result, since a forged id
+        may be a real job's. A real job dropped here (signed with a key removed too
+        early) is still in the ledger, and the relay republishes it, signed afresh."""
+        if not settings.TASK_SIGNING_ENABLED:
+            return
+        try:
+            signature_verify(
+                header=self.request.get(SIGNATURE_HEADER),
+                task_name=self.name,
+                task_id=task_id,
+                args=args,
+                kwargs=kwargs,
+                job=bool(self.request.get(JOB_HEADER)),
+            )
+        except SignatureError as exc:
+            logger.warning(
+                "task.signature_rejected", extra={"task_name": self.name, "task_id": task_id, "reason": str(exc)}
+            )
+            REJECTED.labels(**request_labels(self)).inc()
+            raise Ignore() from None  # the reason is in the line above
 
     def _is_job(self) -> bool:
         return bool(not self.request.called_directly and self.request.get(JOB_HEADER))

@@ -299,6 +299,12 @@ QUEUE_FULL_RETRY_AFTER_SECONDS = env_int("QUEUE_FULL_RETRY_AFTER_SECONDS", 10)
 TASK_SLOT_WAIT_SECONDS = env_float("TASK_SLOT_WAIT_SECONDS", 2)
 # The task console's per-minute samples (background.TaskSample) are kept this long.
 TASK_SAMPLES_KEEP_DAYS = env_int("TASK_SAMPLES_KEEP_DAYS", 7)
+# Task messages are signed with the first key; every key verifies (several during a
+# rotation). Workers run no message without a valid signature (celeste/background/signing.py).
+DEV_TASK_SIGNING_KEY = "task-signing-dev-only-change-me"
+TASK_SIGNING_KEYS = env_list("TASK_SIGNING_KEYS", DEV_TASK_SIGNING_KEY)
+# Off only to measure what signing costs (the benchmarks); production refuses it off.
+TASK_SIGNING_ENABLED = env_bool("TASK_SIGNING_ENABLED", True)
 
 
 # --- Catalog / embeddings -----------------------------------------------------

@@ -8,10 +8,13 @@ from django.core.exceptions import ImproperlyConfigured
 from .base import *  # noqa: F403
 from .base import (
     DEV_SECRET_KEY,
+    DEV_TASK_SIGNING_KEY,
     DEV_WEBHOOK_SECRET,
     METRICS_ENABLED,
     PAYMENT_WEBHOOK_SECRETS,
     PUSH_ALLOW_PRIVATE_HOSTS,
+    TASK_SIGNING_ENABLED,
+    TASK_SIGNING_KEYS,
     env_bool,
     env_int,
     env_str,
@@ -24,6 +27,7 @@ REQUIRED = {
     "REDIS_URL": "redis://host:6379/0",
     "DJANGO_ALLOWED_HOSTS": "the host names the site answers to, comma-separated",
     "PAYMENT_WEBHOOK_SECRETS": "the payment provider's webhook signing secret(s), comma-separated",
+    "TASK_SIGNING_KEYS": "task message signing key(s), comma-separated, first signs (secrets.token_urlsafe(64))",
 }
 if METRICS_ENABLED:
     REQUIRED |= {
@@ -42,6 +46,10 @@ def _problems() -> list[str]:
         problems.append("PAYMENT_WEBHOOK_SECRETS holds the development default: set the provider's secret.")
     if PUSH_ALLOW_PRIVATE_HOSTS:
         problems.append("PUSH_ALLOW_PRIVATE_HOSTS is on: it lets users make the workers call internal addresses.")
+    if os.environ.get("TASK_SIGNING_KEYS", "").strip() and DEV_TASK_SIGNING_KEY in TASK_SIGNING_KEYS:
+        problems.append("TASK_SIGNING_KEYS holds the development default: set a secret key.")
+    if not TASK_SIGNING_ENABLED:
+        problems.append("TASK_SIGNING_ENABLED is off: workers would run any message written to Redis.")
     return problems
 
 

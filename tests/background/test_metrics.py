@@ -24,7 +24,7 @@ from notifications import services
 from notifications.tasks import send_email
 
 from ..conftest import published, wait_for
-from ..factories import UserFactory, place_order
+from ..factories import UserFactory, place_order, reach
 
 
 def parse(text: str) -> dict[tuple, float]:
@@ -150,7 +150,7 @@ def test_retries_failures_and_deliveries_are_counted(client, start_worker, chann
     smtp_server.fail_with = "451 4.3.0 Try again later"  # refused until the retry (TASK_MAX_RETRIES=1) runs out
     before = scrape(client)
     services.notification_dispatch_order_event(
-        order_id=place_order(user=UserFactory(email="a@example.com")).id, status="paid"
+        order_id=reach(place_order(user=UserFactory(email="a@example.com")), "paid").id, status="paid"
     )
     start_worker(**channels_env)
 

@@ -16,7 +16,7 @@ from orders import services as order_services
 from orders.services import order_place
 
 from ..conftest import wait_for
-from ..factories import AddressFactory, ProductFactory, UserFactory
+from ..factories import AddressFactory, ProductFactory, UserFactory, reach
 
 
 @pytest.fixture
@@ -25,7 +25,8 @@ def order(mapped_store, odoo_product):
     user = UserFactory()
     product = odoo_product(price=Decimal("3.00"))
     stock_level_set(product=product, store=mapped_store, quantity=10)
-    return order_place(user=user, store=mapped_store, address=AddressFactory(user=user), items=[(product, 2)])
+    order = order_place(user=user, store=mapped_store, address=AddressFactory(user=user), items=[(product, 2)])
+    return reach(order, "paid")
 
 
 def inbox_job(task_name: str) -> FailedTask:

@@ -320,12 +320,12 @@ def test_without_odoo_url_every_task_records_skipped(settings, pairs):
     from integrations.odoo.tasks import odoo_sync_inventory_pair, odoo_sync_order
     from orders.models import OrderStatus
 
-    from ..factories import place_order
+    from ..factories import place_order, reach
 
     settings.ODOO_URL = ""
     product, store = pairs[0]
     stock_level_set(product=product, store=store, quantity=4)
-    order = place_order()
+    order = reach(place_order(), "paid")
     order.status = OrderStatus.PAID
     order.save()
 

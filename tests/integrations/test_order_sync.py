@@ -13,7 +13,7 @@ from orders import services as order_services
 from orders.services import order_place
 
 from ..conftest import wait_for
-from ..factories import AddressFactory, UserFactory
+from ..factories import AddressFactory, UserFactory, reach
 
 
 @pytest.fixture
@@ -27,7 +27,8 @@ def place(mapped_store, odoo_product):
             product = odoo_product(price=price)
             stock_level_set(product=product, store=mapped_store, quantity=10)
             items.append((product, quantity))
-        return order_place(user=user, store=mapped_store, address=AddressFactory(user=user), items=items)
+        order = order_place(user=user, store=mapped_store, address=AddressFactory(user=user), items=items)
+        return reach(order, "paid")  # only paid orders go to Odoo
 
     return make
 
@@ -54,6 +55,19 @@ def test_sync_creates_a_confirmed_sale_order_with_lines_and_partner(odoo, odoo_s
         assert skus[item.sku]["price_unit"] == float(item.unit_price)
     link = OdooOrderLink.objects.get(order=order)
     assert (link.status, link.odoo_id, link.attempts, link.error) == (SyncStatus.SYNCED, sale_order["id"], 1, "")
+
+
+@pytest.mark.django_db
+def test_an_unpaid_order_never_reaches_odoo_whatever_the_message_says(odoo, odoo_settings, mapped_store, odoo_product):
+    user = UserFactory()
+    product = odoo_product(price=Decimal("3.00"))
+    stock_level_set(product=product, store=mapped_store, quantity=10)
+    pending = order_place(user=user, store=mapped_store, address=AddressFactory(user=user), items=[(product, 1)])
+
+    assert odoo_sync_order(order_id=pending.id) == "not_paid"
+
+    assert sale_orders(odoo) == []
+    assert not OdooOrderLink.objects.filter(order=pending).exists()
 
 
 @pytest.mark.django_db

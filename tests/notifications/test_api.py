@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 from notifications import services
 from notifications.models import NotificationPreference, PushSubscription
 
-from ..factories import UserFactory, place_order
+from ..factories import UserFactory, place_order, reach
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +32,7 @@ def user():
 
 def notify(user, status="paid"):
     order = place_order(user=user)
-    return services.notification_dispatch_order_event(order_id=order.id, status=status)
+    return services.notification_dispatch_order_event(order_id=reach(order, status).id, status=status)
 
 
 def test_the_center_lists_only_ones_own_notifications(user):

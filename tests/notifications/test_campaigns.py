@@ -24,7 +24,7 @@ from notifications.models import Campaign, CampaignAudience, CampaignRecipient, 
 from notifications.unsubscribe import unsubscribe_token
 from orders.models import Order
 
-from ..factories import StoreFactory, UserFactory, place_order
+from ..factories import StoreFactory, UserFactory, place_order, reach
 
 pytestmark = pytest.mark.django_db
 
@@ -133,6 +133,21 @@ def test_a_chunk_run_twice_emails_nobody_twice(redis, smtp_server, channels_env)
 
     assert again == {"sent": 0, "failed": 0, "skipped": 0}
     assert len(smtp_server.recipients()) == 4
+
+
+def test_a_chunk_sends_nothing_for_a_draft_nor_to_another_campaigns_recipients(redis, smtp_server, channels_env):
+    customers(2)
+    started = campaign()
+    (chunk,) = start_and_fan_out(started)
+    draft = campaign()
+
+    # The ids come from a message: a draft is not sent, and recipients of another campaign are not this one's.
+    assert campaign_send_chunk(campaign_id=draft.id, recipient_ids=chunk) == {"sent": 0, "failed": 0, "skipped": 0}
+    other = campaign(status=CampaignStatus.SENDING)
+    assert campaign_send_chunk(campaign_id=other.id, recipient_ids=chunk) == {"sent": 0, "failed": 0, "skipped": 0}
+
+    assert smtp_server.recipients() == []
+    assert set(CampaignRecipient.objects.values_list("status", flat=True)) == {"queued"}
 
 
 def test_each_email_carries_a_message_id_made_from_its_recipient(redis, smtp_server, channels_env):
@@ -314,7 +329,7 @@ def test_admin_refuses_a_broken_template(admin_client):
     "name", ["notification", "delivery", "notificationpreference", "pushsubscription", "campaign", "campaignrecipient"]
 )
 def test_notification_admin_pages_load(admin_client, name):
-    notify = services.notification_dispatch_order_event(order_id=place_order().id, status="paid")
+    notify = services.notification_dispatch_order_event(order_id=reach(place_order(), "paid").id, status="paid")
     assert notify is not None
 
     assert admin_client.get(reverse(f"admin:notifications_{name}_changelist")).status_code == 200

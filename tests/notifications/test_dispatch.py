@@ -8,7 +8,7 @@ from notifications.channels import TransientDeliveryError
 from notifications.models import Channel, Delivery, Notification, PushSubscription
 from orders import services as orders
 
-from ..factories import UserFactory, place_order
+from ..factories import UserFactory, place_order, reach
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +29,7 @@ def order():
 
 @pytest.mark.parametrize("status", ["paid", "confirmed", "shipped", "delivered", "cancelled"])
 def test_each_event_makes_one_notification_and_a_delivery_per_channel(order, status):
-    notification = services.notification_dispatch_order_event(order_id=order.id, status=status)
+    notification = services.notification_dispatch_order_event(order_id=reach(order, status).id, status=status)
 
     assert notification.event == f"order.{status}"
     assert order.number in notification.title
@@ -40,9 +40,24 @@ def test_each_event_makes_one_notification_and_a_delivery_per_channel(order, sta
     assert enqueued("notifications.send_push") == [{"delivery_id": push.id}]
 
 
+def test_an_event_the_order_has_not_reached_notifies_nobody(order):
+    # What a forged message once did: told a customer their pending order was delivered.
+    assert services.notification_dispatch_order_event(order_id=order.id, status="delivered") is None
+
+    assert not Notification.objects.exists()
+    assert enqueued("notifications.send_email") == []
+
+
+def test_an_event_the_order_has_moved_past_still_notifies(order):
+    orders.order_mark_paid(order_id=order.id)
+    orders.order_confirm(order_id=order.id)  # by the time the paid event's dispatch runs
+
+    assert services.notification_dispatch_order_event(order_id=order.id, status="paid").event == "order.paid"
+
+
 def test_a_repeated_event_notifies_nobody_twice(order):
-    first = services.notification_dispatch_order_event(order_id=order.id, status="paid")
-    again = services.notification_dispatch_order_event(order_id=order.id, status="paid")
+    first = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
+    again = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
 
     assert again == first
     assert Notification.objects.count() == 1
@@ -67,7 +82,7 @@ def test_placing_an_order_notifies_nothing(order):
 
 def test_a_channel_turned_off_by_the_user_is_skipped(order):
     services.preference_set(user_id=order.user_id, channel=Channel.EMAIL, enabled=False)
-    notification = services.notification_dispatch_order_event(order_id=order.id, status="paid")
+    notification = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
 
     assert services.delivery_send(delivery_id=notification.deliveries.get(channel="email").id) == "skipped"
     assert deliveries(notification)["email"] == "skipped"
@@ -76,7 +91,7 @@ def test_a_channel_turned_off_by_the_user_is_skipped(order):
 def test_in_app_turned_off_keeps_it_out_of_the_notification_center(order):
     services.preference_set(user_id=order.user_id, channel=Channel.IN_APP, enabled=False)
 
-    notification = services.notification_dispatch_order_event(order_id=order.id, status="paid")
+    notification = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
 
     assert deliveries(notification)["in_app"] == "skipped"
     assert not services.in_app_notifications(order.user).exists()
@@ -85,7 +100,7 @@ def test_in_app_turned_off_keeps_it_out_of_the_notification_center(order):
 def test_switch_off_stops_one_channel_without_touching_the_others(order, set_switch):
     set_switch("notifications.send_email", "off")
 
-    notification = services.notification_dispatch_order_event(order_id=order.id, status="paid")
+    notification = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
 
     assert deliveries(notification) == {"in_app": "sent", "email": "skipped", "push": "pending"}
     assert enqueued("notifications.send_email") == []
@@ -93,7 +108,7 @@ def test_switch_off_stops_one_channel_without_touching_the_others(order, set_swi
 
 
 def test_switching_a_channel_off_also_stops_what_is_already_queued(order, set_switch):
-    notification = services.notification_dispatch_order_event(order_id=order.id, status="paid")
+    notification = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
     set_switch("notifications.send_email", "off")
 
     assert services.delivery_send(delivery_id=notification.deliveries.get(channel="email").id) == "skipped"
@@ -105,7 +120,7 @@ def test_over_the_rate_limit_a_delivery_is_recorded_and_not_sent(settings, redis
     results = []
     for _ in range(3):
         order = place_order(user=user)
-        notification = services.notification_dispatch_order_event(order_id=order.id, status="paid")
+        notification = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
         results.append(services.delivery_send(delivery_id=notification.deliveries.get(channel="email").id))
 
     assert results == ["sent", "sent", "rate_limited"]
@@ -129,7 +144,7 @@ def test_a_retried_delivery_is_not_counted_twice_by_the_rate_limit(settings, red
 
 
 def test_email_has_text_and_html_with_the_order(order, redis, smtp_server, channels_env):
-    notification = services.notification_dispatch_order_event(order_id=order.id, status="shipped")
+    notification = services.notification_dispatch_order_event(order_id=reach(order, "shipped").id, status="shipped")
 
     assert services.delivery_send(delivery_id=notification.deliveries.get(channel="email").id) == "sent"
 
@@ -149,7 +164,7 @@ def test_email_has_text_and_html_with_the_order(order, redis, smtp_server, chann
 
 
 def test_an_email_carries_a_message_id_made_from_its_delivery(order, redis, smtp_server, channels_env):
-    notification = services.notification_dispatch_order_event(order_id=order.id, status="paid")
+    notification = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
     email = notification.deliveries.get(channel="email")
 
     services.delivery_send(delivery_id=email.id)
@@ -160,7 +175,7 @@ def test_an_email_carries_a_message_id_made_from_its_delivery(order, redis, smtp
 
 def test_a_temporary_smtp_failure_leaves_the_delivery_pending_for_a_retry(order, redis, smtp_server, channels_env):
     smtp_server.fail_with = "451 4.3.0 Mailbox busy, try later"
-    notification = services.notification_dispatch_order_event(order_id=order.id, status="paid")
+    notification = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
     email = notification.deliveries.get(channel="email")
 
     with pytest.raises(TransientDeliveryError, match="451"):
@@ -173,7 +188,7 @@ def test_a_temporary_smtp_failure_leaves_the_delivery_pending_for_a_retry(order,
 
 def test_a_permanent_smtp_refusal_fails_the_delivery(order, redis, smtp_server, channels_env):
     smtp_server.fail_with = "550 5.1.1 No such user"
-    notification = services.notification_dispatch_order_event(order_id=order.id, status="paid")
+    notification = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
 
     assert services.delivery_send(delivery_id=notification.deliveries.get(channel="email").id) == "failed"
     assert "550" in notification.deliveries.get(channel="email").last_error
@@ -181,7 +196,7 @@ def test_a_permanent_smtp_refusal_fails_the_delivery(order, redis, smtp_server, 
 
 def test_an_unreachable_smtp_server_is_transient(order, redis, settings, channels_env):
     settings.EMAIL_PORT = 1  # nothing listens there
-    notification = services.notification_dispatch_order_event(order_id=order.id, status="paid")
+    notification = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
 
     with pytest.raises(TransientDeliveryError):
         services.delivery_send(delivery_id=notification.deliveries.get(channel="email").id)
@@ -197,7 +212,7 @@ def subscribe(receiver, user, name):
 
 def test_push_is_encrypted_for_the_subscription_and_signed_with_vapid(order, redis, push_receiver, channels_env):
     subscribe(push_receiver, order.user, "phone")
-    notification = services.notification_dispatch_order_event(order_id=order.id, status="confirmed")
+    notification = services.notification_dispatch_order_event(order_id=reach(order, "confirmed").id, status="confirmed")
 
     assert services.delivery_send(delivery_id=notification.deliveries.get(channel="push").id) == "sent"
 
@@ -211,7 +226,7 @@ def test_push_is_encrypted_for_the_subscription_and_signed_with_vapid(order, red
 def test_a_gone_subscription_is_deactivated_and_not_retried(order, redis, push_receiver, channels_env, status):
     subscribe(push_receiver, order.user, "old-phone")
     push_receiver.status["old-phone"] = status
-    notification = services.notification_dispatch_order_event(order_id=order.id, status="paid")
+    notification = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
 
     assert services.delivery_send(delivery_id=notification.deliveries.get(channel="push").id) == "failed"
 
@@ -223,7 +238,7 @@ def test_a_gone_subscription_is_deactivated_and_not_retried(order, redis, push_r
 def test_a_push_service_error_is_retried(order, redis, push_receiver, channels_env):
     subscribe(push_receiver, order.user, "phone")
     push_receiver.status["phone"] = 503
-    notification = services.notification_dispatch_order_event(order_id=order.id, status="paid")
+    notification = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
 
     with pytest.raises(TransientDeliveryError, match="503"):
         services.delivery_send(delivery_id=notification.deliveries.get(channel="push").id)
@@ -234,7 +249,7 @@ def test_one_gone_subscription_does_not_stop_the_others(order, redis, push_recei
     subscribe(push_receiver, order.user, "old")
     subscribe(push_receiver, order.user, "new")
     push_receiver.status["old"] = 410
-    notification = services.notification_dispatch_order_event(order_id=order.id, status="paid")
+    notification = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
 
     assert services.delivery_send(delivery_id=notification.deliveries.get(channel="push").id) == "sent"
     assert [r["client"] for r in push_receiver.received] == ["new"]
@@ -242,7 +257,7 @@ def test_one_gone_subscription_does_not_stop_the_others(order, redis, push_recei
 
 
 def test_no_push_subscription_means_skipped(order, redis):
-    notification = services.notification_dispatch_order_event(order_id=order.id, status="paid")
+    notification = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
 
     assert services.delivery_send(delivery_id=notification.deliveries.get(channel="push").id) == "skipped"
 
@@ -250,14 +265,14 @@ def test_no_push_subscription_means_skipped(order, redis):
 def test_without_vapid_keys_push_fails_clearly(order, redis, push_receiver, settings):
     settings.VAPID_PRIVATE_KEY = ""
     subscribe(push_receiver, order.user, "phone")
-    notification = services.notification_dispatch_order_event(order_id=order.id, status="paid")
+    notification = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
 
     assert services.delivery_send(delivery_id=notification.deliveries.get(channel="push").id) == "failed"
     assert "VAPID" in notification.deliveries.get(channel="push").last_error
 
 
 def test_a_delivery_is_sent_once_even_if_its_task_runs_twice(order, redis, smtp_server, channels_env):
-    notification = services.notification_dispatch_order_event(order_id=order.id, status="paid")
+    notification = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
     email_id = notification.deliveries.get(channel="email").id
 
     assert services.delivery_send(delivery_id=email_id) == "sent"
@@ -266,10 +281,10 @@ def test_a_delivery_is_sent_once_even_if_its_task_runs_twice(order, redis, smtp_
 
 
 def test_delivery_rates_per_channel(order, redis, smtp_server, channels_env):
-    first = services.notification_dispatch_order_event(order_id=order.id, status="paid")
+    first = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
     services.delivery_send(delivery_id=first.deliveries.get(channel="email").id)
     smtp_server.fail_with = "550 5.1.1 No such user"
-    second = services.notification_dispatch_order_event(order_id=order.id, status="confirmed")
+    second = services.notification_dispatch_order_event(order_id=reach(order, "confirmed").id, status="confirmed")
     services.delivery_send(delivery_id=second.deliveries.get(channel="email").id)
 
     rates = services.delivery_rates(hours=1)
@@ -283,7 +298,7 @@ def test_a_refusing_subscription_does_not_stop_the_others(order, redis, push_rec
     subscribe(push_receiver, order.user, "refusing")
     subscribe(push_receiver, order.user, "fine")
     push_receiver.status["refusing"] = 400
-    notification = services.notification_dispatch_order_event(order_id=order.id, status="paid")
+    notification = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
 
     assert services.delivery_send(delivery_id=notification.deliveries.get(channel="push").id) == "sent"
     assert [r["client"] for r in push_receiver.received] == ["fine"]

@@ -22,7 +22,7 @@ from notifications.models import Campaign, CampaignRecipient, CampaignStatus, De
 from notifications.tasks import campaign_fan_out, dispatch_order_event, send_email
 
 from ..conftest import published, wait_for
-from ..factories import UserFactory, place_order
+from ..factories import UserFactory, place_order, reach
 
 SEND_EMAIL = "notifications.send_email"
 SEND_PUSH = "notifications.send_push"
@@ -55,7 +55,9 @@ def failed_email(smtp_server) -> Delivery:
     """An order email whose send job ran out of retries against a 451 (in this process)."""
     smtp_server.fail_with = "451 4.3.0 Try again later"
     user = UserFactory(email="ada@example.com")
-    notification = services.notification_dispatch_order_event(order_id=place_order(user=user).id, status="paid")
+    notification = services.notification_dispatch_order_event(
+        order_id=reach(place_order(user=user), "paid").id, status="paid"
+    )
     send_email.apply(kwargs={"delivery_id": email_of(notification).id})
     smtp_server.fail_with = None
     return Delivery.objects.get(id=email_of(notification).id)
@@ -110,7 +112,7 @@ def test_a_rolled_back_retry_leaves_the_delivery_failed_and_the_job_open(redis, 
 
 @pytest.mark.django_db
 def test_retrying_the_job_of_a_sent_email_sends_nothing_again(redis, smtp_server, channels_env):
-    notification = services.notification_dispatch_order_event(order_id=place_order().id, status="paid")
+    notification = services.notification_dispatch_order_event(order_id=reach(place_order(), "paid").id, status="paid")
     email = email_of(notification)
     assert services.delivery_send(delivery_id=email.id) == "sent"
     job = FailedTask.objects.create(task_name=SEND_EMAIL, kwargs={"delivery_id": email.id}, error="a duplicate")
@@ -176,7 +178,9 @@ def test_retrying_a_failed_email_job_sends_the_email(start_worker, channels_env,
     smtp_server.fail_with = "451 4.3.0 Try again later"
     start_worker(**channels_env)
     user = UserFactory(email="ada@example.com")
-    notification = services.notification_dispatch_order_event(order_id=place_order(user=user).id, status="paid")
+    notification = services.notification_dispatch_order_event(
+        order_id=reach(place_order(user=user), "paid").id, status="paid"
+    )
     email = email_of(notification)
     job = inbox_job(SEND_EMAIL)
     assert Delivery.objects.get(id=email.id).status == "failed"
@@ -199,7 +203,9 @@ def test_retrying_a_failed_push_job_sends_the_push(start_worker, channels_env, s
     subscribe(push_receiver, user)
     push_receiver.status["phone"] = 503
     start_worker(**channels_env)
-    notification = services.notification_dispatch_order_event(order_id=place_order(user=user).id, status="paid")
+    notification = services.notification_dispatch_order_event(
+        order_id=reach(place_order(user=user), "paid").id, status="paid"
+    )
     push = notification.deliveries.get(channel="push")
     job = inbox_job(SEND_PUSH)
     assert Delivery.objects.get(id=push.id).status == "failed"
@@ -249,7 +255,7 @@ def test_retrying_a_dispatch_that_failed_with_redis_down_emails_the_customer(
     start_worker, channels_env, smtp_server, embedded_root
 ):
     # Given an order event whose dispatch ran out of retries while Redis (the rate limit) was down
-    order = place_order(user=UserFactory(email="ada@example.com"))
+    order = reach(place_order(user=UserFactory(email="ada@example.com")), "paid")
     published()
     embedded.stop_redis(embedded_root)
     dispatch_order_event.apply(kwargs={"order_id": order.id, "status": "paid"})

@@ -9,7 +9,7 @@ from notifications.models import Campaign, CampaignRecipient, Delivery, Notifica
 from orders import services as orders
 
 from ..conftest import wait_for
-from ..factories import UserFactory, place_order
+from ..factories import UserFactory, place_order, reach
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -76,7 +76,9 @@ def test_the_rate_limit_holds_across_two_workers(start_worker, channels_env, smt
     user = UserFactory(email="busy@example.com")
     email_ids = []
     for _ in range(12):
-        notification = services.notification_dispatch_order_event(order_id=place_order(user=user).id, status="paid")
+        notification = services.notification_dispatch_order_event(
+            order_id=reach(place_order(user=user), "paid").id, status="paid"
+        )
         email_ids.append(notification.deliveries.get(channel="email").id)
 
     wait_for(

@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from celeste.settings.base import BASE_DIR, DEV_SECRET_KEY, DEV_WEBHOOK_SECRET
+from celeste.settings.base import BASE_DIR, DEV_SECRET_KEY, DEV_TASK_SIGNING_KEY, DEV_WEBHOOK_SECRET
 
 PRODUCTION_ENV = {
     "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
@@ -17,6 +17,7 @@ PRODUCTION_ENV = {
     "REDIS_URL": "redis://redis.internal:6379/0",
     "DJANGO_ALLOWED_HOSTS": "shop.example.com",
     "PAYMENT_WEBHOOK_SECRETS": "whsec_live_1234",
+    "TASK_SIGNING_KEYS": secrets.token_urlsafe(64),
     "METRICS_TOKEN": secrets.token_urlsafe(32),
     "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="celeste-metrics-"),
 }
@@ -63,7 +64,12 @@ def test_production_without_metrics_needs_no_metrics_settings():
 
 
 @pytest.mark.parametrize(
-    ("name", "value"), [("DJANGO_SECRET_KEY", DEV_SECRET_KEY), ("PAYMENT_WEBHOOK_SECRETS", DEV_WEBHOOK_SECRET)]
+    ("name", "value"),
+    [
+        ("DJANGO_SECRET_KEY", DEV_SECRET_KEY),
+        ("PAYMENT_WEBHOOK_SECRETS", DEV_WEBHOOK_SECRET),
+        ("TASK_SIGNING_KEYS", f"{secrets.token_urlsafe(64)},{DEV_TASK_SIGNING_KEY}"),
+    ],
 )
 def test_production_refuses_the_development_defaults(name, value):
     result = manage("check", settings="celeste.settings.production", env={**PRODUCTION_ENV, name: value})
@@ -73,6 +79,15 @@ def test_production_refuses_the_development_defaults(name, value):
         f"{name} is the development default" in result.stderr
         or f"{name} holds the development default" in result.stderr
     )
+
+
+def test_production_refuses_unsigned_task_messages():
+    result = manage(
+        "check", settings="celeste.settings.production", env={**PRODUCTION_ENV, "TASK_SIGNING_ENABLED": "0"}
+    )
+
+    assert result.returncode != 0
+    assert "TASK_SIGNING_ENABLED is off" in result.stderr
 
 
 def test_base_settings_need_no_environment_and_start_no_server(tmp_path):

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from celeste.background.queue import enqueue
-from orders.models import Order
+from orders.models import Order, OrderStatus
 
 from ...models import OdooOrderLink, SyncStatus
 from .. import tasks
@@ -30,9 +30,13 @@ def order_sync(*, order_id: int) -> str:
     never race to create. A failure is recorded on the link, then re-raised
     (transient: the task retries; permanent: the inbox).
     """
-    if not Order.objects.filter(id=order_id).exists():
+    order = Order.objects.filter(id=order_id).only("paid_at").first()
+    if order is None:
         logger.warning("odoo.order_gone", extra={"order_id": order_id})
         return "gone"
+    if not order.has_reached(OrderStatus.PAID):  # only paid orders are sales; the message may say otherwise
+        logger.warning("odoo.order_not_paid", extra={"order_id": order_id})
+        return "not_paid"
     OdooOrderLink.objects.get_or_create(order_id=order_id)
     failure = None
     with transaction.atomic():
