@@ -3,6 +3,7 @@ import random
 
 from celery import Task, shared_task
 from celery.exceptions import Ignore
+from celery.signals import task_postrun
 from django.conf import settings
 
 from celeste.logs import request_id
@@ -76,9 +77,12 @@ class CelesteTask(Task):
                 self._defer(task_id, args, kwargs)
             self.request.celeste_slot = slot
 
-    def after_return(self, status, retval, task_id, args, kwargs, einfo):
+    def slot_give_back(self):
+        """After every run, whatever its outcome (task_postrun: Celery skips after_return
+        for a retry or an Ignore, and a retried run must not keep its slot)."""
         slot = getattr(self.request, "celeste_slot", None)
         if slot:
+            self.request.celeste_slot = None
             slot_release(self.name, slot)
 
     def _defer(self, task_id, args, kwargs):
@@ -161,6 +165,14 @@ class CelesteTask(Task):
     def _lease_seconds(self) -> float:
         # A running job is done by its hard time limit; past that, it is lost.
         return (self.time_limit or settings.CELERY_TASK_TIME_LIMIT) + settings.JOB_UNCLAIMED_AFTER_SECONDS
+
+
+def _slot_give_back(task=None, **_):
+    if isinstance(task, CelesteTask):
+        task.slot_give_back()
+
+
+task_postrun.connect(_slot_give_back, dispatch_uid="background.slot_give_back", weak=False)
 
 
 def celeste_task(name: str, *, queue: str | None = None, **options):
