@@ -26,7 +26,7 @@ BENCHMARKS = {
     "post_product": "bench.post_product",
     "task_throughput": "bench.task_throughput",
     "metrics_cost": "bench.metrics_cost",
-    "signing_cost": "bench.signing_cost",
+    "safety_cost": "bench.safety_cost",
     "embedding_pipeline": "bench.embedding_pipeline",
     "search": "bench.search",
     "orders": "bench.orders",

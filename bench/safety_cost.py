@@ -1,12 +1,15 @@
-"""What signing task messages costs: TASK_SIGNING_ENABLED on vs off, in the same run.
+"""What the safety nets cost on the request path: task-message signing and
+backpressure both on vs both off, in the same run.
 
 - **POST product p50.** In-process DRF APIClient as a staff user, the embed switch
-  on ``background`` (no worker: the messages queue). A POST writes its outbox row;
+  on ``background`` (no worker: the messages queue). A POST checks its queue's depth
+  (backpressure: a cached read, refreshed once a second) and writes its outbox row;
   after commit this process's publisher thread signs and publishes it, competing
   with the requests for the interpreter as in a web process. Blocks alternate
-  between signing on and off (``override_settings``: signing.py reads the setting
-  at every publish), each ending once the publisher has sent its messages, so
-  each block pays for its own.
+  between on (signing, the default depth limits) and off (no signing, no limits and
+  no depth reads), set with ``override_settings`` (both modules read their settings
+  at every call), each ending once the publisher has sent its messages, so each
+  block pays for its own.
 - **Per message.** Signing at publish plus verifying in the worker, timed alone
   (the HMAC over the canonical JSON of a typical job), in microseconds.
 """
@@ -19,6 +22,7 @@ from rest_framework.test import APIClient
 
 from bench import Result, cached_switches, p50, product_payloads, report, reset_catalog, set_switch
 from catalog.tasks import embed_products
+from celeste.background.backpressure import forget_depths
 from celeste.background.publisher import publisher
 from celeste.background.signing import signature_make, signature_verify
 
@@ -35,14 +39,17 @@ JOB = {
 def post_p50(per_mode: int, rounds: int) -> dict[bool, float]:
     reset_catalog()
     set_switch(embed_products.name, "background")
-    user = get_user_model().objects.create_user(username="bench-signing-staff", is_staff=True)
+    user = get_user_model().objects.create_user(username="bench-safety-staff", is_staff=True)
     client = APIClient()
     client.force_authenticate(user)
-    payloads = iter(product_payloads(2 * (per_mode + 20), prefix="SIGNING"))
+    payloads = iter(product_payloads(2 * (per_mode + 20), prefix="SAFETY"))
     timings: dict[bool, list[float]] = {True: [], False: []}
 
     def block(signing: bool, count: int, record: bool) -> None:
-        with override_settings(TASK_SIGNING_ENABLED=signing):
+        # Off: no limits, and the depths read once are trusted for the whole block (no Redis reads).
+        safety = {} if signing else {"QUEUE_MAX_DEPTHS": {}, "QUEUE_DEPTH_CACHE_SECONDS": 1e9}
+        forget_depths()
+        with override_settings(TASK_SIGNING_ENABLED=signing, **safety):
             for _ in range(count):
                 data = next(payloads)
                 start = time.perf_counter()
@@ -76,9 +83,9 @@ def run(quick: bool) -> list[Result]:
     label = f"POST product p50 (n={per_mode})"
     return report(
         [
-            Result("signing_cost", f"{label}, signing on", posts[True] * 1000, "ms"),
-            Result("signing_cost", f"{label}, signing off", posts[False] * 1000, "ms"),
-            Result("signing_cost", "POST product p50 ratio on / off", posts[True] / posts[False], "x", "<= 1.05"),
-            Result("signing_cost", "sign + verify one message", sign_and_verify_us(20_000), "µs"),
+            Result("safety_cost", f"{label}, signing + backpressure on", posts[True] * 1000, "ms"),
+            Result("safety_cost", f"{label}, both off", posts[False] * 1000, "ms"),
+            Result("safety_cost", "POST product p50 ratio on / off", posts[True] / posts[False], "x", "<= 1.05"),
+            Result("safety_cost", "sign + verify one message", sign_and_verify_us(20_000), "µs"),
         ]
     )
