@@ -10,6 +10,7 @@ checks the answers against it with Schemathesis).
 - 404 ``ErrorDetail``: paths with an id; paginated lists (a page past the end).
 - 409 ``ErrorDetail``: POST/PUT/PATCH/DELETE of views that authenticate (refused
   transitions, short stock, unpaid-order limit, objects still referenced).
+- 415 ``ErrorDetail``: operations that take a request body (a body no parser reads).
 - 429 ``ErrorDetail`` with ``Retry-After``: views with throttles.
 - 503 ``ErrorDetail`` with ``Retry-After``: every operation (the database is unreachable).
 
@@ -30,6 +31,7 @@ DESCRIPTIONS = {
     "403": "Signed in without the right to do this.",
     "404": "No such object (or another user's), or a page past the end.",
     "409": "The current state forbids this (the message says why).",
+    "415": "Unsupported media type: send the body as JSON.",
     "429": "Too many requests; retry after Retry-After seconds.",
     "503": "The service is temporarily unavailable; retry after Retry-After seconds.",
 }
@@ -75,6 +77,8 @@ class CelesteAutoSchema(AutoSchema):
             codes.append("404")
         if self.method in UNSAFE and authenticates:
             codes.append("409")
+        if has_body:
+            codes.append("415")
         if self.view.throttle_classes:
             codes.append("429")
         return codes

@@ -14,7 +14,7 @@ from notifications.models import Delivery, DeliveryStatus
 from notifications.tasks import send_email
 
 from ..conftest import wait_for
-from ..factories import UserFactory, place_order
+from ..factories import UserFactory, place_order, reach
 
 POLICY = {
     "breaker_enabled": True,
@@ -35,7 +35,7 @@ def policy(task_name: str, **overrides) -> TaskSwitch:
 def order_emails(count: int) -> None:
     for _ in range(count):
         user = UserFactory(email=f"u{time.monotonic_ns()}@example.com")
-        services.notification_dispatch_order_event(order_id=place_order(user=user).id, status="paid")
+        services.notification_dispatch_order_event(order_id=reach(place_order(user=user), "paid").id, status="paid")
 
 
 def test_outcomes_are_counted_only_for_tasks_with_a_breaker(db, redis):

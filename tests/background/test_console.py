@@ -24,7 +24,7 @@ from notifications import services as notification_services
 from notifications.tasks import send_email
 
 from ..conftest import published, wait_for
-from ..factories import UserFactory, place_order
+from ..factories import UserFactory, place_order, reach
 
 PING = ping.name
 EMAIL = send_email.name
@@ -408,7 +408,7 @@ def test_a_workers_runs_reach_the_samples_and_the_api(
     set_switch(embed_products.name, "off")
     smtp_server.fail_with = "451 4.3.0 Try again later"  # refused until the retry (TASK_MAX_RETRIES=1) runs out
     notification_services.notification_dispatch_order_event(
-        order_id=place_order(user=UserFactory(email="a@example.com")).id, status="paid"
+        order_id=reach(place_order(user=UserFactory(email="a@example.com")), "paid").id, status="paid"
     )
     for _ in range(3):
         enqueue(ping)

@@ -12,7 +12,7 @@ from celeste.devserver.loopback import PushClient, b64url
 from notifications import services
 from notifications.models import PushSubscription
 
-from ..factories import UserFactory, place_order
+from ..factories import UserFactory, place_order, reach
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +32,9 @@ def keys(client: PushClient | None = None) -> dict:
 
 
 def push_delivery(user):
-    notification = services.notification_dispatch_order_event(order_id=place_order(user=user).id, status="paid")
+    notification = services.notification_dispatch_order_event(
+        order_id=reach(place_order(user=user), "paid").id, status="paid"
+    )
     return notification.deliveries.get(channel="push")
 
 

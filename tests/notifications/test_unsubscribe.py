@@ -12,7 +12,7 @@ from notifications import services
 from notifications.models import Channel, NotificationPreference
 from notifications.unsubscribe import SALT, unsubscribe_headers, unsubscribe_token, unsubscribe_url
 
-from ..factories import UserFactory, place_order
+from ..factories import UserFactory, place_order, reach
 
 pytestmark = pytest.mark.django_db
 
@@ -151,7 +151,9 @@ def test_the_token_does_not_carry_the_address(user):
 
 
 def test_order_emails_carry_one_click_unsubscribe_headers(user, redis, smtp_server, channels_env):
-    notification = services.notification_dispatch_order_event(order_id=place_order(user=user).id, status="paid")
+    notification = services.notification_dispatch_order_event(
+        order_id=reach(place_order(user=user), "paid").id, status="paid"
+    )
 
     assert services.delivery_send(delivery_id=notification.deliveries.get(channel="email").id) == "sent"
 
