@@ -19,7 +19,7 @@ import time
 import redis
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from .models import BreakerState, TaskMode, TaskSwitch
@@ -40,8 +40,15 @@ def _trial_key(task_name: str) -> str:
 
 
 def outcome_record(task_name: str, *, ok: bool) -> None:
-    """Count one run's outcome, if the task's breaker is on (a task run's last step)."""
-    switch = task_switch(task_name)
+    """Count one run's outcome, if the task's breaker is on (a task run's last step).
+    Never raises: it runs in the task's retry and finish paths, which must go on
+    while the database restarts (then the switch cannot be read, and the run is
+    not counted)."""
+    try:
+        switch = task_switch(task_name)
+    except DatabaseError as exc:
+        logger.warning("breaker.outcome_not_counted", extra={"task_name": task_name, "error": repr(exc)})
+        return
     if not switch.breaker_enabled:
         return
     if switch.breaker_state == BreakerState.HALF_OPEN:

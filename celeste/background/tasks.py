@@ -113,9 +113,9 @@ class CelesteTask(Task):
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
 
     def on_success(self, retval, task_id, args, kwargs):
-        breaker.outcome_record(self.name, ok=True)
         if self._is_job():
             job_finish(job_id=task_id)
+        breaker.outcome_record(self.name, ok=True)
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         # Normally called in the pool child; after a hard time limit, in the worker's main

@@ -13,7 +13,7 @@ from notifications import services
 from notifications.models import Delivery, DeliveryStatus
 from notifications.tasks import send_email
 
-from ..conftest import wait_for
+from ..conftest import postgres_down, wait_for
 from ..factories import UserFactory, place_order, reach
 
 POLICY = {
@@ -116,3 +116,11 @@ def test_a_failed_trial_opens_it_again_for_another_cool_down(redis):
     assert (switch.mode, switch.breaker_state) == (TaskMode.OFF, BreakerState.OPEN)
     assert "a trial run failed" in switch.changes.get().reason
     assert breaker.breakers_evaluate() == []  # the cool-down has just begun
+
+
+@pytest.mark.django_db(transaction=True)
+def test_counting_an_outcome_never_fails_a_task_while_postgres_restarts(redis, embedded_root):
+    # It runs in the retry and finish paths of every task: an error there would turn a
+    # retry into a failure (the fault suite's Postgres restart found it).
+    with postgres_down(embedded_root):
+        breaker.outcome_record(send_email.name, ok=False)  # the switch cannot be read: not counted, no error
