@@ -121,7 +121,8 @@ def trending(ids: list[int], interactions: int, samples: int) -> list[Result]:
         cursor.execute(
             """
             INSERT INTO catalog_popularitybucket (product_id, store_id, bucket, kind, count)
-            SELECT product_id, NULL::bigint, to_timestamp(floor(extract(epoch FROM created_at) / 300) * 300), kind, count(*)
+            SELECT product_id, NULL::bigint,
+                   to_timestamp(floor(extract(epoch FROM created_at) / 300) * 300), kind, count(*)
             FROM bench_interactions GROUP BY 1, 2, 3, 4
             """
         )
