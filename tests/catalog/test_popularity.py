@@ -167,6 +167,29 @@ def test_aggregation_counts_each_entry_once_and_trims_the_stream(redis):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_aggregation_skips_inactive_products_and_counts_a_deleted_stores_events_without_it(redis):
+    product, deactivated, deleted = ProductFactory(), ProductFactory(), ProductFactory()
+    kept, gone = StoreFactory(), StoreFactory()
+    track(product, actor="a", store=kept)
+    track(product, actor="b", store=gone)
+    track(product, actor="c")  # same bucket as the deleted store's event once it has no store
+    track(deactivated, actor="a")
+    track(deleted, actor="a")
+    deactivated.active = False
+    deactivated.save()
+    deleted.delete()
+    gone.delete()
+
+    totals = popularity.popularity_aggregate()
+
+    assert totals == {**totals, "read": 5, "counted": 3, "skipped": 0}
+    rows = PopularityBucket.objects.filter(product_id=product.id).values_list("store_id", "count")
+    assert sorted(rows, key=str) == sorted([(kept.id, 1), (None, 2)], key=str)
+    assert counted(deactivated.id) == 0 and counted(deleted.id) == 0
+    assert redis.xlen(popularity.STREAM) == 0
+
+
+@pytest.mark.django_db(transaction=True)
 def test_committed_entries_are_skipped_not_counted_again(redis):
     """The kill between commit and XACK, in process: the batch commits, the ack is lost
     (the entries stay pending for a consumer that is gone); the next run claims them and
