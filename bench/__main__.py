@@ -32,6 +32,7 @@ BENCHMARKS = {
     "orders": "bench.orders",
     "notifications": "bench.notifications",
     "odoo_sync": "bench.odoo_sync",
+    "popularity": "bench.popularity",
 }
 
 

@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.db import transaction
 
-from . import services
+from . import popularity, services
 from .models import Product, StockLevel, Store
 from .selectors import embedding_status
 
@@ -39,10 +39,28 @@ class StockLevelInline(admin.TabularInline):
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
-    list_display = ("name", "sku", "category", "price", "currency", "active", "embedding_state", "updated_at")
+    list_display = (
+        "name",
+        "sku",
+        "category",
+        "price",
+        "currency",
+        "active",
+        "embedding_state",
+        "popularity",
+        "updated_at",
+    )
     list_filter = ("active", "category", "embedding__status", "currency")
     search_fields = ("name", "sku", "description")
-    readonly_fields = ("content_hash", "embedding_state", "embedding_error", "created_at", "updated_at")
+    readonly_fields = (
+        "content_hash",
+        "embedding_state",
+        "embedding_error",
+        "popularity",
+        "recent_activity",
+        "created_at",
+        "updated_at",
+    )
     inlines = (StockLevelInline,)
     actions = ("re_embed",)
     list_select_related = ("embedding",)
@@ -55,6 +73,13 @@ class ProductAdmin(admin.ModelAdmin):
     def embedding_error(self, product):
         embedding = getattr(product, "embedding", None)
         return embedding.error if embedding else ""
+
+    @admin.display(description="Recent activity (24 h)")
+    def recent_activity(self, product):
+        if product.pk is None:
+            return "-"
+        counts = popularity.recent_activity(product.pk)
+        return ", ".join(f"{kind}: {n}" for kind, n in sorted(counts.items())) or "none"
 
     def save_model(self, request, obj, form, change):
         fields = {f: form.cleaned_data[f] for f in services.PRODUCT_FIELDS if f in form.cleaned_data}

@@ -50,6 +50,9 @@ class Product(models.Model):
     content_hash = models.CharField(max_length=64, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    # Time-decayed popularity over all stores, written only by the aggregation
+    # (catalog/popularity.py); indexed for ``ordering=-popularity``.
+    popularity = models.FloatField(default=0, db_index=True, editable=False)
 
     class Meta:
         ordering = ["name", "id"]
@@ -146,3 +149,77 @@ class ProductEmbedding(models.Model):
 
     def __str__(self):
         return f"embedding of {self.product_id} ({self.status})"
+
+
+class InteractionKind(models.TextChoices):
+    VIEW = "view", "View"
+    ADD_TO_CART = "add_to_cart", "Add to cart"
+    SEARCH_CLICK = "search_click", "Search click"
+    ORDER = "order", "Order"  # fed by orders, never by the tracking endpoints
+
+
+class PopularityBucket(models.Model):
+    """Counted interactions of one product (in one store, or none) and kind in one
+    5-minute bucket. Written only by the aggregation and the order feed; no actor."""
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="popularity_buckets")
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    bucket = models.DateTimeField()
+    kind = models.CharField(max_length=20, choices=InteractionKind.choices)
+    count = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["product", "store", "bucket", "kind"], name="popularity_bucket_unique", nulls_distinct=False
+            ),
+        ]
+        indexes = [models.Index(fields=["bucket"], name="popularity_bucket_time_idx")]
+
+    def __str__(self):
+        return f"{self.kind} of {self.product_id} at {self.bucket:%Y-%m-%d %H:%M}: {self.count}"
+
+
+class PopularityScore(models.Model):
+    """A product's time-decayed score in one store (``store`` empty: over all stores)."""
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="popularity_scores")
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    score = models.FloatField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["product", "store"], name="popularity_score_unique", nulls_distinct=False),
+        ]
+        indexes = [models.Index(fields=["store", "-score"], name="popularity_score_rank_idx")]
+
+    def __str__(self):
+        return f"{self.product_id} @ {self.store_id or 'all'}: {self.score:.2f}"
+
+
+class PopularityStreamPosition(models.Model):
+    """The last stream entry id whose counts are committed, per consumer group: written
+    in the same transaction as the aggregates, so an entry is never counted twice."""
+
+    group = models.CharField(max_length=100, primary_key=True)
+    last_id = models.CharField(max_length=40, default="0-0")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.group}: {self.last_id}"
+
+
+class PopularityOrder(models.Model):
+    """What an order added to the ``order`` counts (plain ids: the catalog does not
+    depend on orders), so feeding an order twice, or its cancellation, is exact."""
+
+    order_id = models.BigIntegerField(primary_key=True)
+    store_id = models.BigIntegerField(null=True)
+    bucket = models.DateTimeField()
+    product_ids = models.JSONField(default=list)
+    counted = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"order {self.order_id} ({'counted' if self.counted else 'not counted'})"

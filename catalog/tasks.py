@@ -4,7 +4,7 @@ from celeste.background.backpressure import Overflow
 from celeste.background.tasks import celeste_task
 
 # services imports this module (to enqueue): read it only when a task runs.
-from . import services
+from . import popularity, services
 
 
 # A retry from the inbox redoes the work as is: a failed batch is marked failed,
@@ -21,3 +21,17 @@ def embed_products() -> int:
 @celeste_task("catalog.sweep_stale_embeddings")
 def sweep_stale_embeddings() -> int:
     return services.embedding_sweep(stale_after_seconds=settings.EMBEDDING_STALE_AFTER_SECONDS)
+
+
+# Periodic (declared in apps.py). Re-runnable as is: entries at or below the committed
+# stream position are acknowledged without being counted, so a second run, or a run after
+# a worker died between its commit and its XACK, counts nothing twice.
+@celeste_task("catalog.aggregate_popularity")
+def aggregate_popularity() -> dict:
+    return popularity.popularity_aggregate()
+
+
+# Periodic. Re-runnable: deletes what is older than the retention when it runs.
+@celeste_task("catalog.sweep_popularity")
+def sweep_popularity() -> dict:
+    return popularity.popularity_sweep()

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from catalog.errors import InsufficientStock
 from catalog.models import Product, Store
+from catalog.popularity import popularity_order_sync
 from catalog.services import stock_release, stock_reserve
 
 from .errors import InvalidTransition, OutOfStock, TooManyUnpaidOrders
@@ -210,3 +211,18 @@ def order_record_payment_error(*, order: Order, error: str) -> Order:
     order.payment_error = error
     order.save(update_fields=["payment_error", "updated_at"])
     return order
+
+
+def order_popularity_feed(*, order_id: int) -> str:
+    """Feed the order (placed: counted; cancelled: taken back) into the catalog's
+    popularity counts, from the order's state now. Idempotent by order id."""
+    order = Order.objects.filter(id=order_id).first()
+    if order is None:
+        return "missing"
+    return popularity_order_sync(
+        order_id=order.id,
+        store_id=order.store_id,
+        placed_at=order.created_at,
+        product_ids=list(order.items.values_list("product_id", flat=True)),
+        cancelled=order.status == OrderStatus.CANCELLED,
+    )

@@ -13,6 +13,12 @@ def order_saved(sender, instance: Order, **kwargs):
         enqueue(tasks.cache_enriched_order, order_id=instance.id)
 
 
+def order_popularity(sender, instance: Order, **kwargs):
+    # Placing (the new order's first save) and cancelling change what the order adds to popularity.
+    if instance.status_transition and instance.status in (OrderStatus.PENDING, OrderStatus.CANCELLED):
+        enqueue(tasks.feed_popularity, order_id=instance.id)
+
+
 # Cache invalidation is the one thing receivers do besides enqueueing: it must
 # happen at commit, not later, so no client reads a copy older than the change.
 # (Reads also check the order's version, so a missed invalidation is harmless.)
@@ -36,6 +42,7 @@ def address_changed(sender, instance: Address, **kwargs):
 
 def connect():
     post_save.connect(order_saved, sender=Order, dispatch_uid="orders.order_saved")
+    post_save.connect(order_popularity, sender=Order, dispatch_uid="orders.order_popularity")
     for signal, name in ((post_save, "saved"), (post_delete, "deleted")):
         signal.connect(order_changed, sender=Order, dispatch_uid=f"orders.cache.order_{name}")
         signal.connect(order_item_changed, sender=OrderItem, dispatch_uid=f"orders.cache.item_{name}")

@@ -18,3 +18,10 @@ def cache_enriched_order(*, order_id: int) -> bool:
 @celeste_task("orders.expire_unpaid_orders")
 def expire_unpaid_orders() -> int:
     return services.orders_expire_unpaid()
+
+
+# Re-runnable and order-independent: the catalog keeps what each order added
+# (PopularityOrder, keyed by order id) and only applies the difference to the order's state now.
+@celeste_task("orders.feed_popularity")
+def feed_popularity(*, order_id: int) -> str:
+    return services.order_popularity_feed(order_id=order_id)

@@ -29,10 +29,11 @@ class ProductSerializer(serializers.ModelSerializer):
             "currency",
             "active",
             "embedding_status",
+            "popularity",
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["created_at", "updated_at"]
+        read_only_fields = ["popularity", "created_at", "updated_at"]
 
     def get_embedding_status(self, product) -> str:
         return embedding_status(product)
@@ -83,3 +84,60 @@ class SearchResultSerializer(serializers.Serializer):
 
     count = serializers.IntegerField()
     results = SearchHitSerializer(many=True)
+
+
+MAX_EVENTS = 100
+
+
+class TrackViewSerializer(serializers.Serializer):
+    store = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+
+
+class TrackEventSerializer(serializers.Serializer):
+    product = serializers.IntegerField(min_value=1)
+    kind = serializers.ChoiceField(choices=["view", "add_to_cart", "search_click"])
+    store = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+
+
+class TrackEventsSerializer(serializers.Serializer):
+    events = serializers.ListField(child=TrackEventSerializer(), allow_empty=False)
+
+    def to_internal_value(self, data):
+        # Refused before any event is validated: a huge batch costs nothing.
+        events = data.get("events") if hasattr(data, "get") else None
+        if isinstance(events, list) and len(events) > MAX_EVENTS:
+            raise serializers.ValidationError(
+                {"events": {MAX_EVENTS: [f"At most {MAX_EVENTS} events per request; this one has {len(events)}."]}}
+            )
+        return super().to_internal_value(data)
+
+
+class TrackResultSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField(help_text="Events received.")
+    counted = serializers.IntegerField(help_text="Events stored (not seen from this client within the window).")
+
+
+class TrendingQuerySerializer(serializers.Serializer):
+    store = serializers.IntegerField(required=False, min_value=1)
+    category = serializers.CharField(required=False, max_length=100)
+    limit = serializers.IntegerField(min_value=1, max_value=100, default=20)
+
+    def validate_store(self, value):
+        if not Store.objects.filter(id=value).exists():
+            raise serializers.ValidationError(f"Unknown store {value}.")
+        return value
+
+
+class TrendingItemSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    sku = serializers.CharField()
+    name = serializers.CharField()
+    category = serializers.CharField()
+    price = serializers.CharField()
+    currency = serializers.CharField()
+    score = serializers.FloatField()
+
+
+class TrendingResultSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    results = TrendingItemSerializer(many=True)

@@ -1,9 +1,11 @@
 from drf_spectacular.utils import extend_schema
-from rest_framework import viewsets
+from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
-from .. import services
+from .. import popularity, services
 from ..embeddings import query_vector
 from ..models import Product, StockLevel, Store
 from ..selectors import product_search
@@ -15,7 +17,28 @@ from .serializers import (
     SearchResultSerializer,
     StockLevelSerializer,
     StoreSerializer,
+    TrackEventsSerializer,
+    TrackResultSerializer,
+    TrackViewSerializer,
+    TrendingQuerySerializer,
+    TrendingResultSerializer,
 )
+
+
+def _actor(request) -> str:
+    user = request.user
+    return popularity.actor_hash(
+        user_id=user.pk if user and user.is_authenticated else None,
+        ip=request.META.get("REMOTE_ADDR", ""),
+        user_agent=request.META.get("HTTP_USER_AGENT", ""),
+    )
+
+
+def _stores_check(store_ids: set[int]) -> set[int]:
+    """The unknown ones among ``store_ids`` (one indexed read, none when no store is given)."""
+    if not store_ids:
+        return set()
+    return store_ids - set(Store.objects.filter(id__in=store_ids).values_list("id", flat=True))
 
 
 class StoreViewSet(viewsets.ModelViewSet):
@@ -42,7 +65,7 @@ class ProductViewSet(viewsets.ModelViewSet):
     permission_classes = [IsStaffOrReadOnly]
     filterset_class = ProductFilter
     search_fields = ["name", "sku", "description"]
-    ordering_fields = ["name", "price", "sku", "created_at", "updated_at"]
+    ordering_fields = ["name", "price", "sku", "created_at", "updated_at", "popularity"]
 
     def perform_create(self, serializer):
         product = services.product_create(**serializer.validated_data)
@@ -75,6 +98,91 @@ class ProductViewSet(viewsets.ModelViewSet):
             category=query.get("category"),
         )
         return Response(SearchResultSerializer({"count": len(hits), "results": hits}).data)
+
+    @extend_schema(
+        request=TrackViewSerializer,
+        responses={202: TrackResultSerializer},
+        description="Record that the client viewed the product (signed in or not). Stored in a Redis Stream, "
+        "counted once per client, product and kind per POPULARITY_DEDUP_WINDOW_SECONDS; an inactive product "
+        "is accepted and not counted. 503 with Retry-After if the event could not be stored.",
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="view",
+        permission_classes=[AllowAny],
+        filter_backends=[],
+        pagination_class=None,
+    )
+    def track_view(self, request, pk=None):
+        params = TrackViewSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        store_id = params.validated_data.get("store")
+        try:
+            product_id = int(pk)
+        except (TypeError, ValueError):
+            raise NotFound("No such product.") from None
+        # A read on the primary key, no write: the request path only appends to Redis.
+        active = Product.objects.filter(id=product_id).values_list("active", flat=True).first()
+        if active is None:
+            raise NotFound("No such product.")
+        if store_id is not None and _stores_check({store_id}):
+            raise ValidationError({"store": [f"Unknown store {store_id}."]})
+        counted = 0
+        if active:
+            event = popularity.Event(product_id=product_id, kind="view", store_id=store_id)
+            counted = popularity.popularity_track(actor=_actor(request), events=[event])
+        return Response({"accepted": 1, "counted": counted}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        request=TrackEventsSerializer,
+        responses={202: TrackResultSerializer},
+        description="Record up to 100 buffered interactions (`view`, `add_to_cart`, `search_click`). "
+        "An unknown product, store or kind is a 400 naming the event's index; nothing is stored then.",
+    )
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path="events",
+        permission_classes=[AllowAny],
+        filter_backends=[],
+        pagination_class=None,
+    )
+    def events(self, request):
+        params = TrackEventsSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        events = params.validated_data["events"]
+        products = dict(Product.objects.filter(id__in={e["product"] for e in events}).values_list("id", "active"))
+        unknown_stores = _stores_check({e["store"] for e in events if e.get("store")})
+        errors = {}
+        for index, event in enumerate(events):
+            if event["product"] not in products:
+                errors[index] = {"product": [f"Unknown product {event['product']}."]}
+            elif event.get("store") in unknown_stores:
+                errors[index] = {"store": [f"Unknown store {event['store']}."]}
+        if errors:
+            raise ValidationError({"events": errors})
+        tracked = [
+            popularity.Event(product_id=e["product"], kind=e["kind"], store_id=e.get("store"))
+            for e in events
+            if products[e["product"]]
+        ]
+        counted = popularity.popularity_track(actor=_actor(request), events=tracked)
+        return Response({"accepted": len(events), "counted": counted}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        parameters=[TrendingQuerySerializer],
+        responses=TrendingResultSerializer,
+        description="The most popular active products (time-decayed score), best first, overall or in a "
+        "store and/or category. Served from a cache the aggregation refreshes every few minutes.",
+    )
+    @action(detail=False, methods=["get"], url_path="trending", filter_backends=[], pagination_class=None)
+    def trending(self, request):
+        params = TrendingQuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        query = params.validated_data
+        items = popularity.trending(store_id=query.get("store"), category=query.get("category"), limit=query["limit"])
+        return Response({"count": len(items), "results": items})
 
 
 class StockLevelViewSet(viewsets.ModelViewSet):

@@ -7,7 +7,9 @@ connect, connection lost, server shutting down or starting up; the class also co
 other transient conditions a retry cures: deadlock, serialization failure, a statement
 cancelled by a timeout) and ``InterfaceError`` (connection already closed). An
 ``IntegrityError``, a ``ProgrammingError`` or any other error surfaces as before (a 500 is a
-bug). A queue at its maximum depth whose task refuses overflow (QueueFull, see
+bug). An ``Unavailable`` (celeste/api/errors.py: Redis did not confirm a write that
+lives only there, e.g. a tracked interaction) is a 503 too. A queue at its maximum
+depth whose task refuses overflow (QueueFull, see
 celeste/background/backpressure.py) is answered the same way, with its own Retry-After:
 the caller's transaction rolled back, so nothing of the request was stored. This module is
 part of the base package: no domain imports.
@@ -21,22 +23,30 @@ from django.http import JsonResponse
 
 from celeste.background.errors import QueueFull
 
+from .errors import Unavailable
+
 logger = logging.getLogger(__name__)
 
 DETAIL = "The service is temporarily unavailable; retry shortly."
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    return isinstance(exc, (OperationalError, InterfaceError, QueueFull))
+    return isinstance(exc, (OperationalError, InterfaceError, QueueFull, Unavailable))
 
 
 def log_unavailable(request, exc: BaseException) -> None:
-    event = "web.queue_full" if isinstance(exc, QueueFull) else "web.database_unavailable"
+    event = (
+        "web.queue_full"
+        if isinstance(exc, QueueFull)
+        else "web.service_unavailable"
+        if isinstance(exc, Unavailable)
+        else "web.database_unavailable"
+    )
     logger.warning(event, extra={"method": request.method, "path": request.path, "error": repr(exc)})
 
 
 def unavailable_detail(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, QueueFull) else DETAIL
+    return str(exc) if isinstance(exc, (QueueFull, Unavailable)) else DETAIL
 
 
 def retry_after_headers(exc: BaseException | None = None) -> dict[str, str]:

@@ -328,6 +328,25 @@ EMBEDDING_WARM_ON_START = env_bool("EMBEDDING_WARM_ON_START", True)
 SEARCH_QUERY_CACHE_SIZE = env_int("SEARCH_QUERY_CACHE_SIZE", 1024)
 SEARCH_EF_SEARCH = env_int("SEARCH_EF_SEARCH", 100)
 ORDER_CACHE_TTL_SECONDS = env_int("ORDER_CACHE_TTL_SECONDS", 3600)
+# Popularity (catalog/popularity.py): interactions go to a Redis Stream, a periodic task
+# aggregates them into Postgres every POPULARITY_AGGREGATE_INTERVAL_SECONDS.
+POPULARITY_AGGREGATE_INTERVAL_SECONDS = env_int("POPULARITY_AGGREGATE_INTERVAL_SECONDS", 300)
+# One actor (user, or anonymous client by keyed hash of IP + user agent) counts once per
+# product and kind per window.
+POPULARITY_DEDUP_WINDOW_SECONDS = env_int("POPULARITY_DEDUP_WINDOW_SECONDS", 1800)
+# Raw interactions (stream entries) and the 5-minute aggregates are kept this long.
+POPULARITY_RETENTION_DAYS = env_int("POPULARITY_RETENTION_DAYS", 30)
+POPULARITY_HALF_LIFE_HOURS = env_float("POPULARITY_HALF_LIFE_HOURS", 24)
+POPULARITY_WEIGHTS = {
+    kind: float(weight)
+    for kind, _, weight in (
+        item.partition("=") for item in env_list("POPULARITY_WEIGHTS", "view=1,search_click=2,add_to_cart=4,order=10")
+    )
+}
+# The key of the HMAC that turns actors into opaque ids (empty: derived from DJANGO_SECRET_KEY).
+POPULARITY_HASH_KEY = env_str("POPULARITY_HASH_KEY", "")
+# Longer than the aggregation interval, so the trending lists are never cold between runs.
+POPULARITY_TRENDING_TTL_SECONDS = env_int("POPULARITY_TRENDING_TTL_SECONDS", 1800)
 # An unpaid (pending) order holds its stock this long, then the periodic task cancels it.
 ORDER_PAYMENT_TIMEOUT_MINUTES = env_int("ORDER_PAYMENT_TIMEOUT_MINUTES", 30)
 ORDER_EXPIRY_INTERVAL_SECONDS = env_int("ORDER_EXPIRY_INTERVAL_SECONDS", 60)
