@@ -37,12 +37,15 @@ def product_search(
     in_stock: bool | None = None,
     category: str | None = None,
     exact: bool = False,
+    sort: str = "relevance",
 ) -> list[SearchHit]:
     """Nearest active, embedded products to ``vector``.
 
     Uses the HNSW index with pgvector's iterative scan, so filters that reject
     many neighbours still yield ``limit`` results. ``exact=True`` forces a
     sequential scan (the reference the benchmark measures recall against).
+    ``sort="popularity"`` breaks ties: hits whose scores agree to
+    SEARCH_TIE_DECIMALS decimals come most popular first (the stored score).
     """
     embeddings = ProductEmbedding.objects.filter(product__active=True, vector__isnull=False)
     if category:
@@ -67,4 +70,7 @@ def product_search(
         if exact:
             cursor.execute("SET LOCAL enable_indexscan = off")
         rows = list(nearest)
-    return [SearchHit(product=row.product, score=1.0 - float(row.distance)) for row in rows]
+    hits = [SearchHit(product=row.product, score=1.0 - float(row.distance)) for row in rows]
+    if sort == "popularity":
+        hits.sort(key=lambda hit: (-round(hit.score, settings.SEARCH_TIE_DECIMALS), -hit.product.popularity))
+    return hits

@@ -67,6 +67,11 @@ class SearchQuerySerializer(serializers.Serializer):
     store = serializers.IntegerField(required=False, min_value=1)
     in_stock = serializers.BooleanField(required=False, allow_null=True, default=None)
     category = serializers.CharField(required=False, max_length=100)
+    sort = serializers.ChoiceField(
+        choices=["relevance", "popularity"],
+        default="relevance",
+        help_text="`popularity`: among hits of (nearly) equal score, the most popular first.",
+    )
 
     def validate_store(self, value):
         if not Store.objects.filter(id=value).exists():

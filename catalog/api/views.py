@@ -96,6 +96,7 @@ class ProductViewSet(viewsets.ModelViewSet):
             store_id=query.get("store"),
             in_stock=query.get("in_stock"),
             category=query.get("category"),
+            sort=query["sort"],
         )
         return Response(SearchResultSerializer({"count": len(hits), "results": hits}).data)
 

@@ -327,6 +327,8 @@ EMBEDDING_STALE_AFTER_SECONDS = env_int("EMBEDDING_STALE_AFTER_SECONDS", 300)
 EMBEDDING_WARM_ON_START = env_bool("EMBEDDING_WARM_ON_START", True)
 SEARCH_QUERY_CACHE_SIZE = env_int("SEARCH_QUERY_CACHE_SIZE", 1024)
 SEARCH_EF_SEARCH = env_int("SEARCH_EF_SEARCH", 100)
+# Search sort=popularity: scores equal to this many decimals count as a tie.
+SEARCH_TIE_DECIMALS = env_int("SEARCH_TIE_DECIMALS", 2)
 ORDER_CACHE_TTL_SECONDS = env_int("ORDER_CACHE_TTL_SECONDS", 3600)
 # Popularity (catalog/popularity.py): interactions go to a Redis Stream, a periodic task
 # aggregates them into Postgres every POPULARITY_AGGREGATE_INTERVAL_SECONDS.

@@ -3,6 +3,7 @@
 import pytest
 
 from catalog import services
+from catalog.models import Product
 from catalog.services import embeddings_embed_stale
 
 from ..factories import ProductFactory, StockLevelFactory, StoreFactory
@@ -149,3 +150,29 @@ def test_unknown_store_message_names_the_store(api_client, catalog):
 
 def test_search_url_works_with_a_trailing_slash(api_client, catalog):
     assert names(api_client.get(URL + "/", {"q": "drill", "limit": 1})) == ["Cordless Drill 18V"]
+
+
+def test_sort_popularity_breaks_ties_between_equally_relevant_products(api_client):
+    # Two products with the same text have the same vector: a tie the popularity score breaks.
+    quiet = ProductFactory(name="Rye Bread 500g", description="Sourdough rye loaf.", category="bakery")
+    popular = ProductFactory(name="Rye Bread 500g", description="Sourdough rye loaf.", category="bakery")
+    ProductFactory(name="Cordless Drill 18V", description="Power drill.", category="hardware")
+    while embeddings_embed_stale():
+        pass
+    Product.objects.filter(id=popular.id).update(popularity=42.0)
+
+    def ids(params):
+        response = api_client.get(URL, {"q": "rye bread", "limit": 3, **params})
+        assert response.status_code == 200, response.content
+        return [hit["product"]["id"] for hit in response.json()["results"]]
+
+    assert ids({"sort": "popularity"})[:2] == [popular.id, quiet.id]
+    assert set(ids({})[:2]) == {popular.id, quiet.id}  # relevance alone: the tie in any order
+    assert ids({"sort": "popularity"})[2] == ids({})[2]  # no tie, no change
+
+
+def test_an_unknown_sort_is_a_400(api_client):
+    response = api_client.get(URL, {"q": "bread", "sort": "price"})
+
+    assert response.status_code == 400
+    assert "sort" in response.json()
