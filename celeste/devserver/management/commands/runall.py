@@ -158,7 +158,10 @@ class ProcessGroup:
         )
         for proc in self.procs.values():
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+                # To the main process only: a signal to the whole group would also reach the
+                # worker's pool children and end their tasks; their main process stops them
+                # once the tasks are done (Celery's warm shutdown, gunicorn's graceful stop).
+                os.kill(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for proc in self.procs.values():
             while proc.poll() is None and time.monotonic() < deadline and not self.forcing.is_set():
