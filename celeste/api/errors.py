@@ -9,5 +9,9 @@ class Conflict(Exception):
 
 class Unavailable(Exception):
     """A backing service the request needs (e.g. Redis for a write that lives only there)
-    did not confirm the write: answered with 503 and ``Retry-After``, so the client
+    did not confirm the write: answered with 503, the message as ``detail`` and
+    ``Retry-After`` (the setting named by ``retry_after_setting``), so the client
     retries; nothing of the request was stored."""
+
+    retry_after_setting = "SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS"
+    log_event = "web.service_unavailable"

@@ -21,8 +21,6 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 
-from celeste.background.errors import QueueFull
-
 from .errors import Unavailable
 
 logger = logging.getLogger(__name__)
@@ -31,28 +29,21 @@ DETAIL = "The service is temporarily unavailable; retry shortly."
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    return isinstance(exc, (OperationalError, InterfaceError, QueueFull, Unavailable))
+    return isinstance(exc, (OperationalError, InterfaceError, Unavailable))
 
 
 def log_unavailable(request, exc: BaseException) -> None:
-    event = (
-        "web.queue_full"
-        if isinstance(exc, QueueFull)
-        else "web.service_unavailable"
-        if isinstance(exc, Unavailable)
-        else "web.database_unavailable"
-    )
+    event = exc.log_event if isinstance(exc, Unavailable) else "web.database_unavailable"
     logger.warning(event, extra={"method": request.method, "path": request.path, "error": repr(exc)})
 
 
 def unavailable_detail(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, (QueueFull, Unavailable)) else DETAIL
+    return str(exc) if isinstance(exc, Unavailable) else DETAIL
 
 
 def retry_after_headers(exc: BaseException | None = None) -> dict[str, str]:
-    if isinstance(exc, QueueFull):
-        return {"Retry-After": str(settings.QUEUE_FULL_RETRY_AFTER_SECONDS)}
-    return {"Retry-After": str(settings.SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS)}
+    name = exc.retry_after_setting if isinstance(exc, Unavailable) else "SERVICE_UNAVAILABLE_RETRY_AFTER_SECONDS"
+    return {"Retry-After": str(getattr(settings, name))}
 
 
 class DatabaseUnavailableMiddleware:
