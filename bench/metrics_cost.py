@@ -12,24 +12,17 @@
   messages queue). Requests alternate in blocks between the two servers.
 """
 
-import http.client
-import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
 
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
-from bench import BASE_DIR, Result, p50, product_payloads, report, reset_catalog, set_switch
+from bench import Result, p50, product_payloads, report, reset_catalog, set_switch
+from bench.server import LOG_DIR, Server
 from bench.task_throughput import through_ledger
 from catalog.tasks import embed_products
-from celeste.devserver.loopback import free_port
-from celeste.devserver.processes import celery_worker, database_url_for_current_connection
-
-LOG_DIR = BASE_DIR / "var" / "bench" / "logs"
+from celeste.devserver.processes import celery_worker
 
 
 def _env(metrics_on: bool, metrics_dir: str) -> dict:
@@ -50,73 +43,27 @@ def task_throughput(n: int, rounds: int, metrics_dir: str) -> dict[bool, float]:
     return {on: max(values) for on, values in rates.items()}
 
 
-class Server:
-    """One gunicorn process serving the API."""
-
-    def __init__(self, metrics_on: bool, metrics_dir: str):
-        self.port = free_port()
-        env = {
-            **os.environ,
-            **_env(metrics_on, metrics_dir),
-            "DATABASE_URL": database_url_for_current_connection(),
-        }
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.log = open(LOG_DIR / f"gunicorn-metrics-{'on' if metrics_on else 'off'}.log", "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "celeste.wsgi", "--workers", "1", "--bind", f"127.0.0.1:{self.port}"],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-                self.connection.request("GET", "/api/v1/stores/")
-                self.connection.getresponse().read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"gunicorn did not start: {(LOG_DIR / self.log.name).read_text()[-2000:]}")
-                time.sleep(0.3)
-
-    def post(self, path: str, body: dict, token: str) -> float:
-        headers = {"Content-Type": "application/json", "Authorization": f"Token {token}"}
-        start = time.perf_counter()
-        self.connection.request("POST", path, json.dumps(body), headers)
-        response = self.connection.getresponse()
-        response.read()
-        elapsed = time.perf_counter() - start
-        assert response.status == 201, response.status
-        return elapsed
-
-    def stop(self):
-        self.connection.close()
-        self.proc.terminate()
-        self.proc.wait(20)
-        self.log.close()
-
-
 def post_product(per_server: int, rounds: int, metrics_dir: str) -> dict[bool, float]:
     reset_catalog()
     set_switch(embed_products.name, "background")
     user = get_user_model().objects.create_user(username="bench-metrics-staff", is_staff=True)
-    token = Token.objects.create(user=user).key
+    auth = {"Authorization": f"Token {Token.objects.create(user=user).key}"}
     payloads = iter(product_payloads(2 * (per_server + 20), prefix="METRICS"))
-    servers = {on: Server(on, metrics_dir) for on in (True, False)}
+    servers = {on: Server(f"metrics-{'on' if on else 'off'}", _env(on, metrics_dir)) for on in (True, False)}
     timings: dict[bool, list[float]] = {True: [], False: []}
     try:
         for server in servers.values():  # warm both
             for _ in range(10):
-                server.post("/api/v1/products/", {**next(payloads), "price": "1.00"}, token)
+                server.post("/api/v1/products/", {**next(payloads), "price": "1.00"}, expect=201, headers=auth)
         for round_no in range(rounds):
             order = (True, False) if round_no % 2 == 0 else (False, True)
             for on in order:
                 for _ in range(per_server // rounds):
                     data = next(payloads)
                     timings[on].append(
-                        servers[on].post("/api/v1/products/", {**data, "price": str(data["price"])}, token)
+                        servers[on].post(
+                            "/api/v1/products/", {**data, "price": str(data["price"])}, expect=201, headers=auth
+                        )
                     )
     finally:
         for server in servers.values():
