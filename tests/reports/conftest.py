@@ -11,11 +11,17 @@ from orders.models import Order
 from ..factories import StoreFactory, UserFactory, place_order
 
 
+def filesystem_storage(location) -> dict:
+    return {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(location)}}
+
+
 @pytest.fixture
 def media(settings, tmp_path):
-    """The default storage (FileSystemStorage) under a fresh folder for the test."""
-    settings.MEDIA_ROOT = str(tmp_path / "media")
-    settings.STORAGES = {**settings.STORAGES}  # resets default_storage to the new root
+    """The default storage: the filesystem, under a fresh folder for the test (setting
+    STORAGES makes Django build default_storage again)."""
+    settings.STORAGES = {**settings.STORAGES, "default": filesystem_storage(tmp_path / "media")}
+    settings.REPORT_TMP_DIR = str(tmp_path / "tmp")
+    (tmp_path / "tmp").mkdir()
     return tmp_path / "media"
 
 
