@@ -216,6 +216,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Multi-store shop backend: catalog, semantic search, orders, notifications.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Two apps have a "kind" choice (popularity events, reports): each enum gets its own name.
+    "ENUM_NAME_OVERRIDES": {"ReportKindEnum": "reports.models.ReportKind"},
 }
 
 # --- Celery (reliability rules: see docs/architecture.md) ----------------------

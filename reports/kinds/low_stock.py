@@ -1,19 +1,15 @@
 """Stock-outs and low stock per store: every stock level of an active product at or
 below ``threshold`` units (``out`` at zero or less, else ``low``)."""
 
+from .common import narrowing
+
 APPLIES = {"stores", "category", "threshold"}
 COLUMNS = ["store", "sku", "product", "category", "quantity", "state"]
 
 
 def query(filters: dict) -> tuple[str, dict]:
     params = {"threshold": filters["threshold"]}
-    where = ""
-    if "category" in filters:
-        where += " AND p.category = %(category)s"
-        params["category"] = filters["category"]
-    if filters.get("stores"):
-        where += " AND l.store_id = ANY(%(stores)s)"
-        params["stores"] = filters["stores"]
+    where = narrowing(filters, params, stores="l.store_id", category="p.category")
     sql = f"""
         SELECT s.code, p.sku, p.name, p.category, l.quantity,
                CASE WHEN l.quantity <= 0 THEN 'out' ELSE 'low' END

@@ -3,7 +3,7 @@ deliveries ended in each status."""
 
 from django.conf import settings
 
-from .dates import bounds
+from .common import bounds
 
 APPLIES = {"date_from", "date_to"}
 COLUMNS = ["day", "channel", "deliveries", "sent", "failed", "skipped", "rate_limited", "pending", "attempts"]

@@ -4,7 +4,7 @@ counts if it has one of them."""
 
 from django.conf import settings
 
-from .dates import bounds
+from .common import bounds, narrowing
 
 APPLIES = {"date_from", "date_to", "stores", "category"}
 COLUMNS = ["store", "day", "status", "currency", "orders", "units", "revenue"]
@@ -13,13 +13,12 @@ COLUMNS = ["store", "day", "status", "currency", "orders", "units", "revenue"]
 def query(filters: dict) -> tuple[str, dict]:
     span = bounds(filters)
     params = {"tz": settings.TIME_ZONE, "start": span.start, "end": span.end}
-    joins, where = "", ""
+    joins = ""
     if "category" in filters:
+        # Only the category's items count, so it narrows the join rather than the orders.
         joins = "JOIN catalog_product p ON p.id = i.product_id AND p.category = %(category)s"
         params["category"] = filters["category"]
-    if filters.get("stores"):
-        where = "AND o.store_id = ANY(%(stores)s)"
-        params["stores"] = filters["stores"]
+    where = narrowing(filters, params, stores="o.store_id")
     sql = f"""
         SELECT s.code, (o.created_at AT TIME ZONE %(tz)s)::date AS day, o.status, o.currency,
                count(DISTINCT o.id), sum(i.quantity), sum(i.line_total)

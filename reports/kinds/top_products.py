@@ -1,23 +1,20 @@
 """Top products by revenue, then units, over orders that were paid (cancelled and
 unpaid orders aside); at most ``limit`` rows."""
 
-from .dates import bounds
+from orders.models import OrderStatus
+
+from .common import bounds, narrowing
 
 APPLIES = {"date_from", "date_to", "stores", "category", "limit"}
 COLUMNS = ["rank", "sku", "product", "category", "currency", "orders", "units", "revenue"]
-SOLD = ["paid", "confirmed", "shipped", "delivered"]
+# Orders that were paid (and not cancelled), as plain strings for the SQL array.
+SOLD = [s.value for s in (OrderStatus.PAID, OrderStatus.CONFIRMED, OrderStatus.SHIPPED, OrderStatus.DELIVERED)]
 
 
 def query(filters: dict) -> tuple[str, dict]:
     span = bounds(filters)
     params = {"start": span.start, "end": span.end, "sold": SOLD, "limit": filters["limit"]}
-    where = ""
-    if "category" in filters:
-        where += " AND p.category = %(category)s"
-        params["category"] = filters["category"]
-    if filters.get("stores"):
-        where += " AND o.store_id = ANY(%(stores)s)"
-        params["stores"] = filters["stores"]
+    where = narrowing(filters, params, stores="o.store_id", category="p.category")
     sql = f"""
         SELECT row_number() OVER (ORDER BY sum(i.line_total) DESC, sum(i.quantity) DESC, p.sku),
                p.sku, p.name, p.category, o.currency, count(DISTINCT o.id), sum(i.quantity), sum(i.line_total)
