@@ -8,6 +8,7 @@ from rest_framework.response import Response
 
 from celeste.api.errors import Conflict
 from celeste.api.permissions import IsStaff
+from celeste.api.schema import ErrorDetailSerializer
 
 from .. import kinds, links, services
 from ..models import Report, ReportStatus
@@ -44,14 +45,13 @@ class ReportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         responses={
             (200, "application/octet-stream"): OpenApiTypes.BINARY,
             302: OpenApiResponse(description="To a short-lived pre-signed storage URL (S3)."),
+            409: OpenApiResponse(ErrorDetailSerializer, description="The report is not ready (yet)."),
         },
     )
     @action(detail=True, methods=["get"], permission_classes=[permissions.IsAuthenticated])
     def download(self, request, pk=None):
         """The file, for the user the link was signed for (staff, or the report's requester)."""
-        report = Report.objects.filter(pk=pk).first()
-        if report is None:
-            raise NotFound("No such report.")
+        report = self.get_object()  # 404 for an unknown or malformed id
         try:
             links.token_check(request.query_params.get("token", ""), report=report, user=request.user)
         except links.LinkRefused as exc:

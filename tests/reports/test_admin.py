@@ -37,6 +37,7 @@ def test_the_request_form_queues_a_report_and_the_list_shows_it(admin_client, me
     services.report_generate(report_id=report.id)
     listing = admin_client.get("/admin/reports/report/")
     assert b"2 rows" in listing.content and f"/admin/reports/report/{report.id}/download/".encode() in listing.content
+    assert admin_client.get(f"/admin/reports/report/{report.id}/change/").status_code == 200  # read-only page
     to_link = admin_client.get(f"/admin/reports/report/{report.id}/download/")
     download = admin_client.get(to_link["Location"].split("8000", 1)[1])
     assert download.status_code == 200
@@ -77,3 +78,5 @@ def test_a_schedule_saved_in_the_admin_gets_its_beat_row(admin_client):
     too_long = admin_client.post("/admin/reports/reportschedule/add/", {**form, "kind": "sales", "period_days": "5000"})
     assert too_long.status_code == 200 and "period_days" in too_long.context["adminform"].form.errors
     assert ReportSchedule.objects.count() == 1
+    listing = admin_client.get("/admin/reports/reportschedule/")
+    assert listing.status_code == 200 and b"Daily stock" in listing.content
