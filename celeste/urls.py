@@ -16,5 +16,6 @@ urlpatterns = [
     path("api/v1/", include("catalog.api.urls")),
     path("api/v1/", include("orders.api.urls")),
     path("api/v1/", include("notifications.api.urls")),
+    path("api/v1/", include("reports.api.urls")),
     path("api/v1/", include("celeste.background.api.urls")),
 ]

@@ -14,6 +14,7 @@ class NotificationEvent(models.TextChoices):
     ORDER_SHIPPED = "order.shipped", "Order shipped"
     ORDER_DELIVERED = "order.delivered", "Order delivered"
     ORDER_CANCELLED = "order.cancelled", "Order cancelled"
+    REPORT_READY = "report.ready", "Report ready"
 
 
 class Notification(models.Model):

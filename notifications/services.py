@@ -90,7 +90,24 @@ def notification_dispatch_order_event(*, order_id: int, status: str) -> Notifica
     )
     if not created:
         return notification
-    for channel in Channel.values:
+    _deliver(notification, Channel.values)
+    return notification
+
+
+@transaction.atomic
+def notification_email(*, user_id: int, event: str, title: str, body: str, data: dict) -> Notification:
+    """A notification that goes out by email only (e.g. a report is ready), through
+    the same delivery path as order events: its switch, preference, rate limit and
+    SMTP handling. Not deduplicated here: the caller sends it once (in its own
+    transaction, with its own mark)."""
+    notification = Notification.objects.create(user_id=user_id, event=event, title=title, body=body, data=data)
+    _deliver(notification, [Channel.EMAIL])
+    return notification
+
+
+def _deliver(notification: Notification, channels_: list[str]) -> None:
+    """One delivery per channel, each sent on its own (in-app at once: the record is the message)."""
+    for channel in channels_:
         delivery = Delivery.objects.create(notification=notification, channel=channel)
         send = _send_task(channel)
         if send is None:
@@ -99,8 +116,7 @@ def notification_dispatch_order_event(*, order_id: int, status: str) -> Notifica
             _finish(delivery, DeliveryStatus.SKIPPED, "The channel is switched off.")
         else:
             enqueue(send, delivery_id=delivery.id)
-    logger.info("notification.dispatched", extra={"notification_id": notification.id, "event": event})
-    return notification
+    logger.info("notification.dispatched", extra={"notification_id": notification.id, "event": notification.event})
 
 
 def _finish(delivery: Delivery, status: str, error: str = "") -> Delivery:

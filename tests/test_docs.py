@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OPERATIONS = ROOT / "docs" / "operations.md"
 SETTINGS_DIR = ROOT / "celeste" / "settings"
-PACKAGES = ("celeste", "catalog", "orders", "notifications", "integrations")
+PACKAGES = ("celeste", "catalog", "orders", "notifications", "integrations", "reports")
 ENV_HELPERS = {"env_str", "env_int", "env_float", "env_bool", "env_list"}
 ENVIRON_METHODS = {"get", "setdefault", "pop"}
 # Settings dicts whose keys are environment variable names.

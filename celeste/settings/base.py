@@ -122,6 +122,7 @@ INSTALLED_APPS = [
     "orders",
     "notifications",
     "integrations",
+    "reports",
 ]
 
 MIDDLEWARE = [
@@ -215,6 +216,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Multi-store shop backend: catalog, semantic search, orders, notifications.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Two apps have a "kind" choice (popularity events, reports): each enum gets its own name.
+    "ENUM_NAME_OVERRIDES": {"ReportKindEnum": "reports.models.ReportKind"},
 }
 
 # --- Celery (reliability rules: see docs/architecture.md) ----------------------
@@ -398,6 +401,20 @@ UNSUBSCRIBE_SIGNING_KEY = (
     env_str("UNSUBSCRIBE_SIGNING_KEY", "")
     or hmac.new(SECRET_KEY.encode(), b"celeste.notifications.unsubscribe-signing-key", hashlib.sha256).hexdigest()
 )
+
+# --- Reports (reports/) ---
+# Files live in the default storage (filesystem locally, S3 when configured).
+REPORT_RETENTION_DAYS = env_int("REPORT_RETENTION_DAYS", 30)
+REPORT_MAX_RANGE_DAYS = env_int("REPORT_MAX_RANGE_DAYS", 1096)  # three years
+REPORT_MAX_ROWS = env_int("REPORT_MAX_ROWS", 5_000_000)
+REPORT_LOW_STOCK_THRESHOLD = env_int("REPORT_LOW_STOCK_THRESHOLD", 5)
+# Rows fetched from the server-side cursor per round trip, and how often progress is saved.
+REPORT_FETCH_ROWS = env_int("REPORT_FETCH_ROWS", 2000)
+REPORT_PROGRESS_EVERY_ROWS = env_int("REPORT_PROGRESS_EVERY_ROWS", 10_000)
+REPORT_LINK_MAX_AGE_SECONDS = env_int("REPORT_LINK_MAX_AGE_SECONDS", 7 * 24 * 3600)
+REPORT_PRESIGNED_URL_SECONDS = env_int("REPORT_PRESIGNED_URL_SECONDS", 300)
+# Where a report is written before it is complete (and XlsxWriter's row files); empty: the system's.
+REPORT_TMP_DIR = env_str("REPORT_TMP_DIR", "")
 
 # --- Odoo ---
 # ERP sync (integrations/odoo). No ODOO_URL: the integration is off and its tasks record "skipped".
