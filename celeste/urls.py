@@ -1,5 +1,7 @@
+from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from celeste.api.auth import token_login
@@ -18,3 +20,9 @@ urlpatterns = [
     path("api/v1/", include("notifications.api.urls")),
     path("api/v1/", include("celeste.background.api.urls")),
 ]
+
+if settings.MEDIA_SERVE and "location" in settings.STORAGES["default"].get("OPTIONS", {}):
+    # Local media (product images) from the filesystem storage; production serves them from S3 + CDN.
+    urlpatterns.append(
+        re_path(rf"^{settings.MEDIA_URL.strip('/')}/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT})
+    )
