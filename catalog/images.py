@@ -40,7 +40,7 @@ RENDERING_VERSION = "1"
 ROOT = "images/"
 # What Pillow may open: only these plugins are tried, so no other decoder (EPS through
 # Ghostscript, say) ever sees user bytes; SVG is not an image Pillow decodes at all.
-ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "TIFF", "BMP", "MPO")
+ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "TIFF", "BMP")  # JPEG includes MPO
 EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "AVIF": "avif"}
 ENCODERS = {"avif": "AVIF", "webp": "WEBP", "jpeg": "JPEG"}
 EXTENSION_OF = {"avif": "avif", "webp": "webp", "jpeg": "jpg"}
@@ -87,7 +87,7 @@ def _open(data: bytes) -> Image.Image:
         raise ImageRejected(f"The image has more than {settings.IMAGE_MAX_PIXELS} pixels.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise ImageRejected(
-            f"Not an image we accept ({', '.join(sorted({*ACCEPTED_FORMATS} - {'MPO'}))}; SVG is not)."
+            f"Not an image we accept ({', '.join(ACCEPTED_FORMATS)}; SVG is not)."
         ) from None
     if image.width * image.height > settings.IMAGE_MAX_PIXELS:
         image.close()

@@ -21,8 +21,13 @@ urlpatterns = [
     path("api/v1/", include("celeste.background.api.urls")),
 ]
 
-if settings.MEDIA_SERVE and "location" in settings.STORAGES["default"].get("OPTIONS", {}):
+
+
+def media(request, path):
+    # MEDIA_ROOT read per request: tests point it at a directory of their own.
+    return serve(request, path, document_root=settings.MEDIA_ROOT)
+
+
+if settings.MEDIA_SERVE and not settings.AWS_STORAGE_BUCKET_NAME:
     # Local media (product images) from the filesystem storage; production serves them from S3 + CDN.
-    urlpatterns.append(
-        re_path(rf"^{settings.MEDIA_URL.strip('/')}/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT})
-    )
+    urlpatterns.append(re_path(rf"^{settings.MEDIA_URL.strip('/')}/(?P<path>.*)$", media, name="media"))
