@@ -541,3 +541,33 @@ def test_the_admin_shows_thumbnails_and_adds_an_image_by_upload(client, media, s
 
     assert response.status_code == 302, response.content.decode()[:3000]
     assert product.images.count() == 2 and jobs() == 2
+
+
+# --- through a real worker ----------------------------------------------------------------------
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_uploads_and_urls_are_processed_by_a_real_worker_on_the_images_queue(
+    start_worker, staff_client, image_server, media
+):
+    from celeste.background.models import FailedTask
+
+    from ..conftest import wait_for
+
+    image_server.files["/ok.webp"] = ("image/webp", picture("WEBP", (900, 600)))
+    image_server.status["/down.jpg"] = 503
+    start_worker(MEDIA_ROOT=str(media), IMAGE_URL_ALLOW_LOOPBACK="1")
+    product = ProductFactory(image_urls=[image_server.url("/ok.webp"), image_server.url("/down.jpg")])
+    uploaded = upload(staff_client, product, picture()).json()["id"]
+    by_url, broken = product.images.exclude(id=uploaded).order_by("position")
+
+    wait_for(lambda: ProductImage.objects.filter(id__in=[uploaded, by_url.id], status="ready").count() == 2)
+    wait_for(lambda: ProductImage.objects.get(id=broken.id).status == ImageStatus.FAILED, message="retries run out")
+
+    assert ProductImageVariant.objects.filter(image_id__in=[uploaded, by_url.id]).count() == 18
+    assert "HTTP 503" in ProductImage.objects.get(id=broken.id).error
+    assert image_server.requests.count("/down.jpg") == 2  # TASK_MAX_RETRIES=1: two attempts
+    assert FailedTask.objects.filter(task_name=process_product_image.name, kwargs__image_id=broken.id).exists()
+    body = staff_client.get(f"/api/v1/products/{product.id}/").json()
+    assert [image["status"] for image in body["images"]] == ["ready", "failed", "ready"]
