@@ -22,7 +22,6 @@ urlpatterns = [
 ]
 
 
-
 def media(request, path):
     # MEDIA_ROOT read per request: tests point it at a directory of their own.
     return serve(request, path, document_root=settings.MEDIA_ROOT)
