@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
@@ -27,6 +28,9 @@ from .serializers import (
     TrendingQuerySerializer,
     TrendingResultSerializer,
 )
+
+# Room for the multipart boundaries and part headers around a file of the largest allowed size.
+MULTIPART_OVERHEAD = 64 * 1024
 
 
 def _actor(request) -> str:
@@ -107,6 +111,10 @@ class ProductViewSet(viewsets.ModelViewSet):
     )
     def images(self, request, pk=None):
         product = self.get_object()
+        # Refused before the body is parsed: Django would otherwise spool any size to a temp file.
+        length = request.META.get("CONTENT_LENGTH") or ""
+        if length.isdigit() and int(length) > settings.IMAGE_MAX_BYTES + MULTIPART_OVERHEAD:
+            raise ValidationError({"file": [f"At most {settings.IMAGE_MAX_BYTES} bytes."]})
         params = ImageIngestSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         try:

@@ -571,3 +571,18 @@ def test_uploads_and_urls_are_processed_by_a_real_worker_on_the_images_queue(
     assert FailedTask.objects.filter(task_name=process_product_image.name, kwargs__image_id=broken.id).exists()
     body = staff_client.get(f"/api/v1/products/{product.id}/").json()
     assert [image["status"] for image in body["images"]] == ["ready", "failed", "ready"]
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(staff_client, media, settings):
+    settings.IMAGE_MAX_BYTES = 10_000
+    product = ProductFactory()
+
+    response = staff_client.generic(
+        "POST",
+        f"/api/v1/products/{product.id}/images",
+        b"x" * 200_000,
+        content_type="multipart/form-data; boundary=xyz",
+    )
+
+    assert response.status_code == 400 and "10000 bytes" in str(response.json())
+    assert not ProductImage.objects.exists()
