@@ -14,23 +14,27 @@ IMAGES_PROCESSED = Counter(
 )
 
 
+def _backlog(rows, *, since: str, pending: tuple[str, str], lag: tuple[str, str]):
+    """Two gauges of work waiting: how many ``rows``, and the age of the oldest by ``since``."""
+    found = rows.aggregate(n=Count("pk"), oldest=Min(since))
+    yield GaugeMetricFamily(*pending, value=found["n"])
+    oldest = found["oldest"]
+    yield GaugeMetricFamily(*lag, value=(timezone.now() - oldest).total_seconds() if oldest else 0)
+
+
 def collect():
     from .models import ImageStatus, ProductImage
     from .services import pending_embeddings
 
-    pending = pending_embeddings().aggregate(n=Count("pk"), oldest=Min("updated_at"))
-    yield GaugeMetricFamily("celeste_embeddings_pending", "Active products waiting for a vector.", value=pending["n"])
-    oldest = pending["oldest"]
-    yield GaugeMetricFamily(
-        "celeste_embedding_lag_seconds",
-        "Age of the oldest pending embedding (0: none pending).",
-        value=(timezone.now() - oldest).total_seconds() if oldest else 0,
+    yield from _backlog(
+        pending_embeddings(),
+        since="updated_at",
+        pending=("celeste_embeddings_pending", "Active products waiting for a vector."),
+        lag=("celeste_embedding_lag_seconds", "Age of the oldest pending embedding (0: none pending)."),
     )
-    images = ProductImage.objects.filter(status=ImageStatus.PENDING).aggregate(n=Count("pk"), oldest=Min("created_at"))
-    yield GaugeMetricFamily("celeste_images_pending", "Product images waiting for their variants.", value=images["n"])
-    oldest = images["oldest"]
-    yield GaugeMetricFamily(
-        "celeste_image_lag_seconds",
-        "Age of the oldest pending product image (0: none pending).",
-        value=(timezone.now() - oldest).total_seconds() if oldest else 0,
+    yield from _backlog(
+        ProductImage.objects.filter(status=ImageStatus.PENDING),
+        since="created_at",
+        pending=("celeste_images_pending", "Product images waiting for their variants."),
+        lag=("celeste_image_lag_seconds", "Age of the oldest pending product image (0: none pending)."),
     )
