@@ -149,7 +149,8 @@ def test_with_a_bucket_the_default_storage_is_s3_on_the_cdn_domain():
     result = manage(
         "shell",
         "-c",
-        "from django.core.files.storage import storages; s = storages['default']; print(type(s).__name__, s.url('images/a.webp'))",
+        "from django.core.files.storage import storages; s = storages['default']; "
+        "print(type(s).__name__, s.url('images/a.webp'))",
         settings="celeste.settings.production",
         env={**PRODUCTION_ENV, "AWS_STORAGE_BUCKET_NAME": "media", "AWS_S3_CUSTOM_DOMAIN": "cdn.example.com"},
     )
