@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import F, Max
 from django.utils import timezone
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError, features
 
@@ -86,9 +86,7 @@ def _open(data: bytes) -> Image.Image:
     except Image.DecompressionBombError:
         raise ImageRejected(f"The image has more than {settings.IMAGE_MAX_PIXELS} pixels.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise ImageRejected(
-            f"Not an image we accept ({', '.join(ACCEPTED_FORMATS)}; SVG is not)."
-        ) from None
+        raise ImageRejected(f"Not an image we accept ({', '.join(ACCEPTED_FORMATS)}; SVG is not).") from None
     if image.width * image.height > settings.IMAGE_MAX_PIXELS:
         image.close()
         raise ImageRejected(
@@ -143,8 +141,6 @@ def render(data: bytes, *, names: list[str] | None = None) -> list[Rendition]:
             original.seek(0)  # animated: the first frame
             original.load()
             image = _srgb(ImageOps.exif_transpose(original))
-        except ImageRejected:
-            raise
         except Exception as exc:  # truncated or corrupt pixel data, in any plugin
             raise ImageRejected(f"The {original.format} data cannot be decoded: {exc}.") from None
     renditions = []
@@ -349,7 +345,10 @@ def _original_take(image: ProductImage) -> ProductImage | None:
     }
     try:
         with transaction.atomic():
-            if ProductImage.objects.filter(product_id=image.product_id, content_hash=content_hash).exists():
+            # Another image of the product with this original (not this one: a concurrent run of
+            # the same job may have stored it on this row already, which is no duplicate).
+            others = ProductImage.objects.filter(product_id=image.product_id, content_hash=content_hash)
+            if others.exclude(id=image.id).exists():
                 ProductImage.objects.filter(id=image.id).delete()
                 return None
             ProductImage.objects.filter(id=image.id).update(**fields, updated_at=timezone.now())
@@ -387,7 +386,7 @@ def image_process(*, image_id: int, names: list[str] | None = None, force: bool 
         return "gone"
     if not force and (image.status == ImageStatus.FAILED or image_is_complete(image, names)):
         return "unchanged"
-    ProductImage.objects.filter(id=image_id).update(attempts=image.attempts + 1)
+    ProductImage.objects.filter(id=image_id).update(attempts=F("attempts") + 1)
     try:
         if not image.original_name:
             image = _original_take(image)

@@ -586,3 +586,15 @@ def test_an_oversized_body_is_refused_before_it_is_read(staff_client, media, set
 
     assert response.status_code == 400 and "10000 bytes" in str(response.json())
     assert not ProductImage.objects.exists()
+
+
+def test_two_runs_of_one_url_job_leave_one_image(image_server, media):
+    # The second run read the row before the first stored the original on it: still the same image.
+    image_server.files["/twice.jpg"] = ("image/jpeg", picture())
+    product = ProductFactory(image_urls=[image_server.url("/twice.jpg")])
+    (stale,) = product.images.all()
+    assert process(stale.id) == "ready"
+
+    assert images._original_take(stale) is not None
+
+    assert list(product.images.values_list("id", "status")) == [(stale.id, "ready")]
