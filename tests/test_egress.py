@@ -19,7 +19,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from celeste.egress import EgressLookupFailed, EgressRefused, address_is_public, pinned_session, url_check_public
+from celeste.devserver.loopback import ImageServer
+from celeste.egress import (
+    EgressFailed,
+    EgressLookupFailed,
+    EgressRefused,
+    EgressTooLarge,
+    address_is_public,
+    fetch,
+    pinned_session,
+    url_check_public,
+)
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
@@ -234,9 +244,6 @@ def test_the_pinned_session_talks_to_no_other_host(tls_server):
 
 
 # --- fetch: redirects re-checked, size and time caps, against a real HTTP server on loopback ---
-
-from celeste.devserver.loopback import ImageServer  # noqa: E402
-from celeste.egress import EgressFailed, EgressTooLarge, fetch  # noqa: E402
 
 
 @pytest.fixture

@@ -598,3 +598,21 @@ def test_two_runs_of_one_url_job_leave_one_image(image_server, media):
     assert images._original_take(stale) is not None
 
     assert list(product.images.values_list("id", "status")) == [(stale.id, "ready")]
+
+
+def test_metrics_show_pending_images_and_processing_outcomes(client, staff_client, media):
+    from celeste import metrics
+
+    from ..background.test_metrics import scrape, total
+
+    product = ProductFactory()
+    image_id = upload(staff_client, product, picture()).json()["id"]
+    ready_before = metrics.sample_value("celeste_images_processed_total", {"outcome": "ready"})
+
+    pending = scrape(client)
+    process(image_id)
+    after = scrape(client)
+
+    assert total(pending, "celeste_images_pending") == 1 and total(pending, "celeste_image_lag_seconds") >= 0
+    assert total(after, "celeste_images_pending") == 0 and total(after, "celeste_image_lag_seconds") == 0
+    assert metrics.sample_value("celeste_images_processed_total", {"outcome": "ready"}) == ready_before + 1
