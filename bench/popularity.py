@@ -1,30 +1,32 @@
 """Popularity: tracking a view, trending, aggregating the stream (issue 12's targets).
 
-- **Tracking a view p50.** In-process DRF APIClient (no HTTP server), anonymous, a new
-  client address per request so every view is counted: ``POST /products/{id}/view`` as
-  shipped (one indexed read, one Lua call to Redis) vs the same request with the storage
-  swapped for the synchronous design (``UPDATE … SET views = views + 1`` on a counter
-  table, a bucket row, and the product's score recomputed, in one transaction). The
-  request path around it (routing, auth, serializer, product read) is identical.
+- **Tracking a view p50.** Over HTTP to one gunicorn process, anonymous, a new client
+  (user agent) per request so every view is counted: ``POST /products/{id}/view`` as
+  shipped (one indexed read, one Lua call to Redis) vs the same view serving the
+  synchronous design (``UPDATE … SET views = views + 1`` on a counter table, a bucket
+  row, and the product's score recomputed, in one transaction; bench/tracking_sync.py).
+  The request path around it (routing, auth, serializer, product read) is identical.
+  It runs last, over the trending benchmark's history (its interactions as 5-minute
+  buckets), so the synchronous recompute reads what a shop with that traffic holds.
 - **Trending p50.** ``GET /products/trending`` (APIClient, served from the Redis cache)
   vs computing the same top 20 from raw interactions in SQL (weights × decay, grouped
   by product, joined with the products; the query alone, without any HTTP overhead)
-  at 1M interactions (100k with ``--quick``) over 2,000 products.
-- **Aggregation.** N stream entries counted into Postgres by the aggregation's batch
+  at 1M interactions (100k with ``--quick``) over 2,000 products; raw SQL scans all of
+  them on every request, so it gets 10 samples (the cache 100).
+- **Aggregation.** 1M stream entries (100k with ``--quick``) counted into Postgres by the aggregation's batch
   loop (claim/read, count, commit, XACK + XDEL) vs merely reading them with
   XREADGROUP in batches of the same size.
 """
 
 import random
 import time
-from unittest import mock
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.utils import timezone
+from django.db import connection
 from rest_framework.test import APIClient
 
-from bench import Result, flush_redis, p50, report, reset_catalog
+from bench import Result, flush_redis, p50, report, reset_catalog, tracking_sync
+from bench.server import Server
 from catalog import popularity
 from catalog.models import Product
 
@@ -39,49 +41,30 @@ def _products(count: int) -> list[int]:
     return list(Product.objects.values_list("id", flat=True))
 
 
-def _sync_track(*, actor, events):
-    """The design the stream replaces: count and rescore inside the request."""
-    with transaction.atomic(), connection.cursor() as cursor:
-        for event in events:
-            cursor.execute(
-                "INSERT INTO bench_views (product_id, views) VALUES (%s, 1)"
-                " ON CONFLICT (product_id) DO UPDATE SET views = bench_views.views + 1",
-                [event.product_id],
-            )
-            popularity._counts_add({(event.product_id, None, popularity.bucket_of(timezone.now()), event.kind): 1})
-            popularity.popularity_scores_recompute(product_ids=(event.product_id, event.product_id + 1))
-    return len(events)
-
-
 def tracking(ids: list[int], count: int) -> list[Result]:
+    """Both routes on one gunicorn process, alternating in blocks so both see the same load."""
     with connection.cursor() as cursor:
-        cursor.execute("CREATE TABLE IF NOT EXISTS bench_views (product_id bigint PRIMARY KEY, views int NOT NULL)")
-    client = APIClient()
+        cursor.execute(tracking_sync.COUNTER_TABLE_SQL)
+    server = Server("tracking", {"DJANGO_SETTINGS_MODULE": "bench.tracking_settings", "LOG_LEVEL": "WARNING"})
+    paths = {"stream": "/api/v1/products/{}/view", "sync": "/bench/products/{}/view"}
     timings: dict[str, list[float]] = {"stream": [], "sync": []}
     n = 0
-    for block in range(10):  # alternating blocks: both modes see the same machine load
-        for mode in ("stream", "sync"):
-            patch = mock.patch.object(popularity, "popularity_track", _sync_track) if mode == "sync" else None
-            if patch:
-                patch.start()
-            try:
+    try:
+        for block in range(11):  # the first block warms up
+            for mode, template in paths.items():
                 for _ in range(count // 10):
-                    n += 1
-                    product_id = random.choice(ids)
-                    addr = f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}"
-                    start = time.perf_counter()
-                    response = client.post(f"/api/v1/products/{product_id}/view", REMOTE_ADDR=addr)
-                    elapsed = time.perf_counter() - start
-                    assert response.status_code == 202, response.content
-                    if block:  # the first block warms up
+                    n += 1  # a new client (user agent) per request: every view is counted, none deduplicated
+                    elapsed = server.post(
+                        template.format(random.choice(ids)), {}, expect=202, headers={"User-Agent": f"bench-{n}"}
+                    )
+                    if block:
                         timings[mode].append(elapsed)
-            finally:
-                if patch:
-                    patch.stop()
+    finally:
+        server.stop()
     stream, sync = p50(timings["stream"]) * 1000, p50(timings["sync"]) * 1000
     return [
-        Result("popularity", "track view p50, stream (ms)", stream, "ms"),
-        Result("popularity", "track view p50, sync UPDATE + recompute (ms)", sync, "ms"),
+        Result("popularity", "track view p50 over HTTP, stream (ms)", stream, "ms"),
+        Result("popularity", "track view p50 over HTTP, sync UPDATE + recompute (ms)", sync, "ms"),
         Result("popularity", "track view p50, stream / sync", stream / sync, "ratio", "<= 0.5"),
     ]
 
@@ -98,7 +81,7 @@ RAW_SQL = """
 """
 
 
-def trending(ids: list[int], interactions: int, samples: int) -> list[Result]:
+def trending(ids: list[int], interactions: int, samples: int, raw_samples: int) -> list[Result]:
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS bench_interactions")
         cursor.execute(
@@ -136,20 +119,22 @@ def trending(ids: list[int], interactions: int, samples: int) -> list[Result]:
         "half": settings.POPULARITY_HALF_LIFE_HOURS * 3600,
     }
     cached, raw = [], []
-    for i in range(samples + 3):
+    for i in range(samples + 3):  # the first 3 warm up
         start = time.perf_counter()
         response = client.get("/api/v1/products/trending?limit=20")
-        elapsed_cached = time.perf_counter() - start
+        elapsed = time.perf_counter() - start
         assert response.status_code == 200 and response.json()["count"] == 20
+        if i >= 3:
+            cached.append(elapsed)
+    for i in range(raw_samples + 1):
         start = time.perf_counter()
         with connection.cursor() as cursor:
             cursor.execute(RAW_SQL, params)
             rows = cursor.fetchall()
-        elapsed_raw = time.perf_counter() - start
+        elapsed = time.perf_counter() - start
         assert len(rows) == 20
-        if i >= 3:
-            cached.append(elapsed_cached)
-            raw.append(elapsed_raw)
+        if i >= 1:
+            raw.append(elapsed)
     top_cached = [item["id"] for item in response.json()["results"][:5]]
     top_raw = [row[0] for row in rows[:5]]
     label = f"{interactions // 1000}k"
@@ -200,10 +185,12 @@ def run(quick: bool) -> list[Result]:
         cursor.execute("TRUNCATE catalog_popularitybucket, catalog_popularityscore, catalog_popularitystreamposition")
     flush_redis()
     ids = _products(PRODUCTS)
-    results = report(tracking(ids, 300 if quick else 1000))
+    results = report(aggregation(ids, 100_000 if quick else 1_000_000))
     flush_redis()
-    results += report(aggregation(ids, 20_000 if quick else 100_000))
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE catalog_popularitybucket, catalog_popularityscore")
-    results += report(trending(ids, 100_000 if quick else 1_000_000, 30 if quick else 100))
+    interactions = 100_000 if quick else 1_000_000
+    results += report(trending(ids, interactions, 30 if quick else 100, 5 if quick else 10))
+    # Tracking last: the synchronous design's recompute then reads the same history.
+    results += report(tracking(ids, 300 if quick else 1000))
     return results
