@@ -19,10 +19,12 @@ COPY . .
 
 # Static files are collected at build time with the base settings, which need no
 # environment and connect to nothing. staticfiles/ must be writable by the runtime
-# user: `manage.py bootstrap` runs collectstatic again.
+# user: `manage.py bootstrap` runs collectstatic again. var/media: uploaded media without S3
+# (compose mounts a volume there, which takes this owner).
 RUN useradd --create-home --uid 10001 --user-group celeste \
  && DJANGO_SETTINGS_MODULE=celeste.settings.base python manage.py collectstatic --noinput \
- && chown -R celeste:celeste /app/staticfiles
+ && chown -R celeste:celeste /app/staticfiles \
+ && mkdir -p /app/var/media && chown celeste:celeste /app/var/media
 
 USER celeste
 EXPOSE 8000

@@ -34,6 +34,7 @@ BENCHMARKS = {
     "odoo_sync": "bench.odoo_sync",
     "popularity": "bench.popularity",
     "reports": "bench.reports",
+    "images": "bench.images",
 }
 
 

@@ -22,6 +22,9 @@ class CatalogConfig(AppConfig):
         )
         # Raw interactions older than POPULARITY_RETENTION_DAYS go; hourly is plenty for a day-granular limit.
         startup.periodic_task_declare(name="Popularity retention sweep", task=tasks.sweep_popularity, every=3600)
+        startup.periodic_task_declare(
+            name="Image file sweep", task=tasks.sweep_image_files, every=settings.IMAGE_ORPHAN_SWEEP_INTERVAL_SECONDS
+        )
         startup.worker_start_declare(services.embeddings_recover)
         startup.web_start_declare(embeddings.warm_up_in_background)
         prometheus.collector_register(metrics.collect)

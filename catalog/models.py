@@ -223,3 +223,74 @@ class PopularityOrder(models.Model):
 
     def __str__(self):
         return f"order {self.order_id} ({'counted' if self.counted else 'not counted'})"
+
+
+class ImageStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class ProductImage(models.Model):
+    """One image of a product, in the product's order (``position``).
+
+    The original is stored as it came (``original_name`` in the default storage, named by
+    its ``content_hash``); a URL ingest has only ``source_url`` until the task fetched it.
+    The variants are made in the background (catalog/images.py); ``error`` says why an
+    image failed.
+    """
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="images")
+    position = models.PositiveIntegerField(default=0)
+    source_url = models.URLField(max_length=2000, blank=True)
+    original_name = models.CharField(max_length=300, blank=True)
+    content_hash = models.CharField(max_length=64, blank=True)
+    size = models.PositiveIntegerField(null=True, blank=True, help_text="Bytes of the original.")
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    format = models.CharField(max_length=10, blank=True, help_text="As Pillow decoded it (JPEG, PNG, WEBP, …).")
+    status = models.CharField(max_length=20, choices=ImageStatus.choices, default=ImageStatus.PENDING)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["product_id", "position", "id"]
+        constraints = [
+            # The same original twice on a product is one image.
+            models.UniqueConstraint(
+                fields=["product", "content_hash"],
+                name="product_image_unique_original",
+                condition=~Q(content_hash=""),
+            ),
+            models.CheckConstraint(condition=~Q(source_url="", original_name=""), name="product_image_has_a_source"),
+        ]
+        indexes = [models.Index(fields=["status"], name="product_image_status_idx", condition=~Q(status="ready"))]
+
+    def __str__(self):
+        return f"image {self.id} of product {self.product_id} ({self.status})"
+
+
+class ProductImageVariant(models.Model):
+    """One rendition of an image: ``name`` (small, medium, large) in one ``format``,
+    stored under ``file_name`` (content-addressed: original hash + variant spec)."""
+
+    image = models.ForeignKey(ProductImage, on_delete=models.CASCADE, related_name="variants")
+    name = models.CharField(max_length=20)
+    format = models.CharField(max_length=10)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    size = models.PositiveIntegerField(help_text="Bytes.")
+    file_name = models.CharField(max_length=300)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["image_id", "width", "format"]
+        constraints = [
+            models.UniqueConstraint(fields=["image", "name", "format"], name="product_image_variant_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.name}.{self.format} of image {self.image_id}"

@@ -4,10 +4,10 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Prefetch, prefetch_related_objects
 from pgvector.django import CosineDistance
 
-from .models import EmbeddingStatus, Product, ProductEmbedding, StockLevel
+from .models import EmbeddingStatus, Product, ProductEmbedding, ProductImage, StockLevel
 
 
 def embedding_status(product: Product) -> str:
@@ -21,6 +21,12 @@ def embedding_status(product: Product) -> str:
     if stale and embedding.status != EmbeddingStatus.FAILED:
         return EmbeddingStatus.PENDING
     return embedding.status
+
+
+def product_images_prefetch(lookup: str = "images") -> Prefetch:
+    """Products' images with their variants in two queries, whatever the number of
+    products (``lookup``: the path to the images, e.g. ``product__images`` from order items)."""
+    return Prefetch(lookup, queryset=ProductImage.objects.prefetch_related("variants"))
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,7 @@ def product_search(
             cursor.execute("SET LOCAL enable_indexscan = off")
         rows = list(nearest)
     hits = [SearchHit(product=row.product, score=1.0 - float(row.distance)) for row in rows]
+    prefetch_related_objects([hit.product for hit in hits], product_images_prefetch())
     if sort == "popularity":
         hits.sort(key=lambda hit: (-round(hit.score, settings.SEARCH_TIE_DECIMALS), -hit.product.popularity))
     return hits

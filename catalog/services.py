@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from celeste.background.queue import coalesce_reset, enqueue
 
-from . import embeddings, tasks
+from . import embeddings, images, tasks
 from .errors import InsufficientStock, InUse
 from .models import EmbeddingStatus, Product, ProductEmbedding, StockLevel, Store
 
@@ -62,8 +62,10 @@ def product_create(
     category: str = "",
     currency: str = settings.DEFAULT_CURRENCY,
     active: bool = True,
+    image_urls: list[str] = (),
 ) -> Product:
-    """Create a product; its embedding starts pending and is made in the background."""
+    """Create a product; its embedding starts pending and is made in the background, and so
+    are its images from ``image_urls`` (images.ImageRejected for a refused URL: nothing is created)."""
     product = Product(
         sku=sku,
         name=name,
@@ -75,6 +77,8 @@ def product_create(
     )
     product.save()
     ProductEmbedding.objects.create(product=product)
+    for url in image_urls:
+        images.product_image_add_url(product=product, url=url)
     return product
 
 

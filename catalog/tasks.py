@@ -1,10 +1,11 @@
 from django.conf import settings
 
 from celeste.background.backpressure import Overflow
+from celeste.background.errors import TransientError
 from celeste.background.tasks import celeste_task
 
 # services imports this module (to enqueue): read it only when a task runs.
-from . import popularity, services
+from . import images, popularity, services
 
 
 # A retry from the inbox redoes the work as is: a failed batch is marked failed,
@@ -35,3 +36,28 @@ def aggregate_popularity() -> dict:
 @celeste_task("catalog.sweep_popularity")
 def sweep_popularity() -> dict:
     return popularity.popularity_sweep()
+
+
+# Queue "images": rendering is slow and must neither wait behind embeddings nor hold them up.
+# A refused content or URL fails the image (no retry, no inbox); an unreachable URL is
+# retried, and when retries run out the image fails and the job lands in the inbox, whose
+# Retry makes the image pending again. Re-runnable: same original, same names and rows.
+@celeste_task(
+    "catalog.process_product_image",
+    queue="images",
+    bind=True,
+    on_inbox_retry=lambda **job: images.product_image_reopen(**job),
+)
+def process_product_image(self, *, image_id: int, variant: str = "", force: bool = False) -> str:
+    try:
+        return images.image_process(image_id=image_id, names=[variant] if variant else None, force=force)
+    except images.ImageFetchFailed as exc:
+        if self.request.retries >= self.max_retries:
+            images.image_mark_failed(image_id=image_id, reason=str(exc))
+        raise TransientError(str(exc)) from exc
+
+
+# Periodic. Re-runnable: deletes only what is unreferenced and older than the grace period when it runs.
+@celeste_task("catalog.sweep_image_files", queue="images")
+def sweep_image_files() -> int:
+    return len(images.images_sweep_orphans())

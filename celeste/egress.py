@@ -10,6 +10,9 @@ network or the cloud metadata service (SSRF). The rule lives here, once:
   checked address (never resolving the name again, so a DNS answer that changes
   between the check and the connection cannot redirect it), verifies TLS for the
   URL's host name, ignores proxy variables and follows no redirects.
+- ``fetch(url, …)`` downloads a body through both: every redirect is a new URL,
+  checked and pinned again (at most ``max_redirects``), the body is streamed under
+  a hard size cap and the whole fetch under one deadline.
 
 Check at the time the URL is accepted, and again right before connecting: DNS can
 change in between.
@@ -17,10 +20,13 @@ change in between.
 
 import ipaddress
 import socket
+import time
 from collections.abc import Iterable
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -40,6 +46,19 @@ class EgressRefused(EgressError):
 
 class EgressLookupFailed(EgressError):
     """The host name did not resolve: it may later."""
+
+
+class EgressTooLarge(EgressRefused):
+    """The body is larger than the caller accepts."""
+
+
+class EgressFailed(EgressError):
+    """The server could not be reached, was too slow, or answered an error: it may work later
+    (``status`` is the HTTP status when there was one)."""
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 def address_is_public(address: Address) -> bool:
@@ -97,13 +116,23 @@ def _resolve(host: str, port: int) -> list[Address]:
     return addresses
 
 
-def url_check_public(url: str, *, allowed_hosts: Iterable[str] = (), allow_private: bool = False) -> list[Address]:
+def url_check_public(
+    url: str,
+    *,
+    allowed_hosts: Iterable[str] = (),
+    allow_private: bool = False,
+    allow_loopback: bool = False,
+    allow_http: bool = False,
+) -> list[Address]:
     """The addresses ``url``'s host resolves to, all of them checked; raises
     EgressRefused (or EgressLookupFailed when the name does not resolve).
 
     ``allowed_hosts``: when not empty, the host must be on it (see host_allowed).
     ``allow_private``: for development and tests only (loopback servers): accept
     non-public addresses, and plain http to them (never to a public address).
+    ``allow_loopback``: the same for loopback addresses only (tests): every other
+    non-public address is still refused, so a redirect to the metadata service is.
+    ``allow_http``: plain http to public addresses too (image URLs; never push).
     """
     try:
         parts = urlsplit(url)
@@ -111,8 +140,8 @@ def url_check_public(url: str, *, allowed_hosts: Iterable[str] = (), allow_priva
     except ValueError as exc:
         raise EgressRefused(f"Not a valid URL: {exc}.") from None
     scheme = parts.scheme.lower()
-    if scheme not in ("https", "http") or (scheme == "http" and not allow_private):
-        raise EgressRefused("The URL must use https.")
+    if scheme not in ("https", "http") or (scheme == "http" and not (allow_private or allow_loopback or allow_http)):
+        raise EgressRefused("The URL must use http or https." if allow_http else "The URL must use https.")
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         raise EgressRefused("The URL must not contain a user name or password.")
     host = (parts.hostname or "").rstrip(".")
@@ -123,10 +152,15 @@ def url_check_public(url: str, *, allowed_hosts: Iterable[str] = (), allow_priva
         raise EgressRefused(f"The host {host!r} is not an allowed push service.")
     addresses = _resolve(host, port or (443 if scheme == "https" else 80))
     public = [address for address in addresses if address_is_public(address)]
-    if len(public) < len(addresses) and not allow_private:
-        refused = next(address for address in addresses if address not in public)
+    tolerated = [
+        address
+        for address in addresses
+        if address not in public and (allow_private or (allow_loopback and address.is_loopback))
+    ]
+    if len(public) + len(tolerated) < len(addresses):
+        refused = next(address for address in addresses if address not in public and address not in tolerated)
         raise EgressRefused(f"The host {host!r} resolves to {refused}, which is not a public address.")
-    if scheme == "http" and public:
+    if scheme == "http" and public and not allow_http:
         raise EgressRefused("The URL must use https.")
     return addresses
 
@@ -170,3 +204,81 @@ def pinned_session(url: str, address: Address) -> requests.Session:
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
+
+
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    url: str  # the last one, after redirects
+    content: bytes
+    content_type: str
+
+
+def fetch(
+    url: str,
+    *,
+    max_bytes: int,
+    timeout: float,
+    max_redirects: int = 3,
+    allow_http: bool = False,
+    allow_loopback: bool = False,
+    verify: bool | str = True,
+) -> Fetched:
+    """GET ``url`` under the rule: each hop (the URL, then every redirect) checked with
+    url_check_public and fetched through a session pinned to its checked address.
+
+    Raises EgressRefused (the rule, more than ``max_redirects`` redirects, a body over
+    ``max_bytes``: EgressTooLarge), EgressLookupFailed, or EgressFailed (connection
+    error, ``timeout`` seconds passed for the whole fetch, an HTTP error status).
+    The body is read as it arrives, never more than ``max_bytes`` + one chunk of it.
+    """
+    deadline = time.monotonic() + timeout
+    for _hop in range(max_redirects + 1):
+        addresses = url_check_public(url, allow_http=allow_http, allow_loopback=allow_loopback)
+        session = pinned_session(url, addresses[0])
+        remaining = deadline - time.monotonic()
+        try:
+            # identity: a compressed body would be inflated past the cap before we could count it.
+            response = session.get(
+                url,
+                stream=True,
+                timeout=(max(remaining, 0.01), max(remaining, 0.01)),
+                verify=verify,
+                headers={"Accept-Encoding": "identity"},
+            )
+        except requests.RequestException as exc:
+            session.close()
+            raise EgressFailed(f"Could not fetch {url}: {type(exc).__name__}.") from exc
+        with session, response:
+            if response.status_code in REDIRECTS and response.headers.get("Location"):
+                url = urljoin(url, response.headers["Location"])
+                continue
+            if response.status_code != 200:
+                raise EgressFailed(f"{url} answered HTTP {response.status_code}.", status=response.status_code)
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise EgressTooLarge(f"{url} is larger than {max_bytes} bytes ({declared}).")
+            content = _read_capped(response, url=url, max_bytes=max_bytes, deadline=deadline)
+            return Fetched(url=url, content=content, content_type=response.headers.get("Content-Type", ""))
+    raise EgressRefused(f"More than {max_redirects} redirects.")
+
+
+def _read_capped(response, *, url: str, max_bytes: int, deadline: float) -> bytes:
+    chunks, size = [], 0
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise EgressFailed(f"{url} took longer than the time allowed.")
+            # read1: whatever has arrived (up to 64 KiB), so a server that trickles
+            # bytes cannot hold us past the deadline by more than one socket timeout.
+            chunk = response.raw.read1(65536, decode_content=False)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > max_bytes:
+                raise EgressTooLarge(f"{url} is larger than {max_bytes} bytes.")
+            chunks.append(chunk)
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        raise EgressFailed(f"Could not fetch {url}: {type(exc).__name__}.") from exc

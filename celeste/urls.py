@@ -1,5 +1,7 @@
+from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from celeste.api.auth import token_login
@@ -19,3 +21,13 @@ urlpatterns = [
     path("api/v1/", include("reports.api.urls")),
     path("api/v1/", include("celeste.background.api.urls")),
 ]
+
+
+def media(request, path):
+    # MEDIA_ROOT read per request: tests point it at a directory of their own.
+    return serve(request, path, document_root=settings.MEDIA_ROOT)
+
+
+if settings.MEDIA_SERVE and not settings.AWS_STORAGE_BUCKET_NAME:
+    # Local media (product images) from the filesystem storage; production serves them from S3 + CDN.
+    urlpatterns.append(re_path(rf"^{settings.MEDIA_URL.strip('/')}/(?P<path>.*)$", media, name="media"))

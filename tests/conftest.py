@@ -80,7 +80,7 @@ def queued_messages(redis, queue: str = "slow") -> int:
 
 @pytest.fixture
 def worker(transactional_db, redis):
-    """A real Celery worker (both queues, one process) on the test database."""
+    """A real Celery worker (every queue, one process) on the test database."""
     with celery_worker(env=WORKER_ENV, log_dir=LOG_DIR) as running:
         yield running
 

@@ -6,8 +6,10 @@ can reach: it never resolves them."""
 
 import datetime
 import ipaddress
+import socket
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -17,7 +19,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from celeste.egress import EgressLookupFailed, EgressRefused, address_is_public, pinned_session, url_check_public
+from celeste.devserver.loopback import ImageServer
+from celeste.egress import (
+    EgressFailed,
+    EgressLookupFailed,
+    EgressRefused,
+    EgressTooLarge,
+    address_is_public,
+    fetch,
+    pinned_session,
+    url_check_public,
+)
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
@@ -229,3 +241,90 @@ def test_the_pinned_session_talks_to_no_other_host(tls_server):
     with pytest.raises(requests.exceptions.InvalidURL, match="only connect to the host that was checked"):
         pinned_session(url, LOOPBACK).get(f"https://127.0.0.1:{tls_server.port}/", timeout=5)
     assert tls_server.seen == []
+
+
+# --- fetch: redirects re-checked, size and time caps, against a real HTTP server on loopback ---
+
+
+@pytest.fixture
+def files():
+    server = ImageServer().start()
+    yield server
+    server.stop()
+
+
+def get(url, **kwargs):
+    return fetch(url, **{"max_bytes": 1000, "timeout": 5, "allow_loopback": True, **kwargs})
+
+
+def test_fetch_follows_up_to_three_redirects_checking_each(files):
+    files.files["/end"] = ("image/png", b"x" * 10)
+    for hop in range(3):
+        files.redirects[f"/hop{hop}"] = f"/hop{hop + 1}" if hop < 2 else "/end"
+
+    fetched = get(files.url("/hop0"))
+
+    assert fetched.content == b"x" * 10 and fetched.url == files.url("/end")
+    files.redirects["/hop-1"] = "/hop0"
+    with pytest.raises(EgressRefused, match="More than 3 redirects"):
+        get(files.url("/hop-1"))
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/x", "http://[fd00::1]/x", "ftp://1.1.1.1/x"],
+)
+def test_a_redirect_to_a_refused_address_is_never_followed(files, target):
+    files.redirects["/go"] = target
+
+    with pytest.raises(EgressRefused):
+        get(files.url("/go"))
+    assert files.requests == ["/go"]
+
+
+def test_loopback_is_refused_without_the_setting(files):
+    files.files["/a"] = ("image/png", b"x")
+    with pytest.raises(EgressRefused, match="not a public address"):
+        fetch(files.url("/a"), max_bytes=1000, timeout=5, allow_http=True)
+    assert files.requests == []
+
+
+def test_http_is_allowed_to_public_hosts_only_when_asked():
+    assert url_check_public("http://1.1.1.1/a.jpg", allow_http=True)
+    with pytest.raises(EgressRefused, match="must use https"):
+        url_check_public("http://1.1.1.1/a.jpg")
+    with pytest.raises(EgressRefused, match="not a public address"):
+        url_check_public("http://10.0.0.1/a.jpg", allow_loopback=True, allow_http=True)
+
+
+def test_a_body_over_the_cap_is_refused_with_or_without_content_length(files):
+    files.files["/big"] = ("image/png", b"x" * 5000)
+    files.files["/big-chunked"] = ("image/png", b"x" * 5000)
+    files.chunked.add("/big-chunked")
+
+    with pytest.raises(EgressTooLarge, match="larger than 1000 bytes \\(5000\\)"):
+        get(files.url("/big"))
+    with pytest.raises(EgressTooLarge, match="larger than 1000 bytes"):
+        get(files.url("/big-chunked"))
+
+
+def test_a_slow_body_hits_the_deadline(files):
+    files.files["/slow"] = ("image/png", b"x" * 800)
+    files.trickle["/slow"] = 0.1  # 16 bytes every 0.1 s: 5 s for the whole body
+
+    started = time.monotonic()
+    with pytest.raises(EgressFailed, match="longer than the time allowed"):
+        get(files.url("/slow"), timeout=1)
+    assert time.monotonic() - started < 2
+
+
+def test_an_error_status_and_a_closed_port_are_failures(files):
+    files.status["/gone"] = 404
+    with pytest.raises(EgressFailed, match="HTTP 404") as raised:
+        get(files.url("/gone"))
+    assert raised.value.status == 404
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(EgressFailed, match="ConnectionError"):
+        get(f"http://127.0.0.1:{port}/x")

@@ -1,7 +1,8 @@
 from django.conf import settings
 from rest_framework import serializers
 
-from ..models import Product, StockLevel, Store
+from ..images import image_json
+from ..models import ImageStatus, Product, StockLevel, Store
 from ..selectors import embedding_status
 
 
@@ -12,10 +13,61 @@ class StoreSerializer(serializers.ModelSerializer):
         read_only_fields = ["created_at", "updated_at"]
 
 
+class ImageVariantSerializer(serializers.Serializer):
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+    urls = serializers.DictField(
+        child=serializers.CharField(),
+        help_text="Format (avif, webp, jpeg; preferred first) to URL. On the CDN host when S3 is configured.",
+    )
+
+
+class ProductImageSerializer(serializers.Serializer):
+    """Read-only: what catalog.images.image_json returns (the fields below document it)."""
+
+    id = serializers.IntegerField()
+    position = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=ImageStatus.choices)
+    error = serializers.CharField(help_text="Why the image failed (empty otherwise).")
+    width = serializers.IntegerField(allow_null=True, help_text="Of the original (null until it was fetched).")
+    height = serializers.IntegerField(allow_null=True)
+    format = serializers.CharField(help_text="Of the original, as decoded (JPEG, PNG, …).")
+    source_url = serializers.CharField(help_text="The URL it was ingested from (empty for uploads).")
+    variants = serializers.DictField(
+        child=ImageVariantSerializer(), help_text="Variant name (small, medium, large) to its size and URLs."
+    )
+
+    def to_representation(self, image):
+        return image_json(image)
+
+
+class ImageIngestSerializer(serializers.Serializer):
+    """Either a file (multipart) or a URL (JSON or form)."""
+
+    file = serializers.FileField(required=False, help_text=f"At most {settings.IMAGE_MAX_BYTES} bytes.")
+    url = serializers.URLField(required=False, max_length=2000, help_text="http(s), fetched in the background.")
+
+    def validate(self, attrs):
+        if ("file" in attrs) == ("url" in attrs):
+            raise serializers.ValidationError({"detail": "Send either a file or a url."})
+        upload = attrs.get("file")
+        if upload is not None and upload.size > settings.IMAGE_MAX_BYTES:
+            raise serializers.ValidationError({"file": [f"At most {settings.IMAGE_MAX_BYTES} bytes."]})
+        return attrs
+
+
 class ProductSerializer(serializers.ModelSerializer):
     price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0)
     currency = serializers.ChoiceField(choices=settings.CURRENCIES, default=settings.DEFAULT_CURRENCY)
     embedding_status = serializers.SerializerMethodField()
+    images = ProductImageSerializer(many=True, read_only=True)
+    image_urls = serializers.ListField(
+        child=serializers.URLField(max_length=2000),
+        write_only=True,
+        required=False,
+        max_length=settings.IMAGE_MAX_PER_PRODUCT,
+        help_text="On create: http(s) URLs of images to ingest in the background.",
+    )
 
     class Meta:
         model = Product
@@ -29,11 +81,18 @@ class ProductSerializer(serializers.ModelSerializer):
             "currency",
             "active",
             "embedding_status",
+            "images",
+            "image_urls",
             "popularity",
             "created_at",
             "updated_at",
         ]
         read_only_fields = ["popularity", "created_at", "updated_at"]
+
+    def validate_image_urls(self, urls):
+        if self.instance is not None:
+            raise serializers.ValidationError("Only on create; add images with POST /products/{id}/images.")
+        return urls
 
     def get_embedding_status(self, product) -> str:
         return embedding_status(product)

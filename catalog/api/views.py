@@ -1,17 +1,22 @@
-from drf_spectacular.utils import extend_schema
+from django.conf import settings
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
-from .. import popularity, services
+from .. import images, popularity, services
 from ..embeddings import query_vector
-from ..models import Product, StockLevel, Store
-from ..selectors import product_search
+from ..models import Product, ProductImage, StockLevel, Store
+from ..selectors import product_images_prefetch, product_search
 from .filters import ProductFilter, StockLevelFilter
 from .permissions import IsStaffOrReadOnly
 from .serializers import (
+    ImageIngestSerializer,
+    ProductImageSerializer,
     ProductSerializer,
     SearchQuerySerializer,
     SearchResultSerializer,
@@ -23,6 +28,9 @@ from .serializers import (
     TrendingQuerySerializer,
     TrendingResultSerializer,
 )
+
+# Room for the multipart boundaries and part headers around a file of the largest allowed size.
+MULTIPART_OVERHEAD = 64 * 1024
 
 
 def _actor(request) -> str:
@@ -60,7 +68,7 @@ class StoreViewSet(viewsets.ModelViewSet):
 
 
 class ProductViewSet(viewsets.ModelViewSet):
-    queryset = Product.objects.select_related("embedding")
+    queryset = Product.objects.select_related("embedding").prefetch_related(product_images_prefetch())
     serializer_class = ProductSerializer
     permission_classes = [IsStaffOrReadOnly]
     filterset_class = ProductFilter
@@ -71,7 +79,10 @@ class ProductViewSet(viewsets.ModelViewSet):
     track = staticmethod(popularity.popularity_track)
 
     def perform_create(self, serializer):
-        product = services.product_create(**serializer.validated_data)
+        try:
+            product = services.product_create(**serializer.validated_data)
+        except images.ImageRejected as exc:
+            raise ValidationError({"image_urls": [str(exc)]}) from None
         # Re-read: with the switch on sync the embedding was made after commit.
         serializer.instance = self.get_queryset().get(id=product.id)
 
@@ -81,6 +92,60 @@ class ProductViewSet(viewsets.ModelViewSet):
 
     def perform_destroy(self, instance):
         services.product_delete(product=instance)
+
+    @extend_schema(
+        request={"multipart/form-data": ImageIngestSerializer, "application/json": ImageIngestSerializer},
+        responses={
+            202: ProductImageSerializer,
+            200: OpenApiResponse(ProductImageSerializer, description="The product has this image already."),
+        },
+        description="Add an image (staff): a multipart `file` (at most IMAGE_MAX_BYTES, 10 MB) or a `url` "
+        "(http or https, fetched in the background). The content must be an image Pillow decodes (JPEG, PNG, "
+        "GIF, WebP, AVIF, TIFF, BMP; not SVG). Answers 202 with the image `pending`: its variants are made in "
+        "the background. The same original (or URL) twice is one image (200).",
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="images",
+        parser_classes=[MultiPartParser, FormParser, JSONParser],
+        filter_backends=[],
+        pagination_class=None,
+    )
+    def images(self, request, pk=None):
+        product = self.get_object()
+        # Refused before the body is parsed: Django would otherwise spool any size to a temp file.
+        length = request.META.get("CONTENT_LENGTH") or ""
+        if length.isdigit() and int(length) > settings.IMAGE_MAX_BYTES + MULTIPART_OVERHEAD:
+            raise ValidationError({"file": [f"At most {settings.IMAGE_MAX_BYTES} bytes."]})
+        params = ImageIngestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        try:
+            if "file" in params.validated_data:
+                image, created = images.product_image_upload(
+                    product=product, content=params.validated_data["file"].read()
+                )
+            else:
+                image, created = images.product_image_add_url(product=product, url=params.validated_data["url"])
+        except images.ImageRejected as exc:
+            raise ValidationError({"file" if "file" in params.validated_data else "url": [str(exc)]}) from None
+        image = ProductImage.objects.prefetch_related("variants").get(id=image.id)
+        return Response(
+            ProductImageSerializer(image).data, status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
+        )
+
+    @extend_schema(request=None, responses={204: None}, description="Delete one of the product's images (staff).")
+    @action(
+        detail=True,
+        methods=["delete"],
+        url_path=r"images/(?P<image_id>[0-9]+)",
+        filter_backends=[],
+        pagination_class=None,
+    )
+    def image_delete(self, request, pk=None, image_id=None):
+        product = self.get_object()
+        images.product_image_delete(image=get_object_or_404(ProductImage, product=product, id=image_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
         parameters=[SearchQuerySerializer],

@@ -1,6 +1,7 @@
 """Real protocol servers on loopback for tests, benchmarks and local demos:
 an SMTP server (aiosmtpd), a Web Push receiver that checks VAPID and decrypts
-RFC 8291 payloads, and a Sentry receiver that stores the envelopes an SDK posts.
+RFC 8291 payloads, a Sentry receiver that stores the envelopes an SDK posts, and
+an HTTP server of image files (with redirects and slow answers) for URL ingest.
 None is a mock: clients talk real SMTP/HTTP."""
 
 import base64
@@ -209,6 +210,78 @@ class PushReceiver:
 
 
 # --- Sentry -------------------------------------------------------------------
+
+
+class ImageServer:
+    """Plain HTTP on 127.0.0.1 serving ``files[path] = (content type, bytes)``; a path in
+    ``redirects`` answers 302 to its URL; one in ``trickle`` sends its body a few bytes
+    every ``trickle[path]`` seconds; ``status[path]`` answers that code with no body
+    (404 for anything unknown); ``chunked`` paths are sent without Content-Length.
+    ``requests`` logs each path asked for."""
+
+    def __init__(self):
+        self.files: dict[str, tuple[str, bytes]] = {}
+        self.redirects: dict[str, str] = {}
+        self.trickle: dict[str, float] = {}
+        self.status: dict[str, int] = {}
+        self.chunked: set[str] = set()
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                path = self.path
+                server.requests.append(path)
+                if path in server.redirects:
+                    return self._empty(302, Location=server.redirects[path])
+                if path in server.status or path not in server.files:
+                    return self._empty(server.status.get(path, 404))
+                content_type, body = server.files[path]
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                if path in server.chunked or path in server.trickle:
+                    self.send_header("Connection", "close")
+                else:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    if path in server.trickle:
+                        for start in range(0, len(body), 16):
+                            self.wfile.write(body[start : start + 16])
+                            self.wfile.flush()
+                            time.sleep(server.trickle[path])
+                    else:
+                        self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (size cap, deadline)
+                self.close_connection = True
+
+            def _empty(self, code: int, **headers):
+                self.send_response(code)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def url(self, path: str) -> str:
+        return self.origin + path
+
+    def start(self) -> "ImageServer":
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 class SentryReceiver:

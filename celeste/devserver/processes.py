@@ -55,7 +55,7 @@ LEAN_WORKER_ARGS = ["--without-gossip", "--without-mingle", "--without-heartbeat
 
 @contextmanager
 def celery_worker(
-    *, queues: str = "slow,fast", concurrency: int = 1, env: dict | None = None, log_dir: Path, lean: bool = True
+    *, queues: str = "slow,images,fast", concurrency: int = 1, env: dict | None = None, log_dir: Path, lean: bool = True
 ):
     """Run ``celery worker`` against this process's database and broker until the block ends.
     ``lean=False`` keeps gossip, mingle and heartbeat on, as ``runall`` and compose run it."""

@@ -255,7 +255,7 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "fast"
 # Each task declares its queue where it is defined: celeste_task(name, queue="slow") for
-# heavy work (embeddings), "fast" (the default) for the rest.
+# embeddings, "images" for image processing, "fast" (the default) for the rest.
 CELERY_TASK_ROUTES = ("celeste.background.routing.route_task",)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -294,7 +294,9 @@ BREAKER_ALERT_EMAILS = env_list("BREAKER_ALERT_EMAILS", "")
 # how long a process trusts the depths it read.
 QUEUE_MAX_DEPTHS = {
     name: int(depth)
-    for name, _, depth in (item.partition("=") for item in env_list("QUEUE_MAX_DEPTHS", "fast=10000,slow=5000"))
+    for name, _, depth in (
+        item.partition("=") for item in env_list("QUEUE_MAX_DEPTHS", "fast=10000,slow=5000,images=5000")
+    )
 }
 QUEUE_DEPTH_CACHE_SECONDS = env_float("QUEUE_DEPTH_CACHE_SECONDS", 1)
 QUEUE_FULL_RETRY_AFTER_SECONDS = env_int("QUEUE_FULL_RETRY_AFTER_SECONDS", 10)
@@ -430,6 +432,78 @@ ODOO_CALL_RETRIES = env_int("ODOO_CALL_RETRIES", 2)
 ODOO_INVENTORY_BATCH_SIZE = env_int("ODOO_INVENTORY_BATCH_SIZE", 100)
 # Odoo sync runs of one kind (order, inventory push, pair) at once across all workers.
 ODOO_MAX_CONCURRENT_SYNCS = env_int("ODOO_MAX_CONCURRENT_SYNCS", 2)
+
+
+# --- Media storage (product images; reports later) ------------------------------
+# Local: files under MEDIA_ROOT, served at MEDIA_URL by the web when MEDIA_SERVE is on.
+# With AWS_STORAGE_BUCKET_NAME: S3 (or an S3-compatible store at AWS_S3_ENDPOINT_URL), and
+# URLs on AWS_S3_CUSTOM_DOMAIN (the CDN) when set. Credentials: AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY, or boto3's usual chain (instance role) when unset.
+MEDIA_URL = env_str("MEDIA_URL", "/media/")
+MEDIA_SERVE = env_bool("MEDIA_SERVE", False)
+AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME", "")
+AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL", "")
+AWS_S3_REGION_NAME = env_str("AWS_S3_REGION_NAME", "")
+AWS_S3_CUSTOM_DOMAIN = env_str("AWS_S3_CUSTOM_DOMAIN", "")
+# Names under these prefixes are content-addressed (they never change): cached for a year.
+MEDIA_IMMUTABLE_PREFIXES = ("images/",)
+MEDIA_IMMUTABLE_CACHE_CONTROL = env_str("MEDIA_IMMUTABLE_CACHE_CONTROL", "public, max-age=31536000, immutable")
+
+
+def storage_settings(*, media_root: str, bucket: str = "", **s3_options) -> dict:
+    """MEDIA_ROOT and STORAGES: the filesystem under ``media_root``, or the S3 ``bucket``.
+    ``s3_options`` override the S3 options taken from the settings (tests: moto's server)."""
+    if bucket:
+        options = {
+            "bucket_name": bucket,
+            "endpoint_url": AWS_S3_ENDPOINT_URL or None,
+            "region_name": AWS_S3_REGION_NAME or None,
+            "custom_domain": AWS_S3_CUSTOM_DOMAIN or None,
+            "access_key": env_str("AWS_ACCESS_KEY_ID", "") or None,
+            "secret_key": env_str("AWS_SECRET_ACCESS_KEY", "") or None,
+            # Public objects, behind the CDN: URLs carry no expiring signature.
+            "querystring_auth": False,
+            "file_overwrite": True,
+            "immutable_prefixes": MEDIA_IMMUTABLE_PREFIXES,
+            "immutable_cache_control": MEDIA_IMMUTABLE_CACHE_CONTROL,
+            **s3_options,
+        }
+        default = {"BACKEND": "celeste.storage.MediaS3Storage", "OPTIONS": options}
+    else:
+        # Overwriting is safe and wanted: names are content-addressed, a rerun writes the same bytes.
+        options = {"location": media_root, "base_url": MEDIA_URL, "allow_overwrite": True}
+        default = {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": options}
+    staticfiles = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    return {"MEDIA_ROOT": media_root, "STORAGES": {"default": default, "staticfiles": staticfiles}}
+
+
+globals().update(
+    storage_settings(media_root=env_str("MEDIA_ROOT", str(BASE_DIR / "var" / "media")), bucket=AWS_STORAGE_BUCKET_NAME)
+)
+
+# --- Product images (catalog/images.py) -------------------------------------------
+# Variants: name=longest side in px (never upscaled); formats: name=quality, in the order
+# clients should prefer them (AVIF is skipped where the installed Pillow cannot write it).
+IMAGE_VARIANTS = {
+    name: int(size)
+    for name, _, size in (item.partition("=") for item in env_list("IMAGE_VARIANTS", "small=160,medium=480,large=1200"))
+}
+IMAGE_FORMATS = {
+    name.lower(): int(quality)
+    for name, _, quality in (item.partition("=") for item in env_list("IMAGE_FORMATS", "avif=60,webp=80,jpeg=85"))
+}
+IMAGE_MAX_BYTES = env_int("IMAGE_MAX_BYTES", 10 * 1024 * 1024)
+# Decompression-bomb guard (Pillow's Image.MAX_IMAGE_PIXELS): larger images fail, not retried.
+IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 50_000_000)
+IMAGE_FETCH_TIMEOUT_SECONDS = env_float("IMAGE_FETCH_TIMEOUT_SECONDS", 10)
+IMAGE_FETCH_MAX_REDIRECTS = env_int("IMAGE_FETCH_MAX_REDIRECTS", 3)
+# Tests and development only (a loopback image server); production refuses to start with it.
+IMAGE_URL_ALLOW_LOOPBACK = env_bool("IMAGE_URL_ALLOW_LOOPBACK")
+IMAGE_MAX_PER_PRODUCT = env_int("IMAGE_MAX_PER_PRODUCT", 20)
+# Stored image files no image refers to are deleted by a periodic task, once this old
+# (a file written by a request whose row is not committed yet must survive).
+IMAGE_ORPHAN_GRACE_HOURS = env_float("IMAGE_ORPHAN_GRACE_HOURS", 24)
+IMAGE_ORPHAN_SWEEP_INTERVAL_SECONDS = env_int("IMAGE_ORPHAN_SWEEP_INTERVAL_SECONDS", 3600)
 
 
 def logging_config(log_format: str) -> dict:

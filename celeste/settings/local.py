@@ -9,7 +9,16 @@ from celeste import metrics
 from celeste.devserver.embedded import var_dir
 
 from .base import *  # noqa: F403
-from .base import DATABASE_URL, METRICS_ENABLED, REDIS_URL, env_str, url_settings
+from .base import (
+    AWS_STORAGE_BUCKET_NAME,
+    DATABASE_URL,
+    METRICS_ENABLED,
+    REDIS_URL,
+    env_bool,
+    env_str,
+    storage_settings,
+    url_settings,
+)
 
 if METRICS_ENABLED:
     # Before any metric exists. `make run` and the test suite empty it when they start.
@@ -35,3 +44,9 @@ EMAIL_BACKEND = env_str(
     if _embedded_database
     else "django.core.mail.backends.smtp.EmailBackend",
 )
+
+# Media under the var directory (var/media; the suite's var/test/media), served by the web.
+globals().update(
+    storage_settings(media_root=env_str("MEDIA_ROOT", str(var_dir() / "media")), bucket=AWS_STORAGE_BUCKET_NAME)
+)
+MEDIA_SERVE = env_bool("MEDIA_SERVE", True)

@@ -10,6 +10,7 @@ from .base import (
     DEV_SECRET_KEY,
     DEV_TASK_SIGNING_KEY,
     DEV_WEBHOOK_SECRET,
+    IMAGE_URL_ALLOW_LOOPBACK,
     METRICS_ENABLED,
     PAYMENT_WEBHOOK_SECRETS,
     PUSH_ALLOW_PRIVATE_HOSTS,
@@ -46,6 +47,8 @@ def _problems() -> list[str]:
         problems.append("PAYMENT_WEBHOOK_SECRETS holds the development default: set the provider's secret.")
     if PUSH_ALLOW_PRIVATE_HOSTS:
         problems.append("PUSH_ALLOW_PRIVATE_HOSTS is on: it lets users make the workers call internal addresses.")
+    if IMAGE_URL_ALLOW_LOOPBACK:
+        problems.append("IMAGE_URL_ALLOW_LOOPBACK is on: it lets users make the workers fetch from this host.")
     if os.environ.get("TASK_SIGNING_KEYS", "").strip() and DEV_TASK_SIGNING_KEY in TASK_SIGNING_KEYS:
         problems.append("TASK_SIGNING_KEYS holds the development default: set a secret key.")
     if not TASK_SIGNING_ENABLED:

@@ -1,5 +1,7 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from catalog.images import image_json
 from catalog.models import Product, Store
 
 from ..models import Address, Order, OrderItem, Payment
@@ -31,9 +33,16 @@ class AddressSerializer(serializers.ModelSerializer):
 
 
 class IncludedProductSerializer(serializers.ModelSerializer):
+    images = serializers.SerializerMethodField()
+
     class Meta:
         model = Product
-        fields = ["id", "sku", "name", "description", "category", "price", "currency", "active"]
+        fields = ["id", "sku", "name", "description", "category", "price", "currency", "active", "images"]
+
+    # The same objects as a product's `images` (GET /products/{id}/): id, status, variants with URLs, ...
+    @extend_schema_field({"type": "array", "items": {"type": "object", "additionalProperties": True}})
+    def get_images(self, product) -> list[dict]:
+        return [image_json(image) for image in product.images.all()]
 
 
 class IncludedStoreSerializer(serializers.ModelSerializer):

@@ -38,6 +38,8 @@ def product_form(product, rows):
         "active": "on",
         "stock_levels-TOTAL_FORMS": str(len(rows)),
         "stock_levels-INITIAL_FORMS": str(sum(1 for row in rows if "id" in row)),
+        "images-TOTAL_FORMS": "0",  # the images inline, untouched
+        "images-INITIAL_FORMS": "0",
     }
     for index, row in enumerate(rows):
         data.update({f"stock_levels-{index}-{field}": value for field, value in row.items()})

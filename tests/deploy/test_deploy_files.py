@@ -50,6 +50,9 @@ METRICS = {
     "celeste_task_switch_mode": "gauge",
     "celeste_embeddings_pending": "gauge",
     "celeste_embedding_lag_seconds": "gauge",
+    "celeste_images_pending": "gauge",
+    "celeste_image_lag_seconds": "gauge",
+    "celeste_images_processed_total": "counter",
     "celeste_order_cache_requests_total": "counter",
     "celeste_notification_deliveries_total": "counter",
     "celeste_campaign_recipients": "gauge",
@@ -68,8 +71,8 @@ SERIES = set(METRICS) | {
 OTHER_PREFIXES = ("django_", "process_")  # django-prometheus; prometheus_client's process collector
 OTHER_NAMES = {"up"}  # Prometheus' own, per target
 
-APP_SERVICES = ("web", "worker-slow", "worker-fast", "beat")
-WORKERS = ("worker-slow", "worker-fast")
+APP_SERVICES = ("web", "worker-slow", "worker-images", "worker-fast", "beat")
+WORKERS = ("worker-slow", "worker-images", "worker-fast")
 MULTIPROC_DIR = "/run/celeste-metrics"
 WORKER_METRICS_PORT = "9808"
 SEVERITIES = {"warning", "critical"}

@@ -133,3 +133,27 @@ def test_production_refuses_to_let_push_reach_private_hosts():
 
     assert result.returncode != 0
     assert "PUSH_ALLOW_PRIVATE_HOSTS is on" in result.stderr
+
+
+def test_production_refuses_to_let_image_urls_reach_loopback():
+    """IMAGE_URL_ALLOW_LOOPBACK is for the loopback image server of tests."""
+    result = manage(
+        "check", settings="celeste.settings.production", env={**PRODUCTION_ENV, "IMAGE_URL_ALLOW_LOOPBACK": "1"}
+    )
+
+    assert result.returncode != 0
+    assert "IMAGE_URL_ALLOW_LOOPBACK is on" in result.stderr
+
+
+def test_with_a_bucket_the_default_storage_is_s3_on_the_cdn_domain():
+    result = manage(
+        "shell",
+        "-c",
+        "from django.core.files.storage import storages; s = storages['default']; "
+        "print(type(s).__name__, s.url('images/a.webp'))",
+        settings="celeste.settings.production",
+        env={**PRODUCTION_ENV, "AWS_STORAGE_BUCKET_NAME": "media", "AWS_S3_CUSTOM_DOMAIN": "cdn.example.com"},
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1].split() == ["MediaS3Storage", "https://cdn.example.com/images/a.webp"]

@@ -69,7 +69,7 @@ class Command(BaseCommand):
                 "celeste",
                 "worker",
                 "-Q",
-                "slow,fast",
+                "slow,images,fast",
                 "--concurrency",
                 os.environ.get("WORKER_CONCURRENCY", "2"),
                 "-l",
