@@ -29,6 +29,7 @@ BENCHMARKS = {
     "safety_cost": "bench.safety_cost",
     "embedding_pipeline": "bench.embedding_pipeline",
     "search": "bench.search",
+    "search_quality": "bench.search_quality",
     "orders": "bench.orders",
     "notifications": "bench.notifications",
     "odoo_sync": "bench.odoo_sync",

@@ -88,7 +88,7 @@ def product_search(
     if mode == SearchMode.SEMANTIC:
         hits = _semantic(vector, limit=limit, filters=filters, exact=exact)
     elif mode == SearchMode.KEYWORD:
-        hits = [SearchHit(product, score) for product, score, _ in _keyword(query, limit=limit, filters=filters)]
+        hits = [SearchHit(hit.product, hit.score) for hit in _keyword(query, limit=limit, filters=filters)]
     else:
         hits = _hybrid(query, vector, limit=limit, filters=filters, exact=exact)
     if sort == "popularity":
@@ -125,13 +125,29 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _keyword(query: str, *, limit: int, filters: _Filters) -> list[tuple[Product, float, bool]]:
-    """(product, score, is the exact SKU) for products matching a word of ``query``, a name
-    similar to it or (one token) a SKU it begins; the exact SKU first, then by score."""
+@dataclass(frozen=True)
+class _KeywordHit:
+    product: Product
+    score: float
+    exact_sku: bool
+    # Every word matched (somewhere in the text), a similar name, or a SKU it begins: evidence
+    # that the shopper typed this product's own words. Partial matches are not: "something to
+    # spread on toast" shares a word with many descriptions.
+    strong: bool
+
+
+def _keyword(query: str, *, limit: int, filters: _Filters) -> list[_KeywordHit]:
+    """Products matching a word of ``query``, a name similar to it or (one token) a SKU it
+    begins: the exact SKU first, then strong matches, each by score."""
     table = Product._meta.db_table
     words = [query, query]
     text_match = RawSQL(f'"{table}"."search_vector" @@ {_ANY_WORD}', words, output_field=BooleanField())
     similar_name = RawSQL(f'%s <%% "{table}"."name"', [query], output_field=BooleanField())
+    all_words = (
+        f'("{table}"."search_vector" @@ websearch_to_tsquery(\'{SEARCH_CONFIG}\', %s)'
+        f' OR "{table}"."search_vector" @@ websearch_to_tsquery(\'simple\', %s) OR %s <%% "{table}"."name"'
+    )
+    strong_params = [query, query, query]
     code = _like_escape(query)
     matched = Q(text_match) | Q(similar_name)
     exact_sku = Value(False)
@@ -140,6 +156,9 @@ def _keyword(query: str, *, limit: int, filters: _Filters) -> list[tuple[Product
         matched |= Q(RawSQL(f'"{table}"."sku" ILIKE %s', [code + "%"], output_field=BooleanField()))
         exact_sku = RawSQL(f'"{table}"."sku" ILIKE %s', [code], output_field=BooleanField())
         prefix = RawSQL(f'CASE WHEN "{table}"."sku" ILIKE %s THEN 1.0 ELSE 0.0 END', [code + "%"])
+        all_words += f' OR "{table}"."sku" ILIKE %s'
+        strong_params.append(code + "%")
+    strong = RawSQL(all_words + ")", strong_params, output_field=BooleanField())
     score = (
         RawSQL(f'ts_rank("{table}"."search_vector", {_ANY_WORD})', words)
         + RawSQL(f'word_similarity(%s, "{table}"."name")', [query])
@@ -147,31 +166,33 @@ def _keyword(query: str, *, limit: int, filters: _Filters) -> list[tuple[Product
     )
     products = (
         filters.apply(Product.objects.filter(matched))
-        .annotate(keyword_score=ExpressionWrapper(score, output_field=FloatField()), exact_sku=exact_sku)
+        .annotate(keyword_score=ExpressionWrapper(score, output_field=FloatField()), exact_sku=exact_sku, strong=strong)
         .defer("search_vector")
-        .order_by("-exact_sku", "-keyword_score", "id")[:limit]
+        .order_by("-exact_sku", "-strong", "-keyword_score", "id")[:limit]
     )
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL pg_trgm.word_similarity_threshold = %s", [settings.SEARCH_NAME_SIMILARITY_THRESHOLD])
         rows = list(products)
-    return [(product, float(product.keyword_score), bool(product.exact_sku)) for product in rows]
+    return [_KeywordHit(row, float(row.keyword_score), bool(row.exact_sku), bool(row.strong)) for row in rows]
 
 
 def _hybrid(query: str, vector, *, limit: int, filters: _Filters, exact: bool) -> list[SearchHit]:
-    """Reciprocal rank fusion: each arm's top candidates score 1 / (k + rank) per arm they are
-    in; ranks, not scores, so the arms' incomparable scales need no calibration. The exact SKU
-    goes first whatever its fused score."""
+    """Weighted reciprocal rank fusion: a candidate scores weight / (k + rank) per arm it is in;
+    ranks, not scores, so the arms' incomparable scales need no calibration. Only the keyword
+    arm's strong matches take part: its partial matches would push incidental word matches
+    above products nearest in meaning. The exact SKU goes first whatever its fused score."""
     depth = max(limit, settings.SEARCH_CANDIDATES)
     k = settings.SEARCH_RRF_K
+    weight = settings.SEARCH_KEYWORD_WEIGHT
     semantic = _semantic(vector, limit=depth, filters=filters, exact=exact)
-    keyword = _keyword(query, limit=depth, filters=filters)
+    keyword = [hit for hit in _keyword(query, limit=depth, filters=filters) if hit.strong]
     fused: dict[int, float] = {}
     products: dict[int, Product] = {}
-    for arm in ([hit.product for hit in semantic], [product for product, _, _ in keyword]):
+    for arm_weight, arm in ((1.0, [hit.product for hit in semantic]), (weight, [hit.product for hit in keyword])):
         for rank, product in enumerate(arm, start=1):
-            fused[product.id] = fused.get(product.id, 0.0) + 1.0 / (k + rank)
+            fused[product.id] = fused.get(product.id, 0.0) + arm_weight / (k + rank)
             products[product.id] = product
-    best = 2.0 / (k + 1)  # first in both arms
-    exact_ids = {product.id for product, _, is_exact in keyword if is_exact}
+    best = (1.0 + weight) / (k + 1)  # first in both arms
+    exact_ids = {hit.product.id for hit in keyword if hit.exact_sku}
     order = sorted(fused, key=lambda pid: (pid not in exact_ids, -fused[pid], pid))
     return [SearchHit(product=products[pid], score=fused[pid] / best) for pid in order[:limit]]

@@ -332,6 +332,8 @@ SEARCH_TIE_DECIMALS = env_int("SEARCH_TIE_DECIMALS", 2)
 # Hybrid search: each arm's candidates (at least `limit`) and the reciprocal rank fusion constant.
 SEARCH_CANDIDATES = env_int("SEARCH_CANDIDATES", 50)
 SEARCH_RRF_K = env_int("SEARCH_RRF_K", 60)
+# Hybrid search: the keyword arm's weight in the fusion (the semantic arm's is 1).
+SEARCH_KEYWORD_WEIGHT = env_float("SEARCH_KEYWORD_WEIGHT", 2.0)
 # Keyword arm: a name matches a misspelt query from this word similarity (pg_trgm, 0-1).
 SEARCH_NAME_SIMILARITY_THRESHOLD = env_float("SEARCH_NAME_SIMILARITY_THRESHOLD", 0.5)
 ORDER_CACHE_TTL_SECONDS = env_int("ORDER_CACHE_TTL_SECONDS", 3600)
