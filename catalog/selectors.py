@@ -1,6 +1,7 @@
 """Catalog reads that need care: search (semantic, keyword, hybrid), what a product's embedding status is."""
 
 from dataclasses import dataclass
+from itertools import groupby
 
 from django.conf import settings
 from django.db import connection, models, transaction
@@ -82,7 +83,7 @@ def product_search(
     weighted tsvector, trigram similarity of the name (misspellings) and SKU prefixes; a product
     whose SKU is ``query`` comes first. ``hybrid``: both arms fused by reciprocal rank, the exact
     SKU first. ``sort="popularity"`` breaks ties: hits whose scores agree to SEARCH_TIE_DECIMALS
-    decimals come most popular first (the stored score).
+    decimals and are neighbours in the order come most popular first (the stored score).
     """
     filters = _Filters(store_id=store_id, in_stock=in_stock, category=category)
     if mode == SearchMode.SEMANTIC:
@@ -92,7 +93,10 @@ def product_search(
     else:
         hits = _hybrid(query, vector, limit=limit, filters=filters, exact=exact)
     if sort == "popularity":
-        hits.sort(key=lambda hit: (-round(hit.score, settings.SEARCH_TIE_DECIMALS), -hit.product.popularity))
+        # Only neighbours in the relevance order trade places: the exact SKU and keyword mode's
+        # strong matches keep their place ahead of hits that merely score higher.
+        runs = groupby(hits, key=lambda hit: round(hit.score, settings.SEARCH_TIE_DECIMALS))
+        hits = [hit for _, run in runs for hit in sorted(run, key=lambda hit: -hit.product.popularity)]
     return hits
 
 
@@ -188,11 +192,26 @@ def _hybrid(query: str, vector, *, limit: int, filters: _Filters, exact: bool) -
     keyword = [hit for hit in _keyword(query, limit=depth, filters=filters) if hit.strong]
     fused: dict[int, float] = {}
     products: dict[int, Product] = {}
-    for arm_weight, arm in ((1.0, [hit.product for hit in semantic]), (weight, [hit.product for hit in keyword])):
-        for rank, product in enumerate(arm, start=1):
+    arms = (
+        (1.0, [(hit.product, hit.score) for hit in semantic]),
+        (weight, [(hit.product, (hit.exact_sku, hit.strong, hit.score)) for hit in keyword]),
+    )
+    for arm_weight, arm in arms:
+        for rank, product in _ranked(arm):
             fused[product.id] = fused.get(product.id, 0.0) + arm_weight / (k + rank)
             products[product.id] = product
     best = (1.0 + weight) / (k + 1)  # first in both arms
     exact_ids = {hit.product.id for hit in keyword if hit.exact_sku}
     order = sorted(fused, key=lambda pid: (pid not in exact_ids, -fused[pid], pid))
     return [SearchHit(product=products[pid], score=fused[pid] / best) for pid in order[:limit]]
+
+
+def _ranked(hits: list[tuple[Product, object]]):
+    """(rank, product) in order, equal scores sharing a rank (1, 2, 2, 4): products an arm cannot
+    tell apart stay tied after the fusion, for ``sort=popularity`` to break."""
+    rank, previous = 0, None
+    for position, (product, score) in enumerate(hits, start=1):
+        key = tuple(round(part, 6) for part in score) if isinstance(score, tuple) else round(score, 6)
+        if key != previous:
+            rank, previous = position, key
+        yield rank, product
