@@ -11,7 +11,9 @@ Queries (at least 80), each with the products that answer it, in four kinds:
 - ``code``: a product's SKU, as printed or in lower case (one right product);
 - ``misspelt``: typos, missing or doubled letters, accents left out ("barila spagetti 500g");
 - ``meaning``: what a shopper wants, no product words ("something to spread on toast"); every
-  fitting product counts, the generated brand variants of a fitting product too.
+  fitting product counts.
+For misspelt and meaning queries, a generated look-alike of a right product counts too when it
+differs only in what the query leaves open (the brand; the size unless the query gives one).
 Hand-written ones plus generated ones (seeded): brand + size of generated look-alikes, typos
 of demo names, SKUs of random products.
 
@@ -380,12 +382,21 @@ def queries(demo: list[dict], generated: list[dict]) -> list[Query]:
     for product in generated:
         variants.setdefault(product["base"], set()).add(product["name"])
 
-    def with_variants(names):
-        return frozenset(names) | frozenset(v for name in names for v in variants.get(name, ()))
+    def with_variants(text, names):
+        """The names plus their generated look-alikes that differ only in what ``text`` leaves
+        open: another brand always (no query here names a generated brand), another size only
+        if it gives none. "chedar" is answered by any cheddar; "oragne juice 1l" not by a 2L."""
+        sized = SIZE.search(text) is not None
+        return frozenset(names) | frozenset(
+            variant
+            for name in names
+            for variant in variants.get(name, ())
+            if not sized or [m.group(0) for m in SIZE.finditer(variant)] == [m.group(0) for m in SIZE.finditer(name)]
+        )
 
     made = [Query("brand_size", text, frozenset(names)) for text, names in BRAND_SIZE]
-    made += [Query("misspelt", text, frozenset(names)) for text, names in MISSPELT]
-    made += [Query("meaning", text, with_variants(names)) for text, names in MEANING]
+    made += [Query("misspelt", text, with_variants(text, names)) for text, names in MISSPELT]
+    made += [Query("meaning", text, with_variants(text, names)) for text, names in MEANING]
     for product in rnd.sample(generated, 12):
         made.append(Query("brand_size", product["name"].lower(), frozenset([product["name"]])))
     for product in rnd.sample(demo[:200], 10):
@@ -394,7 +405,8 @@ def queries(demo: list[dict], generated: list[dict]) -> list[Query]:
         if len(words[longest]) < 5:
             continue
         words[longest] = typo(words[longest].lower(), rnd)
-        made.append(Query("misspelt", " ".join(words).lower(), frozenset([product["name"]])))
+        text = " ".join(words).lower()
+        made.append(Query("misspelt", text, with_variants(text, [product["name"]])))
     for i, product in enumerate(rnd.sample(demo, 12)):
         made.append(Query("code", product["sku"].lower() if i % 2 else product["sku"], frozenset([product["name"]])))
     return made
