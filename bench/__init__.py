@@ -62,7 +62,7 @@ def p50(samples: list[float]) -> float:
 
 
 def demo_products() -> list[dict]:
-    """The demo catalog's realistic names/descriptions (200 products)."""
+    """The demo catalog's realistic names/descriptions (267 products)."""
     data = json.loads((BASE_DIR / "catalog" / "demo_data.json").read_text())
     return data["products"]
 

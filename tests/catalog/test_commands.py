@@ -71,9 +71,9 @@ def test_demo_catalog_loads_once():
     run("load_demo_catalog")
 
     assert Store.objects.count() == 4
-    assert Product.objects.count() == 200
+    assert Product.objects.count() == 267
     assert StockLevel.objects.count() > 500
-    assert ProductEmbedding.objects.count() == 200
+    assert ProductEmbedding.objects.count() == 267
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,4 +1,4 @@
-"""Semantic search: real model, real HNSW index, filters and bad input."""
+"""Search: real model, real HNSW index, real tsvector/pg_trgm keyword arm, their fusion, filters and bad input."""
 
 import pytest
 
@@ -98,15 +98,22 @@ def test_filtered_query_still_fills_the_limit_from_deep_in_the_index(api_client,
     while embeddings_embed_stale():
         pass
 
-    found = names(api_client.get(URL, {"q": "oat milk", "store": paris, "in_stock": "true", "limit": 2}))
+    params = {"q": "oat milk", "store": paris, "in_stock": "true", "limit": 2}
 
-    assert set(found) == {"Organic Oat Milk 1L", "Cordless Drill 18V"}
+    assert set(names(api_client.get(URL, {**params, "mode": "semantic"}))) == {
+        "Organic Oat Milk 1L",
+        "Cordless Drill 18V",
+    }
+    # hybrid: the keyword arm finds only the oat milk there; the semantic arm fills the limit
+    assert set(names(api_client.get(URL, params))) == {"Organic Oat Milk 1L", "Cordless Drill 18V"}
 
 
-def test_products_not_embedded_yet_are_not_returned(api_client, catalog):
+def test_products_not_embedded_yet_are_found_by_keyword_but_not_by_meaning(api_client, catalog):
     ProductFactory(name="Oat Milk Barista Edition", description="Dairy-free oat drink for baristas.")
 
-    assert "Oat Milk Barista Edition" not in names(api_client.get(URL, {"q": "oat milk barista"}))
+    assert "Oat Milk Barista Edition" not in names(api_client.get(URL, {"q": "oat milk barista", "mode": "semantic"}))
+    assert names(api_client.get(URL, {"q": "oat milk barista", "mode": "keyword"}))[0] == "Oat Milk Barista Edition"
+    assert "Oat Milk Barista Edition" in names(api_client.get(URL, {"q": "oat milk barista"}))
 
 
 def test_deactivated_and_deleted_products_drop_out(api_client, catalog):
@@ -133,6 +140,7 @@ def test_deactivated_and_deleted_products_drop_out(api_client, catalog):
         ({"q": "milk", "store": 999999}, "store"),
         ({"q": "milk", "store": "abc"}, "store"),
         ({"q": "milk", "in_stock": "maybe"}, "in_stock"),
+        ({"q": "milk", "mode": "fuzzy"}, "mode"),
     ],
 )
 def test_bad_input_is_rejected_with_a_field_error(api_client, catalog, params, field):
@@ -166,8 +174,9 @@ def test_sort_popularity_breaks_ties_between_equally_relevant_products(api_clien
         assert response.status_code == 200, response.content
         return [hit["product"]["id"] for hit in response.json()["results"]]
 
-    assert ids({"sort": "popularity"})[:2] == [popular.id, quiet.id]
-    assert set(ids({})[:2]) == {popular.id, quiet.id}  # relevance alone: the tie in any order
+    for mode in ("hybrid", "semantic", "keyword"):
+        assert ids({"sort": "popularity", "mode": mode})[:2] == [popular.id, quiet.id], mode
+        assert set(ids({"mode": mode})[:2]) == {popular.id, quiet.id}  # relevance alone: the tie in any order
     assert ids({"sort": "popularity"})[2] == ids({})[2]  # no tie, no change
 
 
@@ -176,3 +185,126 @@ def test_an_unknown_sort_is_a_400(api_client):
 
     assert response.status_code == 400
     assert "sort" in response.json()
+
+
+def test_an_unknown_mode_is_a_400_naming_the_choices(api_client):
+    response = api_client.get(URL, {"q": "bread", "mode": "vector"})
+
+    assert response.status_code == 400
+    assert response.json() == {"mode": ['"vector" is not a valid choice.']}
+
+
+@pytest.fixture
+def look_alikes():
+    """Brand and size variants: to a vector they are nearly the same product."""
+    specs = [
+        ("OAT-1000", "Oatly Oat Drink 1L", "Oat drink made from Swedish oats."),
+        ("OAT-0250", "Oatly Oat Drink 250ml", "Oat drink made from Swedish oats, small carton."),
+        ("ALP-0250", "Alpro Oat Drink 250ml", "Oat drink, no added sugar, small carton."),
+        ("ALP-1000", "Alpro Oat Drink 1L", "Oat drink, no added sugar."),
+        ("ALP-S1000", "Alpro Soya Drink 1L", "Soya drink, calcium enriched."),
+        ("PAS-0500", "Barilla Spaghetti 500g", "Durum wheat pasta."),
+        ("PAS-1000", "Barilla Spaghetti 1kg", "Durum wheat pasta, family pack."),
+    ]
+    products = {
+        sku: ProductFactory(
+            sku=sku, name=name, description=description, category="drinks" if "Drink" in name else "pantry"
+        )
+        for sku, name, description in specs
+    }
+    while embeddings_embed_stale():
+        pass
+    return products
+
+
+def test_keyword_mode_ranks_name_matches_above_description_matches(api_client, look_alikes):
+    found = names(api_client.get(URL, {"q": "pasta", "mode": "keyword"}))
+    ranked = names(api_client.get(URL, {"q": "spaghetti", "mode": "keyword"}))
+
+    assert set(found) == {"Barilla Spaghetti 500g", "Barilla Spaghetti 1kg"}  # only the description says pasta
+    assert set(ranked) == {"Barilla Spaghetti 500g", "Barilla Spaghetti 1kg"}
+
+
+def test_brand_and_size_pick_the_one_product(api_client, look_alikes):
+    for mode in ("hybrid", "keyword"):
+        assert names(api_client.get(URL, {"q": "oatly 250ml", "mode": mode}))[0] == "Oatly Oat Drink 250ml"
+        assert names(api_client.get(URL, {"q": "alpro oat 1l", "mode": mode}))[0] == "Alpro Oat Drink 1L"
+
+
+def test_misspelt_names_are_found(api_client, look_alikes):
+    for mode in ("hybrid", "keyword"):
+        assert names(api_client.get(URL, {"q": "barila spagetti", "mode": mode}))[0].startswith("Barilla Spaghetti")
+        assert names(api_client.get(URL, {"q": "alpro soja", "mode": mode}))[0] == "Alpro Soya Drink 1L"
+
+
+def test_an_exact_sku_ranks_first_whatever_the_case(api_client, look_alikes):
+    for mode in ("hybrid", "keyword"):
+        assert names(api_client.get(URL, {"q": "oat-0250", "mode": mode}))[0] == "Oatly Oat Drink 250ml"
+        assert names(api_client.get(URL, {"q": "ALP-S1000", "mode": mode}))[0] == "Alpro Soya Drink 1L"
+
+
+def test_a_sku_prefix_finds_the_products_it_begins(api_client, look_alikes):
+    found = names(api_client.get(URL, {"q": "ALP-", "mode": "keyword"}))
+
+    assert set(found[:3]) == {"Alpro Oat Drink 250ml", "Alpro Oat Drink 1L", "Alpro Soya Drink 1L"}
+
+
+def test_an_exact_sku_filtered_out_is_not_returned(api_client, look_alikes):
+    store = StoreFactory()
+    StockLevelFactory(product=look_alikes["OAT-1000"], store=store, quantity=4)
+
+    found = names(api_client.get(URL, {"q": "OAT-0250", "store": store.id}))
+
+    assert found == ["Oatly Oat Drink 1L"]  # the only product stocked there
+
+
+def test_filters_apply_to_the_keyword_arm(api_client, look_alikes):
+    store = StoreFactory()
+    StockLevelFactory(product=look_alikes["ALP-0250"], store=store, quantity=0)
+    StockLevelFactory(product=look_alikes["ALP-1000"], store=store, quantity=3)
+
+    for mode in ("hybrid", "keyword"):
+        in_store = names(api_client.get(URL, {"q": "alpro", "store": store.id, "mode": mode}))
+        in_stock = names(api_client.get(URL, {"q": "alpro", "store": store.id, "in_stock": "true", "mode": mode}))
+        pantry = names(api_client.get(URL, {"q": "oat drink", "category": "pantry", "mode": mode}))
+
+        assert set(in_store) == {"Alpro Oat Drink 250ml", "Alpro Oat Drink 1L"}
+        assert in_stock == ["Alpro Oat Drink 1L"]
+        assert all(name.startswith("Barilla") for name in pantry)  # the only pantry products
+    # no pantry product says "oat drink"; hybrid still fills the limit from meaning
+    assert names(api_client.get(URL, {"q": "oat drink", "category": "pantry", "mode": "keyword"})) == []
+    assert len(names(api_client.get(URL, {"q": "oat drink", "category": "pantry", "mode": "hybrid"}))) == 2
+
+
+def test_hybrid_fills_the_limit_when_few_products_match_a_word(api_client, look_alikes):
+    found = names(api_client.get(URL, {"q": "oatly", "limit": 6}))
+
+    assert found[:2] == ["Oatly Oat Drink 1L", "Oatly Oat Drink 250ml"] or found[:2] == [
+        "Oatly Oat Drink 250ml",
+        "Oatly Oat Drink 1L",
+    ]
+    assert len(found) == 6
+
+
+def test_the_keyword_index_follows_a_renamed_product_without_a_task(api_client, look_alikes, settings):
+    # No task makes the keyword vector: with the embedding task off it still follows the text.
+    services.product_update(product=look_alikes["PAS-0500"], name="De Cecco Fusilli 500g")
+
+    assert names(api_client.get(URL, {"q": "fusilli", "mode": "keyword"})) == ["De Cecco Fusilli 500g"]
+    assert "De Cecco Fusilli 500g" not in names(api_client.get(URL, {"q": "barilla", "mode": "keyword"}))
+
+
+def test_queries_without_searchable_words_answer_without_error(api_client, look_alikes):
+    for q in ["the", "'&|!():*", "100%_\\", "-", '"unclosed phrase', "a <-> b"]:
+        for mode in ("hybrid", "keyword", "semantic"):
+            response = api_client.get(URL, {"q": q, "mode": mode})
+            assert response.status_code == 200, (q, mode, response.content)
+    assert api_client.get(URL, {"q": "the", "mode": "keyword"}).json()["count"] == 0
+
+
+def test_hybrid_scores_are_fused_ranks_from_0_to_1(api_client, look_alikes):
+    results = api_client.get(URL, {"q": "Oatly Oat Drink 1L"}).json()["results"]
+
+    assert results[0]["product"]["name"] == "Oatly Oat Drink 1L"
+    assert results[0]["score"] == pytest.approx(1.0)  # first in both arms
+    assert [hit["score"] for hit in results] == sorted((hit["score"] for hit in results), reverse=True)

@@ -12,7 +12,7 @@ DEMO_FILE = Path(__file__).resolve().parents[2] / "demo_data.json"
 
 
 class Command(BaseCommand):
-    help = "Load the demo catalog (4 stores, 200 products, stock). Existing stores/SKUs are left as they are."
+    help = "Load the demo catalog (4 stores, 267 products, stock). Existing stores/SKUs are left as they are."
 
     def add_arguments(self, parser):
         parser.add_argument("--if-empty", action="store_true", help="Do nothing if any store exists (first run only).")
