@@ -10,7 +10,16 @@ from . import popularity, services
 # A retry from the inbox redoes the work as is: a failed batch is marked failed,
 # and the claim takes every embedding that is not ready, failed ones included.
 # Past the slow queue's depth limit a new job is dropped: the sweeper embeds whatever is stale.
-@celeste_task("catalog.embed_products", queue="slow", coalesce_seconds=60, overflow=Overflow.DROP)
+# Switched off, products saved meanwhile stay stale: switching back to background
+# enqueues them at once instead of leaving them to the sweeper's next round.
+@celeste_task(
+    "catalog.embed_products",
+    queue="slow",
+    coalesce_seconds=60,
+    overflow=Overflow.DROP,
+    when_off="Redone: products saved while off keep stale embeddings, embedded when the switch returns to background.",
+    on_switch_back=lambda: services.embeddings_recover(),
+)
 def embed_products() -> int:
     """Embed whatever is pending when it runs, batch by batch. A burst of saves
     is coalesced into one queued message (see CelesteTask.coalesce_seconds)."""

@@ -47,6 +47,14 @@ class CelesteTask(Task):
     max_concurrency = None
     # What enqueue() does when the task's queue is at its maximum depth (backpressure.py).
     overflow = Overflow.REFUSE
+    # What the switch's ``off`` means for this task, shown on its switch page.
+    when_off = (
+        "Dropped: jobs enqueued while off are counted as skipped and never run later; "
+        "a periodic task runs again at its next tick."
+    )
+    # If set: a function() that task_switch_set calls after commit when the switch goes
+    # from off back to background, for tasks whose skipped work must be redone.
+    on_switch_back = None
 
     def before_start(self, task_id, args, kwargs):
         if not self.request.is_eager:

@@ -104,7 +104,7 @@ def _broker_url(url: str) -> str:
 
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "celeste.admin.CelesteAdminConfig",  # django.contrib.admin with Celeste's site (celeste/admin.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -114,6 +114,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files served from here: /api/docs/ works offline
     "django_celery_beat",
     "django_celery_results",
     "celeste.background",
@@ -215,6 +216,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Multi-store shop backend: catalog, semantic search, orders, notifications.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI's JavaScript, CSS and icon from the pinned drf-spectacular-sidecar, served as
+    # static files (whitenoise), never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Celery (reliability rules: see docs/architecture.md) ----------------------
