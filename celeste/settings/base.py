@@ -216,6 +216,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Multi-store shop backend: catalog, semantic search, orders, notifications.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Tags by resource (products, orders, …) rather than one "v1" tag: see celeste/api/schema.py.
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
     # Swagger UI's JavaScript, CSS and icon from the pinned drf-spectacular-sidecar, served as
     # static files (whitenoise), never from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
