@@ -40,3 +40,12 @@ def test_the_schema_lists_the_token_scheme_first_and_groups_operations_by_resour
     ship = schema["paths"]["/api/v1/orders/{id}/ship/"]["post"]
     assert ship["summary"] == "Orders: ship"
     assert {"401", "403", "404", "409"} <= set(ship["responses"])
+
+
+def test_the_api_root_lists_every_apps_resources_and_the_docs():
+    root = Client().get("/api/v1/").json()
+
+    for resource in ("products", "stores", "orders", "addresses", "notifications", "push/subscriptions", "auth/token"):
+        assert root[resource].endswith(f"/api/v1/{resource}/"), resource
+    assert "background/tasks" in root and root["docs"].endswith("/api/docs/")
+    assert Client().get(root["orders"].removeprefix("http://testserver")).status_code in (401, 403)
