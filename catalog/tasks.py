@@ -29,6 +29,7 @@ def embed_products() -> int:
 # Re-runnable as is: it reconciles and enqueues from the current state.
 @celeste_task("catalog.sweep_stale_embeddings")
 def sweep_stale_embeddings() -> int:
+    """Finds products whose embedding is missing or stale for too long and enqueues the embed task."""
     return services.embedding_sweep(stale_after_seconds=settings.EMBEDDING_STALE_AFTER_SECONDS)
 
 
@@ -37,10 +38,12 @@ def sweep_stale_embeddings() -> int:
 # a worker died between its commit and its XACK, counts nothing twice.
 @celeste_task("catalog.aggregate_popularity")
 def aggregate_popularity() -> dict:
+    """Counts the tracked product views and orders into popularity scores and trending lists."""
     return popularity.popularity_aggregate()
 
 
 # Periodic. Re-runnable: deletes what is older than the retention when it runs.
 @celeste_task("catalog.sweep_popularity")
 def sweep_popularity() -> dict:
+    """Drops tracked interactions and counts older than the retention (POPULARITY_RETENTION_DAYS)."""
     return popularity.popularity_sweep()

@@ -10,6 +10,7 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html, format_html_join
 from django_celery_beat.admin import PeriodicTaskAdmin as BeatPeriodicTaskAdmin
+from django_celery_beat.admin import PeriodicTaskForm as BeatPeriodicTaskForm
 from django_celery_beat.models import PeriodicTask
 from django_celery_results.models import TaskResult
 
@@ -30,6 +31,7 @@ from .models import (
     TaskSwitchChange,
     WorkerHeartbeat,
 )
+from .schedules import task_description
 from .services import failed_task_discard, failed_task_retry, task_switch_set
 from .tasks import relay_outbox
 
@@ -92,7 +94,7 @@ class TaskSwitchAdmin(admin.ModelAdmin):
         task = self._task(obj)
         if task is None:
             return "Not a registered task."
-        return (type(task).__doc__ or "").strip() or "(no description)"
+        return task_description(task) or "(no description)"
 
     @admin.display(description="what off means")
     def when_off(self, obj):
@@ -535,13 +537,27 @@ class TaskConsoleAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 admin.site.unregister(PeriodicTask)
 
 
+class PeriodicTaskForm(BeatPeriodicTaskForm):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # django-celery-beat leaves "Task (registered)" empty on an existing row; pick its task.
+        if self.instance.pk and self.instance.task in celery_app.tasks:
+            self.fields["regtask"].initial = self.instance.task
+
+
 @admin.register(PeriodicTask)
 class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):
     """Beside each periodic task: its last run's start, status and duration, from
     django-celery-results (beat names the row in ``periodic_task_name``; the start is
     stored because the worker tracks the periodic tasks' starts, see signals.py)."""
 
-    list_display = (*BeatPeriodicTaskAdmin.list_display, "last_result_status", "last_result_duration")
+    form = PeriodicTaskForm
+    list_display = (
+        *BeatPeriodicTaskAdmin.list_display,
+        "description",
+        "last_result_status",
+        "last_result_duration",
+    )
     readonly_fields = (
         *BeatPeriodicTaskAdmin.readonly_fields,
         "last_result_started",

