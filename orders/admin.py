@@ -50,24 +50,30 @@ def _transition_run(modeladmin, request, name: str, label: str, order_ids) -> No
         modeladmin.message_user(request, reason, messages.ERROR)
 
 
+def _transition_confirmation(modeladmin, request, label: str, orders, **page):
+    """The page a transition that cannot be undone shows first, listing the orders."""
+    return confirmation_page(
+        modeladmin,
+        request,
+        title=f"{label} {len(orders)} order(s)?",
+        intro=[f"{label} cannot be undone; an order whose status does not allow it is left alone."],
+        items=[
+            Item(
+                label=f"{order.number} ({order.status}, {order.total} {order.currency})",
+                url=reverse("admin:orders_order_change", args=[order.id]),
+            )
+            for order in orders
+        ],
+        confirm_label=f"Yes, {label.lower()} {len(orders)} order(s)",
+        **page,
+    )
+
+
 def _transition_action(name: str, label: str):
     def run(modeladmin, request, queryset):
         if name in CONFIRM_FIRST and not confirmed(request):
-            return confirmation_page(
-                modeladmin,
-                request,
-                title=f"{label} these orders?",
-                intro=[f"{label} cannot be undone; orders whose status does not allow it are left alone."],
-                items=[
-                    Item(
-                        label=f"{order.number} ({order.status}, {order.total} {order.currency})",
-                        url=reverse("admin:orders_order_change", args=[order.id]),
-                    )
-                    for order in queryset.order_by("id")
-                ],
-                hidden=action_hidden(request, queryset),
-                confirm_label=f"Yes, {label.lower()} {queryset.count()} order(s)",
-            )
+            orders = list(queryset.order_by("id"))
+            return _transition_confirmation(modeladmin, request, label, orders, hidden=action_hidden(request, queryset))
         _transition_run(modeladmin, request, name, label, queryset.values_list("id", flat=True))
         return None
 
@@ -116,15 +122,7 @@ class OrderAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             self.message_user(request, f"Unknown transition {name!r}; nothing changed.", messages.ERROR)
             return HttpResponseRedirect(page)
         if name in CONFIRM_FIRST and not confirmed(request):
-            return confirmation_page(
-                self,
-                request,
-                title=f"{labels[name]} order {order.number}?",
-                intro=[f"{labels[name]} cannot be undone."],
-                items=[Item(label=f"{order.number} ({order.status}, {order.total} {order.currency})", url=page)],
-                cancel_url=page,
-                confirm_label=f"Yes, {labels[name].lower()} it",
-            )
+            return _transition_confirmation(self, request, labels[name], [order], cancel_url=page)
         _transition_run(self, request, name, labels[name], [order.id])
         return HttpResponseRedirect(page)
 

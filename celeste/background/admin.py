@@ -52,6 +52,19 @@ RELAY_OFF_WARNING = (
 )
 
 
+def relay_off_confirmation(modeladmin, request, **page):
+    """What switching the outbox relay off stops (and does not), asked once more."""
+    return confirmation_page(
+        modeladmin,
+        request,
+        title="Switch the outbox relay off?",
+        intro=[RELAY_OFF_WARNING],
+        warnings=["Switch it back to background once you are done."],
+        confirm_label="Yes, switch it off",
+        **page,
+    )
+
+
 @admin.register(TaskSwitch)
 class TaskSwitchAdmin(admin.ModelAdmin):
     # No list_editable mode: a change of mode is made on the switch's page (or the task
@@ -110,15 +123,7 @@ class TaskSwitchAdmin(admin.ModelAdmin):
         )
         if switching_relay_off and not confirmed(request):
             hidden = [(k, v) for k, values in request.POST.lists() if k != "csrfmiddlewaretoken" for v in values]
-            return confirmation_page(
-                self,
-                request,
-                title="Switch the outbox relay off?",
-                intro=[RELAY_OFF_WARNING],
-                warnings=["Switch it back to background once you are done."],
-                hidden=hidden,
-                confirm_label="Yes, switch it off",
-            )
+            return relay_off_confirmation(self, request, hidden=hidden)
         return super().changeform_view(request, object_id, form_url, extra_context)
 
     def save_model(self, request, obj, form, change):
@@ -236,12 +241,45 @@ class InboxActions:
         self.message_user(request, f"Discarded {count} job(s).", messages.SUCCESS)
         return None
 
-    def _button_urls(self, name, view_retry, view_discard):
-        wrap = self.admin_site.admin_view
+    # The buttons of a job's or a group's page: the open jobs it stands for (_job_ids).
+    def _job_ids(self, obj) -> list[int]:
+        raise NotImplementedError
+
+    def _page(self, obj) -> str:
+        return reverse(f"admin:background_{self.model._meta.model_name}_change", args=[obj.pk])
+
+    def get_urls(self):
+        name, wrap = self.model._meta.model_name, self.admin_site.admin_view
         return [
-            path("<int:object_id>/retry/", wrap(view_retry), name=f"background_{name}_retry"),
-            path("<int:object_id>/discard/", wrap(view_discard), name=f"background_{name}_discard"),
+            path("<int:object_id>/retry/", wrap(self.retry_view), name=f"background_{name}_retry"),
+            path("<int:object_id>/discard/", wrap(self.discard_view), name=f"background_{name}_discard"),
+            *super().get_urls(),
         ]
+
+    def retry_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        obj = get_object_or_404(self.model, pk=object_id)
+        self._retry(request, self._job_ids(obj))
+        return HttpResponseRedirect(self._page(obj))
+
+    def discard_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        obj = get_object_or_404(self.model, pk=object_id)
+        page = self._page(obj)
+        return self._discard(request, self._job_ids(obj), hidden=(), cancel_url=page) or HttpResponseRedirect(page)
+
+    def render_change_form(self, request, context, *args, obj=None, **kwargs):
+        if obj is not None:
+            name = self.model._meta.model_name
+            context["inbox_buttons"] = {
+                "open": self._job_ids(obj),
+                "retry_url": reverse(f"admin:background_{name}_retry", args=[obj.pk]),
+                "discard_url": reverse(f"admin:background_{name}_discard", args=[obj.pk]),
+                "can_act": request.user.has_perm(self.change_permission),
+            }
+        return super().render_change_form(request, context, *args, obj=obj, **kwargs)
 
 
 class FailedJobInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -320,6 +358,9 @@ class FailureGroupAdmin(InboxActions, ReadOnlyAdminMixin, admin.ModelAdmin):
         jobs = FailedTask.objects.filter(group__in=groups, status=FailedTaskStatus.OPEN)
         return list(jobs.values_list("id", flat=True))
 
+    def _job_ids(self, group) -> list[int]:
+        return self._open_ids([group])
+
     @admin.action(description="Retry the open jobs of selected groups")
     def retry_open(self, request, queryset):
         self._retry(request, self._open_ids(queryset))
@@ -327,33 +368,6 @@ class FailureGroupAdmin(InboxActions, ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.action(description="Discard the open jobs of selected groups")
     def discard_open(self, request, queryset):
         return self._discard(request, self._open_ids(queryset), hidden=action_hidden(request, queryset))
-
-    def get_urls(self):
-        return [*self._button_urls("failuregroup", self.retry_view, self.discard_view), *super().get_urls()]
-
-    def retry_view(self, request, object_id):
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
-        group = get_object_or_404(FailureGroup, id=object_id)
-        self._retry(request, self._open_ids([group]))
-        return HttpResponseRedirect(reverse("admin:background_failuregroup_change", args=[group.id]))
-
-    def discard_view(self, request, object_id):
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
-        group = get_object_or_404(FailureGroup, id=object_id)
-        page = reverse("admin:background_failuregroup_change", args=[group.id])
-        return self._discard(request, self._open_ids([group]), hidden=(), cancel_url=page) or HttpResponseRedirect(page)
-
-    def render_change_form(self, request, context, *args, obj=None, **kwargs):
-        if obj is not None:
-            context["inbox_buttons"] = {
-                "open": self._open_ids([obj]),
-                "retry_url": reverse("admin:background_failuregroup_retry", args=[obj.id]),
-                "discard_url": reverse("admin:background_failuregroup_discard", args=[obj.id]),
-                "can_act": request.user.has_perm(self.change_permission),
-            }
-        return super().render_change_form(request, context, *args, obj=obj, **kwargs)
 
 
 @admin.register(FailedTask)
@@ -414,32 +428,8 @@ class FailedTaskAdmin(InboxActions, ReadOnlyAdminMixin, admin.ModelAdmin):
         job_ids = list(queryset.values_list("id", flat=True))
         return self._discard(request, job_ids, hidden=action_hidden(request, queryset))
 
-    def get_urls(self):
-        return [*self._button_urls("failedtask", self.retry_view, self.discard_view), *super().get_urls()]
-
-    def retry_view(self, request, object_id):
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
-        job = get_object_or_404(FailedTask, id=object_id)
-        self._retry(request, [job.id])
-        return HttpResponseRedirect(reverse("admin:background_failedtask_change", args=[job.id]))
-
-    def discard_view(self, request, object_id):
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
-        job = get_object_or_404(FailedTask, id=object_id)
-        page = reverse("admin:background_failedtask_change", args=[job.id])
-        return self._discard(request, [job.id], hidden=(), cancel_url=page) or HttpResponseRedirect(page)
-
-    def render_change_form(self, request, context, *args, obj=None, **kwargs):
-        if obj is not None:
-            context["inbox_buttons"] = {
-                "open": [obj.id] if obj.status == FailedTaskStatus.OPEN else [],
-                "retry_url": reverse("admin:background_failedtask_retry", args=[obj.id]),
-                "discard_url": reverse("admin:background_failedtask_discard", args=[obj.id]),
-                "can_act": request.user.has_perm(self.change_permission),
-            }
-        return super().render_change_form(request, context, *args, obj=obj, **kwargs)
+    def _job_ids(self, job) -> list[int]:
+        return [job.id] if job.status == FailedTaskStatus.OPEN else []
 
 
 @admin.register(TaskSample)
@@ -517,16 +507,12 @@ class TaskConsoleAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             self.message_user(request, "Unknown task or mode; nothing changed.", messages.ERROR)
             return HttpResponseRedirect(console)
         if task_name == relay_outbox.name and mode == TaskMode.OFF and not confirmed(request):
-            return confirmation_page(
+            return relay_off_confirmation(
                 self,
                 request,
-                title="Switch the outbox relay off?",
-                intro=[RELAY_OFF_WARNING],
-                warnings=["Switch it back to background once you are done."],
                 hidden=[("task_name", task_name), ("mode", mode)],
                 form_url=reverse("admin:background_tasksample_switch"),
                 cancel_url=console,
-                confirm_label="Yes, switch it off",
             )
         task_switch_set(task_name=task_name, mode=mode, by=request.user.get_username(), reason="task console")
         self.message_user(request, f"{task_name} is now {mode}.", messages.SUCCESS)

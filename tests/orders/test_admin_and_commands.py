@@ -133,7 +133,7 @@ def test_cancelling_asks_first_listing_the_orders(admin_client):
 
     third = place_order()
     button = reverse("admin:orders_order_transition", args=[third.id, "cancel"])
-    assert "Yes, cancel it" in admin_client.post(button).content.decode()
+    assert "Yes, cancel 1 order(s)" in admin_client.post(button).content.decode()
     admin_client.post(button, {"confirmed": "yes"})
     assert Order.objects.get(id=third.id).status == OrderStatus.CANCELLED
 
