@@ -145,7 +145,13 @@ def stock_reserve(*, store_id: int, quantities: dict[int, int]) -> None:
     for product_id, wanted in sorted(quantities.items()):
         available = levels[product_id].quantity if product_id in levels else 0
         if available < wanted:
-            raise InsufficientStock(product_id=product_id, store_id=store_id, available=available, wanted=wanted)
+            raise InsufficientStock(
+                product_id=product_id,
+                store_id=store_id,
+                available=available,
+                wanted=wanted,
+                stocked=product_id in levels,
+            )
     for product_id, wanted in sorted(quantities.items()):
         level = levels[product_id]
         level.quantity -= wanted

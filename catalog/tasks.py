@@ -11,7 +11,16 @@ from . import images, popularity, services
 # A retry from the inbox redoes the work as is: a failed batch is marked failed,
 # and the claim takes every embedding that is not ready, failed ones included.
 # Past the slow queue's depth limit a new job is dropped: the sweeper embeds whatever is stale.
-@celeste_task("catalog.embed_products", queue="slow", coalesce_seconds=60, overflow=Overflow.DROP)
+# Switched off, products saved meanwhile stay stale: switching back to background
+# enqueues them at once instead of leaving them to the sweeper's next round.
+@celeste_task(
+    "catalog.embed_products",
+    queue="slow",
+    coalesce_seconds=60,
+    overflow=Overflow.DROP,
+    when_off="Redone: products saved while off keep stale embeddings, embedded when the switch returns to background.",
+    on_switch_back=lambda: services.embeddings_recover(),
+)
 def embed_products() -> int:
     """Embed whatever is pending when it runs, batch by batch. A burst of saves
     is coalesced into one queued message (see CelesteTask.coalesce_seconds)."""
@@ -21,6 +30,7 @@ def embed_products() -> int:
 # Re-runnable as is: it reconciles and enqueues from the current state.
 @celeste_task("catalog.sweep_stale_embeddings")
 def sweep_stale_embeddings() -> int:
+    """Finds products whose embedding is missing or stale for too long and enqueues the embed task."""
     return services.embedding_sweep(stale_after_seconds=settings.EMBEDDING_STALE_AFTER_SECONDS)
 
 
@@ -29,12 +39,14 @@ def sweep_stale_embeddings() -> int:
 # a worker died between its commit and its XACK, counts nothing twice.
 @celeste_task("catalog.aggregate_popularity")
 def aggregate_popularity() -> dict:
+    """Counts the tracked product views and orders into popularity scores and trending lists."""
     return popularity.popularity_aggregate()
 
 
 # Periodic. Re-runnable: deletes what is older than the retention when it runs.
 @celeste_task("catalog.sweep_popularity")
 def sweep_popularity() -> dict:
+    """Drops tracked interactions and counts older than the retention (POPULARITY_RETENTION_DAYS)."""
     return popularity.popularity_sweep()
 
 

@@ -52,6 +52,27 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class IdleTickFilter(logging.Filter):
+    """Drops Celery's per-message INFO lines of quiet ticks (tasks with
+    ``quiet_when_idle``, e.g. the outbox relay every few seconds): "received" always
+    and "succeeded" when the run found nothing (returned 0). A tick that did work logs
+    its own line (``outbox.relayed``); failures and warnings are never dropped."""
+
+    LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or record.name not in self.LOGGERS or not isinstance(record.args, dict):
+            return True
+        from celery import current_app
+
+        task = current_app.tasks.get(record.args.get("name", ""))
+        if not getattr(task, "quiet_when_idle", False):
+            return True
+        if record.name == "celery.worker.strategy":
+            return False
+        return record.args.get("return_value") not in ("0", 0)
+
+
 def _set_default(record: logging.LogRecord, name: str, value) -> None:
     if value and not hasattr(record, name):
         setattr(record, name, value)

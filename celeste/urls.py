@@ -5,6 +5,7 @@ from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from celeste.api.auth import token_login
+from celeste.api.root import ApiRootView
 from celeste.metrics import metrics_view
 
 handler404 = "celeste.api.notfound.not_found"
@@ -14,6 +15,7 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/v1/", ApiRootView.as_view(), name="api-root"),
     path("api/v1/auth/token/", token_login, name="api-token"),
     path("api/v1/", include("catalog.api.urls")),
     path("api/v1/", include("orders.api.urls")),

@@ -1,12 +1,18 @@
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseNotAllowed
+from django.template.response import TemplateResponse
+from django.urls import path
 
+from celeste.admin import ReadOnlyAdminMixin
 from orders.models import Order
 
-from .models import InventorySyncState, OdooOrderLink
+from .models import InventorySyncState, OdooOrderLink, SyncStatus
 from .odoo import services
+from .odoo.connection import connection_check, connection_settings
 
 
-class OdooOrderLinkInline(admin.StackedInline):
+class OdooOrderLinkInline(ReadOnlyAdminMixin, admin.StackedInline):
     """The order page's "Odoo" box: sync status, the sale.order id, the last error."""
 
     model = OdooOrderLink
@@ -15,9 +21,6 @@ class OdooOrderLinkInline(admin.StackedInline):
     can_delete = False
     fields = ("status", "odoo_id", "attempts", "error", "synced_at", "updated_at")
     readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 def _attach_order_inline() -> None:
@@ -38,9 +41,29 @@ class OdooOrderLinkAdmin(admin.ModelAdmin):
     list_select_related = ("order",)
     readonly_fields = [f.name for f in OdooOrderLink._meta.fields]
     actions = ("sync_again",)
+    change_list_template = "admin/integrations/odooorderlink/change_list.html"
 
     def has_add_permission(self, request):
         return False
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.connection_view)
+        return [path("connection/", view, name="integrations_odoo_connection"), *super().get_urls()]
+
+    def connection_view(self, request):
+        """The Odoo settings (never the key) and, on POST, what a test of the connection found."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        if request.method not in ("GET", "POST"):
+            return HttpResponseNotAllowed(["GET", "POST"])
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Odoo connection",
+            "opts": self.model._meta,
+            "settings_rows": connection_settings(),
+            "steps": connection_check() if request.method == "POST" else None,
+        }
+        return TemplateResponse(request, "admin/integrations/odoo_connection.html", context)
 
     @admin.action(description="Sync selected orders to Odoo again")
     def sync_again(self, request, queryset):
@@ -53,7 +76,7 @@ class InventorySyncStateAdmin(admin.ModelAdmin):
     list_display = (
         "product",
         "store",
-        "status",
+        "sync_status",
         "dirty",
         "synced_quantity",
         "version",
@@ -70,6 +93,15 @@ class InventorySyncStateAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    @admin.display(description="status", ordering="status")
+    def sync_status(self, state):
+        # A push that failed and will be retried leaves the pair pending with its error: that is a failure to staff.
+        if state.status == SyncStatus.PENDING and state.error:
+            return f"failed, retrying: {state.error[:200]}"
+        if state.status == SyncStatus.FAILED:
+            return f"failed: {state.error[:200]}"
+        return state.get_status_display()
 
     @admin.action(description="Re-send the current quantity to Odoo")
     def resend(self, request, queryset):

@@ -117,15 +117,46 @@ class _ChunkSender:
         self.backend.close()
 
 
-def campaign_audience(campaign: Campaign):
-    """Ids of opted-in customers with an email address (and recent orders in the chosen stores)."""
-    users = get_user_model().objects.filter(is_active=True).exclude(email="")
-    opted_out = NotificationPreference.objects.filter(channel=Channel.EMAIL, enabled=False).values("user_id")
-    users = users.exclude(id__in=opted_out)
+# Why a customer the campaign is for gets no mail (the recipient row's error, and the
+# confirmation page's "left out" lines).
+NO_EMAIL = "No email address."
+EMAIL_OFF = "Email turned off (unsubscribed)."
+
+
+def _audience_scope(campaign: Campaign):
+    """Active customers the campaign is for (recent orders in the chosen stores), whether
+    or not they can get it."""
+    users = get_user_model().objects.filter(is_active=True)
     if campaign.audience == CampaignAudience.STORES:
         since = timezone.now() - timezone.timedelta(days=campaign.ordered_within_days)
         users = users.filter(orders__store__in=campaign.stores.all(), orders__created_at__gte=since)
+    return users
+
+
+def _left_out(campaign: Campaign) -> dict[str, object]:
+    """Ids of those in scope who get no mail, by reason."""
+    scope = _audience_scope(campaign)
+    opted_out = NotificationPreference.objects.filter(channel=Channel.EMAIL, enabled=False).values("user_id")
+    return {
+        NO_EMAIL: scope.filter(email="").values_list("id", flat=True).distinct(),
+        EMAIL_OFF: scope.exclude(email="").filter(id__in=opted_out).values_list("id", flat=True).distinct(),
+    }
+
+
+def campaign_audience(campaign: Campaign):
+    """Ids of opted-in customers with an email address (and recent orders in the chosen stores)."""
+    opted_out = NotificationPreference.objects.filter(channel=Channel.EMAIL, enabled=False).values("user_id")
+    users = _audience_scope(campaign).exclude(email="").exclude(id__in=opted_out)
     return users.values_list("id", flat=True).distinct().order_by("id")
+
+
+def campaign_audience_summary(campaign: Campaign) -> dict:
+    """What sending would do, for the confirmation page: how many get it, and how many
+    are left out and why ({reason: count})."""
+    return {
+        "recipients": campaign_audience(campaign).count(),
+        "left_out": {reason: ids.count() for reason, ids in _left_out(campaign).items()},
+    }
 
 
 CAMPAIGN_FIELDS = ("subject", "body", "audience", "ordered_within_days")
@@ -208,6 +239,16 @@ def campaign_fan_out(*, campaign_id: int) -> int:
         ignore_conflicts=True,
         batch_size=2000,
     )
+    # Those left out are recorded as skipped, with why, so the counts add up to the audience.
+    for reason, user_ids in _left_out(campaign).items():
+        CampaignRecipient.objects.bulk_create(
+            (
+                CampaignRecipient(campaign_id=campaign.id, user_id=user_id, status=Status.SKIPPED, error=reason)
+                for user_id in user_ids.order_by("id")
+            ),
+            ignore_conflicts=True,
+            batch_size=2000,
+        )
     queued = campaign.recipients.filter(status=Status.QUEUED).order_by("id").values_list("id", flat=True)
     chunks = 0
     with transaction.atomic():
@@ -378,3 +419,27 @@ def campaign_progress(campaign_id: int) -> dict[str, int]:
         **{status: Count("id", filter=Q(status=status)) for status in Status.values}
     )
     return counts
+
+
+def campaign_progress_report(campaign: Campaign, *, now=None) -> dict:
+    """The campaign page's progress: counts ("queued" = not finished yet: waiting or being
+    sent), percent done, rate since it started (recipients per minute) and when it
+    should finish at that rate (None before anything is done or once it is)."""
+    now = now or timezone.now()
+    counts = campaign_progress(campaign.id)
+    waiting = counts[Status.QUEUED] + counts[Status.SENDING]
+    done = counts[Status.SENT] + counts[Status.FAILED] + counts[Status.SKIPPED]
+    total = waiting + done
+    end = campaign.finished_at or now
+    minutes = (end - campaign.started_at).total_seconds() / 60 if campaign.started_at else 0
+    rate = done / minutes if minutes > 0 else None
+    return {
+        "queued": waiting,
+        "sent": counts[Status.SENT],
+        "failed": counts[Status.FAILED],
+        "skipped": counts[Status.SKIPPED],
+        "total": total,
+        "percent": round(100 * done / total, 1) if total else 0.0,
+        "per_minute": round(rate, 1) if rate else None,
+        "finish_at": now + timezone.timedelta(minutes=waiting / rate) if rate and waiting else None,
+    }

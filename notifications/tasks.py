@@ -52,6 +52,7 @@ def campaign_fan_out(*, campaign_id: int) -> int:
 # Re-runnable as is: it looks for stuck recipients each time it runs.
 @celeste_task("notifications.recover_campaigns")
 def recover_campaigns() -> int:
+    """Fails campaign recipients a killed worker left "sending" (never sent twice), so campaigns finish."""
     return campaigns.campaigns_recover()
 
 

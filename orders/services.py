@@ -90,6 +90,8 @@ def order_place(
         stock_reserve(store_id=store.id, quantities={pid: quantity for pid, (_, quantity) in wanted.items()})
     except InsufficientStock as short:
         product = wanted[short.product_id][0]
+        if not short.stocked:
+            raise OutOfStock(f"{store.name} does not stock {product.name!r} ({product.sku}).") from None
         raise OutOfStock(f"Only {short.available} of {product.name!r} ({product.sku}) left in {store.name}.") from None
     currencies = {product.currency for product, _ in wanted.values()}
     if len(currencies) != 1:

@@ -17,6 +17,7 @@ def cache_enriched_order(*, order_id: int) -> bool:
 # it runs, each order after locking and re-checking it, so a second run changes nothing.
 @celeste_task("orders.expire_unpaid_orders")
 def expire_unpaid_orders() -> int:
+    """Cancels pending orders past their payment timeout, returning their stock."""
     return services.orders_expire_unpaid()
 
 

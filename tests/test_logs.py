@@ -87,7 +87,7 @@ def test_a_field_passed_with_the_event_wins_over_the_context(in_request):
 def test_local_and_test_settings_log_to_the_console(settings):
     assert settings.LOG_FORMAT == "console"
     assert settings.LOGGING["handlers"]["console"]["formatter"] == "console"
-    assert settings.LOGGING["handlers"]["console"]["filters"] == ["context"]
+    assert settings.LOGGING["handlers"]["console"]["filters"] == ["idle_ticks", "context"]
 
 
 # --- through a real worker ----------------------------------------------------------
@@ -153,3 +153,22 @@ def test_the_request_id_follows_an_order_from_the_request_to_the_email(
     ping_lines = wait_for(lambda: lines_of(worker, ping), message="the ping's lines")
     assert not any("request_id" in x for x in ping_lines)  # the request's id did not leak into the next job
     assert Order.objects.get(id=order.id).status == "paid"
+
+
+def test_idle_tick_filter_drops_only_celerys_lines_of_quiet_ticks_that_found_nothing():
+    import logging
+
+    from celeste.background.tasks import ping, relay_outbox
+    from celeste.logs import IdleTickFilter
+
+    def record(logger, name, **args):
+        line = logging.LogRecord(logger, logging.INFO, __file__, 1, "Task %(name)s", None, None)
+        line.args = {"name": name, **args}
+        return line
+
+    keep = IdleTickFilter().filter
+    assert not keep(record("celery.worker.strategy", relay_outbox.name))
+    assert not keep(record("celery.app.trace", relay_outbox.name, return_value="0"))
+    assert keep(record("celery.app.trace", relay_outbox.name, return_value="3"))
+    assert keep(record("celery.worker.strategy", ping.name))
+    assert keep(record("celery.app.trace", ping.name, return_value="0"))

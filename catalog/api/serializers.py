@@ -58,7 +58,14 @@ class ImageIngestSerializer(serializers.Serializer):
 
 class ProductSerializer(serializers.ModelSerializer):
     price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0)
-    currency = serializers.ChoiceField(choices=settings.CURRENCIES, default=settings.DEFAULT_CURRENCY)
+    currency = serializers.ChoiceField(
+        choices=settings.CURRENCIES,
+        default=settings.DEFAULT_CURRENCY,
+        # Say what to send instead, not only that this was wrong.
+        error_messages={
+            "invalid_choice": f'"{{input}}" is not an accepted currency: use one of {", ".join(settings.CURRENCIES)}.'
+        },
+    )
     embedding_status = serializers.SerializerMethodField()
     images = ProductImageSerializer(many=True, read_only=True)
     image_urls = serializers.ListField(

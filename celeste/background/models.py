@@ -161,6 +161,28 @@ class FailedTaskStatus(models.TextChoices):
     DISCARDED = "discarded", "Discarded"
 
 
+class FailureGroup(models.Model):
+    """Failures of one task with the same error, like an issue tracker's issue: the
+    fingerprint is the task and the error with its numbers and ids blanked, so a
+    job that fails again after a retry joins the group it came from."""
+
+    task_name = models.CharField(max_length=200)
+    fingerprint = models.CharField(max_length=40)
+    title = models.CharField(max_length=300, help_text="The error of the first failure, shortened.")
+    count = models.PositiveIntegerField(default=0, help_text="Failures recorded into the group.")
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-last_seen"]
+        constraints = [
+            models.UniqueConstraint(fields=["task_name", "fingerprint"], name="background_failuregroup_once")
+        ]
+
+    def __str__(self):
+        return f"{self.task_name}: {self.title}"
+
+
 class FailedTask(models.Model):
     """The failed-task inbox: a job that ran out of retries or failed permanently."""
 
@@ -172,6 +194,10 @@ class FailedTask(models.Model):
     attempts = models.PositiveIntegerField(default=1)
     permanent = models.BooleanField(default=False, help_text="Failed with an error that retrying cannot fix.")
     status = models.CharField(max_length=20, choices=FailedTaskStatus.choices, default=FailedTaskStatus.OPEN)
+    group = models.ForeignKey(FailureGroup, on_delete=models.PROTECT, null=True, related_name="jobs")
+    retry_job_id = models.CharField(
+        max_length=255, blank=True, help_text="The job a retry enqueued (its task id, once it has run)."
+    )
     resolved_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

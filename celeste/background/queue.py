@@ -1,7 +1,9 @@
 """``enqueue()``: the one door through which code schedules background work."""
 
+import hashlib
 import json
 import logging
+import re
 import traceback
 
 import redis
@@ -16,7 +18,7 @@ from celeste.logs import request_id
 from .backpressure import Overflow, over_limit
 from .ledger import JOB_HEADER, REQUEST_ID_HEADER, jobs_recover
 from .metrics import OVERFLOW
-from .models import FailedTask, OutboxMessage, TaskMode, TaskSwitch
+from .models import FailedTask, FailureGroup, OutboxMessage, TaskMode, TaskSwitch
 from .publisher import publisher
 from .redis import client
 from .routing import queue_of
@@ -197,10 +199,14 @@ def failed_task_record(*, task_name: str, task_id: str, kwargs: dict, exc: BaseE
         "attempts": attempts,
         "permanent": isinstance(exc, PermanentError),
     }
-    if task_id:  # a redelivered message that fails again updates its row
-        failed, _ = FailedTask.objects.update_or_create(task_id=task_id, defaults=values)
-    else:
-        failed = FailedTask.objects.create(**values)
+    with transaction.atomic():
+        if task_id:  # a redelivered message that fails again updates its row
+            failed, created = FailedTask.objects.update_or_create(task_id=task_id, defaults=values)
+        else:
+            failed, created = FailedTask.objects.create(**values), True
+        if created or failed.group_id is None:
+            failed.group = _failure_group_count(task_name, values["error"])
+            failed.save(update_fields=["group"])
     # task_id explicitly: after a hard time limit this runs in the worker's main process,
     # where no running task lends its id to the line.
     job = {"task_id": task_id} if task_id else {}
@@ -208,3 +214,25 @@ def failed_task_record(*, task_name: str, task_id: str, kwargs: dict, exc: BaseE
         "task.failed", extra={"task_name": task_name, **job, "failed_task_id": failed.id, "error": values["error"]}
     )
     return failed
+
+
+# What varies between failures of one cause: ids, numbers, quoted values, addresses.
+_VARIABLE = re.compile(r"'[^']*'|\"[^\"]*\"|0x[0-9a-f]+|[0-9a-f]{8}-[0-9a-f-]{27}|\d+", re.IGNORECASE)
+
+
+def error_fingerprint(task_name: str, error: str) -> str:
+    """The failure's group key: the task and its error's first line with what varies
+    blanked (an order number, a port, a UUID), so one cause makes one group."""
+    first_line = error.strip().splitlines()[0] if error.strip() else ""
+    return hashlib.sha1(f"{task_name}\n{_VARIABLE.sub('_', first_line)}".encode()).hexdigest()
+
+
+def _failure_group_count(task_name: str, error: str) -> FailureGroup:
+    now = timezone.now()
+    group, _ = FailureGroup.objects.get_or_create(
+        task_name=task_name,
+        fingerprint=error_fingerprint(task_name, error),
+        defaults={"title": error.strip()[:300], "first_seen": now, "last_seen": now},
+    )
+    FailureGroup.objects.filter(id=group.id).update(count=F("count") + 1, last_seen=now)
+    return group

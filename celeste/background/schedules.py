@@ -1,5 +1,6 @@
 """Periodic tasks as django-celery-beat rows, so staff see, pause and re-time
-them in the admin. Created if missing; an existing row is never overwritten.
+them in the admin. Created if missing, described by their task's docstring; an
+existing row is never overwritten (only an empty description is filled in).
 Each app declares its own (see startup.py)."""
 
 import json
@@ -14,6 +15,7 @@ def ensure_periodic_tasks() -> int:
     created = 0
     for spec in startup.periodic_tasks():
         interval, _ = IntervalSchedule.objects.get_or_create(every=spec.every, period=IntervalSchedule.SECONDS)
+        description = task_description(spec.task)
         _, was_created = PeriodicTask.objects.get_or_create(
             name=spec.name,
             defaults={
@@ -22,10 +24,17 @@ def ensure_periodic_tasks() -> int:
                 "kwargs": json.dumps({}),
                 # A stale tick is worthless: drop it rather than pile up while workers are away.
                 "expire_seconds": spec.every * 2,
+                "description": description,
             },
         )
+        PeriodicTask.objects.filter(name=spec.name, description="").update(description=description)
         created += was_created
     return created
+
+
+def task_description(task) -> str:
+    """What a task does, for staff: its docstring as one paragraph."""
+    return " ".join((task.__doc__ or "").split())  # a task (or its proxy) has its function's docstring
 
 
 def ensure_task_switches() -> int:

@@ -80,6 +80,11 @@ def inbox_open_counts() -> dict[str, int]:
     return dict(open_rows.values_list("task_name").annotate(n=Count("id")).order_by())
 
 
+def inbox_open_total() -> int:
+    """Open failed-task inbox rows (the admin home shows it)."""
+    return FailedTask.objects.filter(status=FailedTaskStatus.OPEN).count()
+
+
 def task_names() -> list[str]:
     """Every registered task of ours (Celery's own aside)."""
     return sorted(name for name in celery_app.tasks if not name.startswith("celery."))

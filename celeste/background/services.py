@@ -36,10 +36,12 @@ def failed_task_retry(*, failed_task_ids: list[int]) -> int:
             restore = getattr(type(task), "on_inbox_retry", None)
             if restore is not None and task_mode(job.task_name) != TaskMode.OFF:
                 restore(**job.kwargs)
-            enqueue(task, **job.kwargs)
+            message = enqueue(task, **job.kwargs)
             job.status = FailedTaskStatus.RETRIED
             job.resolved_at = timezone.now()
-            job.save(update_fields=["status", "resolved_at", "updated_at"])
+            # The new attempt's job id is its task id: if it fails too, its inbox row has it.
+            job.retry_job_id = str(message.id) if message is not None else ""
+            job.save(update_fields=["status", "resolved_at", "retry_job_id", "updated_at"])
     return len(jobs)
 
 
@@ -68,6 +70,12 @@ def task_switch_set(*, task_name: str, mode: str, by: str, reason: str = "", fig
             switch=switch, changed_by=by, from_mode=before, to_mode=mode, reason=reason, figures=figures or {}
         )
     transaction.on_commit(forget_cached_switches)
+    if before == TaskMode.OFF and mode == TaskMode.BACKGROUND:
+        task = celery_app.tasks.get(task_name)
+        redo = getattr(type(task), "on_switch_back", None) if task is not None else None
+        if redo is not None:  # after forget_cached_switches: what it enqueues is queued, not skipped
+            transaction.on_commit(redo)
+            logger.info("task.switch_back_redo", extra={"task_name": task_name})
     return switch
 
 

@@ -21,9 +21,9 @@ def _assign_worker_id(sender=None, **_):
 def _track_periodic_starts(**_):
     # The periodic tasks' stored results record when each run started (STARTED, one
     # more write per tick), so the admin shows how long the last run took. Not every
-    # task: that write would cost every job.
+    # task: that write would cost every job; nor the quiet ticks (CelesteTask.quiet_when_idle).
     for spec in startup.periodic_tasks():
-        spec.task.track_started = True
+        spec.task.track_started = not spec.task.quiet_when_idle
 
 
 def _recover_on_worker_start(sender=None, **_):

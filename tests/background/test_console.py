@@ -16,14 +16,15 @@ from django_celery_results.models import TaskResult
 
 from catalog.tasks import embed_products
 from celeste.background import selectors
-from celeste.background.models import FailedTask, TaskSample, TaskSwitch, WorkerHeartbeat
+from celeste.background.models import FailedTask, OutboxMessage, TaskSample, TaskSwitch, WorkerHeartbeat
 from celeste.background.queue import enqueue
+from celeste.background.schedules import ensure_periodic_tasks
 from celeste.background.services import task_samples_record
 from celeste.background.tasks import ping, relay_outbox, sample_tasks
 from notifications import services as notification_services
 from notifications.tasks import send_email
 
-from ..conftest import published, wait_for
+from ..conftest import published, queued_messages, wait_for
 from ..factories import UserFactory, place_order, reach
 
 PING = ping.name
@@ -439,17 +440,56 @@ def test_a_workers_runs_reach_the_samples_and_the_api(
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_a_periodic_tasks_stored_result_records_when_it_started(worker, beat):
-    relay = PeriodicTask.objects.get(task=relay_outbox.name)
+    samples = PeriodicTask.objects.get(task=sample_tasks.name)  # due at once when beat starts
 
     def timed_result():
         return TaskResult.objects.filter(
-            periodic_task_name=relay.name, status="SUCCESS", date_started__isnull=False
+            periodic_task_name=samples.name, status="SUCCESS", date_started__isnull=False
         ).first()
 
-    result = wait_for(timed_result, timeout=60, message="a relay tick's result with its start")
+    result = wait_for(timed_result, timeout=60, message="a sample tick's result with its start")
     assert result.date_started <= result.date_done
     # an ordinary job's result is stored once, without STARTED
     enqueue(ping)
     published()
     done = wait_for(lambda: TaskResult.objects.filter(task_name=ping.name, status="SUCCESS").first(), message="ping")
     assert done.date_started is None
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_idle_relay_ticks_leave_no_result_row_and_no_info_line_but_a_working_tick_does(start_worker, beat, redis):
+    # The worker's heartbeat relays too: slowed down here, so the beat's ticks do the relaying.
+    worker = start_worker(WORKER_HEARTBEAT_SECONDS="600", WORKER_DEAD_AFTER_SECONDS="1200")
+    relay = PeriodicTask.objects.get(task=relay_outbox.name)
+    wait_for(lambda: beat.log_path.read_text().count(f"Sending due task {relay.name}") >= 2, message="two relay ticks")
+    wait_for(lambda: not queued_messages(redis, "fast"), message="the ticks run")
+
+    assert not TaskResult.objects.filter(task_name=relay_outbox.name).exists()
+    assert "background.relay_outbox[" not in worker.log_path.read_text()
+
+    # A job left pending (its publisher never ran): the next tick relays it, and says so.
+    OutboxMessage.objects.create(task_name=ping.name, kwargs={})
+    OutboxMessage.objects.filter(task_name=ping.name).update(created_at=timezone.now() - timedelta(seconds=60))
+    stored = wait_for(
+        lambda: TaskResult.objects.filter(task_name=relay_outbox.name, status="SUCCESS").first(),
+        message="a working relay tick's result",
+    )
+    assert stored.result == "1"
+    log = worker.log_path.read_text()
+    assert "outbox.relayed" in log and f"{relay_outbox.name}[{stored.task_id}] succeeded" in log
+
+
+@pytest.mark.django_db
+def test_periodic_tasks_are_described_and_their_page_picks_the_registered_task(superuser_client):
+    relay = PeriodicTask.objects.get(task=relay_outbox.name)
+    assert relay.description.startswith("Publishes the jobs whose publishing failed")
+    PeriodicTask.objects.filter(id=relay.id).update(description="")
+    ensure_periodic_tasks()  # fills an empty description, overwrites nothing else
+    assert PeriodicTask.objects.get(id=relay.id).description == relay.description
+
+    page = superuser_client.get(reverse("admin:django_celery_beat_periodictask_change", args=[relay.id]))
+    listing = superuser_client.get(reverse("admin:django_celery_beat_periodictask_changelist")).content.decode()
+
+    assert f'<option value="{relay_outbox.name}" selected>' in page.content.decode()
+    assert "Publishes the jobs whose publishing failed" in listing

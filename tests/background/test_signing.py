@@ -9,15 +9,17 @@ import json
 import pickle
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from catalog.tasks import embed_products
 from celeste.background.models import OutboxMessage, TaskSwitch
 from celeste.background.queue import enqueue
 from celeste.background.signing import SIGNATURE_HEADER, SignatureError, signature_make, signature_verify
-from celeste.background.tasks import relay_outbox
+from celeste.background.tasks import ping, relay_outbox
 from notifications.models import Notification
 from notifications.tasks import dispatch_order_event
 
@@ -176,8 +178,13 @@ def test_a_pickled_message_is_refused_even_when_signed(redis, start_worker):
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_beats_ticks_are_signed_too(worker, beat):
-    # Only beat sends this task as a message (workers run the relay from their heartbeat thread).
+def test_beats_ticks_are_signed_too(start_worker, beat):
+    # Only beat sends the relay as a message (workers run it from their heartbeat thread,
+    # slowed down here). An idle tick stores no result (quiet_when_idle): a job left pending
+    # gives the next tick work, so its result shows the worker ran it.
+    worker = start_worker(WORKER_HEARTBEAT_SECONDS="600", WORKER_DEAD_AFTER_SECONDS="1200")
+    OutboxMessage.objects.create(task_name=ping.name, kwargs={})
+    OutboxMessage.objects.update(created_at=timezone.now() - timedelta(seconds=60))
     wait_for(
         lambda: TaskResult.objects.filter(task_name=relay_outbox.name, status="SUCCESS").exists(),
         timeout=45,

@@ -302,3 +302,11 @@ def test_the_openapi_schema_generates_without_warnings(tmp_path):
     call_command("spectacular", "--fail-on-warn", "--file", str(tmp_path / "schema.yml"))
 
     assert "/api/v1/products/search" in (tmp_path / "schema.yml").read_text()
+
+
+def test_a_bad_currency_lists_the_accepted_ones(staff_client, settings):
+    response = staff_client.post(PRODUCTS, product_payload(currency="XYZ"), format="json")
+
+    assert response.status_code == 400
+    accepted = ", ".join(settings.CURRENCIES)
+    assert response.json() == {"currency": [f'"XYZ" is not an accepted currency: use one of {accepted}.']}

@@ -244,18 +244,84 @@ def test_admin_send_a_test_to_me(admin_client, redis, smtp_server, channels_env)
     assert not CampaignRecipient.objects.exists()
 
 
-def test_admin_send_starts_the_campaign_and_shows_progress(admin_client):
+def test_admin_send_asks_first_saying_who_gets_it_and_who_is_left_out(admin_client):
     customers(2)
+    UserFactory(email="")
+    services.preference_set(user_id=UserFactory(email="gone@example.com").id, channel=Channel.EMAIL, enabled=False)
+    draft = campaign()
+    send = {"action": "send", "_selected_action": [draft.id]}
+
+    page = admin_client.post(reverse("admin:notifications_campaign_changelist"), send).content.decode()
+
+    # The staff user counts too: 2 customers + staff@example.com.
+    assert "Oat milk week: 3 recipient(s)" in page
+    assert "1 left out: No email address." in page and "1 left out: Email turned off (unsubscribed)." in page
+    assert Campaign.objects.get(id=draft.id).status == CampaignStatus.DRAFT
+    assert not OutboxMessage.objects.exists()
+
+
+def test_admin_send_starts_the_campaign_once_confirmed_and_shows_progress(admin_client):
+    customers(2)
+    UserFactory(email="")
     draft = campaign()
 
     admin_client.post(
-        reverse("admin:notifications_campaign_changelist"), {"action": "send", "_selected_action": [draft.id]}
+        reverse("admin:notifications_campaign_changelist"),
+        {"action": "send", "_selected_action": [draft.id], "confirmed": "yes"},
     )
     campaign_fan_out(campaign_id=draft.id)
-    page = admin_client.get(reverse("admin:notifications_campaign_changelist")).content.decode()
+    listing = admin_client.get(reverse("admin:notifications_campaign_changelist")).content.decode()
+    page = admin_client.get(reverse("admin:notifications_campaign_change", args=[draft.id])).content.decode()
 
     assert Campaign.objects.get(id=draft.id).status == CampaignStatus.SENDING
-    assert "Sending" in page
+    assert "Sending" in listing
+    # The user without an email is a skipped recipient; the page reloads itself while sending.
+    assert "25.0% done of 4: queued 3, sent 0, failed 0, skipped 1" in page
+    assert '<meta http-equiv="refresh" content="5">' in page
+    assert CampaignRecipient.objects.get(user__email="").error == "No email address."
+
+
+def test_the_send_button_on_a_draft_asks_first_then_starts_it(admin_client):
+    customers(1)
+    draft = campaign()
+    url = reverse("admin:notifications_campaign_send", args=[draft.id])
+
+    assert (
+        'id="campaign-send"'
+        in admin_client.get(reverse("admin:notifications_campaign_change", args=[draft.id])).content.decode()
+    )
+    assert admin_client.get(url).status_code == 405
+    assert "recipient(s)" in admin_client.post(url).content.decode()
+    assert Campaign.objects.get(id=draft.id).status == CampaignStatus.DRAFT
+    assert admin_client.post(url, {"confirmed": "yes"}).status_code == 302
+    assert Campaign.objects.get(id=draft.id).status == CampaignStatus.SENDING
+    # Sent once: a second confirmation changes nothing and says so.
+    admin_client.post(url, {"confirmed": "yes"})
+    assert OutboxMessage.objects.filter(task_name="notifications.campaign_fan_out").count() == 1
+
+
+def test_progress_has_percent_rate_and_an_estimated_finish():
+    from notifications.campaigns import campaign_progress_report
+
+    users = customers(4)
+    started = campaign(status=CampaignStatus.SENDING, started_at=timezone.now() - timedelta(minutes=2))
+    for user, status in zip(users, ["sent", "sent", "queued", "queued"], strict=True):
+        CampaignRecipient.objects.create(campaign=started, user=user, status=status)
+
+    report = campaign_progress_report(started, now=started.started_at + timedelta(minutes=2))
+
+    assert (report["percent"], report["per_minute"], report["queued"]) == (50.0, 1.0, 2)
+    assert report["finish_at"] == started.started_at + timedelta(minutes=4)
+
+
+def test_a_started_campaign_cannot_be_deleted_a_draft_can(admin_client):
+    started, draft = campaign(status=CampaignStatus.SENDING), campaign()
+
+    assert admin_client.post(reverse("admin:notifications_campaign_delete", args=[started.id])).status_code == 403
+    actions = admin_client.get(reverse("admin:notifications_campaign_changelist")).content.decode()
+    assert "delete_selected" not in actions
+    admin_client.post(reverse("admin:notifications_campaign_delete", args=[draft.id]), {"post": "yes"})
+    assert list(Campaign.objects.values_list("id", flat=True)) == [started.id]
 
 
 def test_adding_a_campaign_in_the_admin_goes_through_the_service(admin_client, monkeypatch):

@@ -127,6 +127,16 @@ def test_not_enough_stock_is_a_409_and_changes_nothing(customer, shop):
     assert StockLevel.objects.get(product=shop["oat"]).quantity == 10
 
 
+def test_a_product_the_store_does_not_stock_says_so(customer, shop):
+    elsewhere = ProductFactory(name="Kettle")
+
+    response = place(client_for(customer), shop, items=[{"product": elsewhere.id, "quantity": 1}])
+
+    assert response.status_code == 409
+    assert response.json()["detail"] == f"{shop['store'].name} does not stock 'Kettle' ({elsewhere.sku})."
+    assert not Order.objects.exists()
+
+
 @pytest.mark.parametrize(
     "change, field",
     [

@@ -1,4 +1,5 @@
 import json
+import os
 import urllib.error
 import urllib.request
 import uuid
@@ -14,12 +15,24 @@ class Command(BaseCommand):
     help = "Sign a payment.succeeded event for an order and POST it to the webhook (local testing)."
 
     def add_arguments(self, parser):
-        parser.add_argument("order_number", help="e.g. CEL-00001000")
-        parser.add_argument("--amount", help="Defaults to the order's total.")
-        parser.add_argument("--currency", help="Defaults to the order's currency.")
-        parser.add_argument("--event-id", help="Defaults to a new random id (reuse one to test replays).")
-        parser.add_argument("--url", default="http://127.0.0.1:8000/api/v1/payments/webhook")
-        parser.add_argument("--secret", help="Defaults to the first of PAYMENT_WEBHOOK_SECRETS.")
+        # The port `make run` (runall) serves on: CELESTE_PORT, as runall reads it.
+        port = os.environ.get("CELESTE_PORT") or "8000"
+        parser.add_argument("order_number", help="The order's number, e.g. CEL-00001000.")
+        parser.add_argument("--amount", default=None, help="The amount paid (default: the order's total).")
+        parser.add_argument("--currency", default=None, help="The currency paid (default: the order's currency).")
+        parser.add_argument(
+            "--event-id",
+            default=None,
+            help="The provider's event id (default: a new random one; reuse one to test replays).",
+        )
+        parser.add_argument(
+            "--url",
+            default=f"http://127.0.0.1:{port}/api/v1/payments/webhook",
+            help="The webhook to POST to (default: the local server on CELESTE_PORT, 8000 unset).",
+        )
+        parser.add_argument(
+            "--secret", default=None, help="The signing secret (default: the first of PAYMENT_WEBHOOK_SECRETS)."
+        )
 
     def handle(self, *args, order_number, amount, currency, event_id, url, secret, **options):
         order = Order.objects.filter(number=order_number).first()

@@ -26,8 +26,9 @@ class Command(BaseCommand):
         User = get_user_model()
         saved = settings.ADMIN_CREDENTIALS_FILE
         if User.objects.filter(is_superuser=True).exists():
+            # The password was printed once, when it was made; later starts only say where it is.
             if saved and saved.exists():
-                self.stdout.write(f"Admin login: {saved.read_text().strip()}  (from {saved})")
+                self.stdout.write(f"Admin login: see {saved}")
             return
         username = os.environ.get("CELESTE_ADMIN_USERNAME", "admin")
         email = os.environ.get("CELESTE_ADMIN_EMAIL", "admin@example.com")

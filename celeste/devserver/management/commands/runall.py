@@ -23,9 +23,20 @@ class Command(BaseCommand):
     help = "Set up (bootstrap) and run the web server, a Celery worker and Celery beat (and Flower) until Ctrl-C."
 
     def add_arguments(self, parser):
-        parser.add_argument("--host", default=os.environ.get("CELESTE_HOST") or "127.0.0.1")
-        parser.add_argument("--port", type=int, default=int(os.environ.get("CELESTE_PORT") or 8000))
-        parser.add_argument("--no-demo", action="store_true")
+        parser.add_argument(
+            "--host",
+            default=os.environ.get("CELESTE_HOST") or "127.0.0.1",
+            help="address the web server listens on (default: CELESTE_HOST, else 127.0.0.1; now %(default)s)",
+        )
+        parser.add_argument(
+            "--port",
+            type=int,
+            default=int(os.environ.get("CELESTE_PORT") or 8000),
+            help="port the web server listens on (default: CELESTE_PORT, else 8000; now %(default)s)",
+        )
+        parser.add_argument(
+            "--no-demo", action="store_true", help="do not load the demo catalog into an empty database"
+        )
         parser.add_argument(
             "--flower",
             action="store_true",
