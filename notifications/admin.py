@@ -19,6 +19,7 @@ from .models import (
     NotificationPreference,
     PushSubscription,
     RecipientStatus,
+    StreamEvent,
 )
 
 
@@ -177,4 +178,21 @@ class CampaignRecipientAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in CampaignRecipient._meta.fields]
 
     def has_add_permission(self, request):
+        return False
+
+
+@admin.register(StreamEvent)
+class StreamEventAdmin(admin.ModelAdmin):
+    """What each user's live stream carried, kept for replay (read-only: the record)."""
+
+    list_display = ("user", "event_id", "kind", "created_at")
+    list_filter = ("kind", "created_at")
+    search_fields = ("user__username", "user__email")
+    raw_id_fields = ("user",)
+    readonly_fields = ("user", "event_id", "kind", "data", "created_at")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False

@@ -1,5 +1,5 @@
-"""Run web, worker and beat (and, with ``--flower``, Flower) as one process group with
-prefixed logs (``make run``)."""
+"""Run web, the stream process, worker and beat (and, with ``--flower``, Flower) as one
+process group with prefixed logs (``make run``)."""
 
 import os
 import signal
@@ -20,11 +20,20 @@ RESET = "\033[0m"
 
 
 class Command(BaseCommand):
-    help = "Set up (bootstrap) and run the web server, a Celery worker and Celery beat (and Flower) until Ctrl-C."
+    help = (
+        "Set up (bootstrap) and run the web server, the stream (ASGI) server, a Celery worker and Celery beat "
+        "(and Flower) until Ctrl-C."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("CELESTE_HOST") or "127.0.0.1")
         parser.add_argument("--port", type=int, default=int(os.environ.get("CELESTE_PORT") or 8000))
+        parser.add_argument(
+            "--stream-port",
+            type=int,
+            default=int(os.environ.get("CELESTE_STREAM_PORT") or 8001),
+            help="Port of the live event stream's ASGI server (same host).",
+        )
         parser.add_argument("--no-demo", action="store_true")
         parser.add_argument(
             "--flower",
@@ -32,7 +41,7 @@ class Command(BaseCommand):
             help="Also run Flower (needs FLOWER_BASIC_AUTH=user:password; FLOWER_ADDRESS, FLOWER_PORT).",
         )
 
-    def handle(self, *args, host, port, no_demo, flower, **options):
+    def handle(self, *args, host, port, stream_port, no_demo, flower, **options):
         flower_argv = flower_env = None
         if flower:  # checked first: nothing starts if Flower would run without a login
             try:
@@ -61,6 +70,8 @@ class Command(BaseCommand):
                 "--access-logfile",
                 "-",
             ],
+            # The live event stream: uvicorn, thousands of idle connections on one event loop.
+            "stream": [python, "-m", "celeste.asgi_server", "--host", host, "--port", str(stream_port)],
             "worker": [
                 python,
                 "-m",
@@ -85,6 +96,7 @@ class Command(BaseCommand):
         base = f"http://{host}:{port}"
         urls = f"  API        {base}/api/v1/\n  Swagger UI {base}/api/docs/\n  Admin      {base}/admin/\n"
         urls += f"  Metrics    {base}/metrics\n"
+        urls += f"  Stream     http://{host}:{stream_port}/api/v1/notifications/stream (Server-Sent Events)\n"
         if flower_argv:
             urls += f"  Flower     {flower_url(flower_argv)}/ (login: FLOWER_BASIC_AUTH)\n"
         self.stdout.write(self.style.SUCCESS(f"\nCeleste is running:\n{urls}Press Ctrl-C to stop.\n"))
@@ -154,7 +166,8 @@ class ProcessGroup:
         # As long as a task may run (its hard time limit): a warm shutdown finishes them.
         timeout = timeout if timeout is not None else settings.CELERY_TASK_TIME_LIMIT
         print(
-            "Stopping web, worker and beat (the worker finishes its running tasks; Ctrl-C again to kill)…", flush=True
+            "Stopping web, stream, worker and beat (the worker finishes its running tasks; Ctrl-C again to kill)…",
+            flush=True,
         )
         for proc in self.procs.values():
             if proc.poll() is None:
