@@ -33,6 +33,7 @@ BENCHMARKS = {
     "notifications": "bench.notifications",
     "odoo_sync": "bench.odoo_sync",
     "popularity": "bench.popularity",
+    "stream": "bench.stream",
 }
 
 

@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import close_old_connections
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.authentication import TokenAuthentication
@@ -191,6 +192,21 @@ def _redis(*, pubsub: bool = False) -> aioredis.Redis:
     return _clients[pubsub]
 
 
+def _db(function):
+    """``function`` made awaitable, run in the event loop's shared thread pool.
+
+    Not in the request's own thread (Django's default for sync code under ASGI): a
+    stream's request lasts for hours, and a database connection opened in its
+    thread would stay open as long, one per stream. The pool's few threads keep
+    theirs (CONN_MAX_AGE), checked before each use as after a Postgres restart."""
+
+    def checked(*args, **kwargs):
+        close_old_connections()
+        return function(*args, **kwargs)
+
+    return sync_to_async(checked, thread_sensitive=False)
+
+
 # --- connection slots per user --------------------------------------------------
 
 
@@ -261,7 +277,7 @@ async def authenticate(request):
         keyword, _, key = header.partition(" ")
         if keyword != "Token" or not key.strip() or " " in key.strip():
             raise Refused(401, "Invalid token header: use 'Authorization: Token <key>'.")
-        return await sync_to_async(_token_user)(key.strip())
+        return await _db(_token_user)(key.strip())
     ticket = request.GET.get("ticket")
     if not ticket:
         raise Refused(401, "Authentication credentials were not provided: a token header or a ticket.")
@@ -276,7 +292,7 @@ async def authenticate(request):
         raise Refused(503, "Tickets cannot be checked right now; retry shortly.") from None
     if not fresh:
         raise Refused(401, "The ticket was used already; ask for a new one.")
-    return await sync_to_async(_ticket_user)(user_id)
+    return await _db(_ticket_user)(user_id)
 
 
 def _last_event_id(request) -> int | None:
@@ -329,7 +345,7 @@ async def notification_stream(request):
         limit = settings.STREAM_MAX_CONNECTIONS_PER_USER
         return _error(429, f"At most {limit} open streams per user; close one first.", request)
     try:
-        last = await sync_to_async(stream_last_id)(user.id)
+        last = await _db(stream_last_id)(user.id)
     except Exception:
         _release_later(user.id, slot)
         raise
@@ -371,7 +387,7 @@ async def _events(*, user_id: int, after: int | None, last: int, queue: asyncio.
             yield _notice("reset", {"detail": "Unknown Last-Event-ID; reload, then follow from here.", "id": last})
             sent = last
         while sent < last:  # replay, a page at a time
-            messages = await sync_to_async(stream_events_after)(user_id, sent, upto=last, limit=REPLAY_PAGE)
+            messages = await _db(stream_events_after)(user_id, sent, upto=last, limit=REPLAY_PAGE)
             if not messages:  # all of them expired
                 yield _notice("reset", {"detail": "Some events are older than the replay window; reload."})
                 break
@@ -404,9 +420,7 @@ async def _events(*, user_id: int, after: int | None, last: int, queue: asyncio.
             if event_id <= sent:
                 continue  # replayed already (or a duplicate)
             if event_id > sent + 1:  # earlier ones are committed but their publication is late or lost
-                for message in await sync_to_async(stream_events_after)(
-                    user_id, sent, upto=event_id - 1, limit=event_id - sent
-                ):
+                for message in await _db(stream_events_after)(user_id, sent, upto=event_id - 1, limit=event_id - sent):
                     yield _sse(message)
             yield _sse(item)
             sent = event_id
