@@ -26,6 +26,17 @@ def database_url_for_current_connection() -> str:
     return f"postgres://{auth}@{host}{port}/{params['NAME']}"
 
 
+def child_environment(env: dict | None = None) -> dict:
+    """Ours, pointed at this process's database and Redis, with ``env`` on top."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url_for_current_connection(),
+        "REDIS_URL": settings.REDIS_URL,
+        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "celeste.settings.local"),
+        **(env or {}),
+    }
+
+
 class Worker:
     def __init__(self, proc: subprocess.Popen, log_path: Path):
         self.proc = proc
@@ -61,13 +72,7 @@ def celery_worker(
     ``lean=False`` keeps gossip, mingle and heartbeat on, as ``runall`` and compose run it."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"worker-{time.time_ns()}.log"
-    child_env = {
-        **os.environ,
-        "DATABASE_URL": database_url_for_current_connection(),
-        "REDIS_URL": settings.REDIS_URL,
-        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "celeste.settings.local"),
-        **(env or {}),
-    }
+    child_env = child_environment(env)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [
@@ -169,13 +174,7 @@ def asgi_server(*, env: dict | None = None, log_dir: Path, timeout: float = 60):
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"asgi-{time.time_ns()}.log"
     port = free_port()
-    child_env = {
-        **os.environ,
-        "DATABASE_URL": database_url_for_current_connection(),
-        "REDIS_URL": settings.REDIS_URL,
-        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "celeste.settings.local"),
-        **(env or {}),
-    }
+    child_env = child_environment(env)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "celeste.asgi_server", "--port", str(port), "--graceful-seconds", "5"],

@@ -81,6 +81,13 @@ class Stream:
         self.ended = True
         return None
 
+    def next_field(self, *, timeout: float = 10) -> dict | None:
+        """The next event or ``retry``, heartbeats skipped; None when the stream ended."""
+        while True:
+            event = self.next_event(timeout=timeout)
+            if event is None or "comment" not in event:
+                return event
+
     def events(self, count: int, *, timeout: float = 10) -> list[dict]:
         """The next ``count`` real events (not heartbeats or ``retry``)."""
         found, deadline = [], time.monotonic() + timeout
@@ -325,19 +332,24 @@ def test_redis_down_tells_the_stream_and_replay_fills_the_gap(open_stream, embed
     order = place_order(user=user)  # 1
     live = open_stream(token=token, last_event_id=1)
     live.next_event()
+    ticket = ticket_for(user)
 
     embedded.stop_redis(embedded_root)
     try:
-        notice = live.next_event()
+        notice = live.next_field()
         assert notice["event"] == "unavailable"
         assert "reconnecting" in notice["data"]["detail"]
-        assert live.next_event() is None  # and the stream ended
+        assert live.next_field() is None  # and the stream ended
         orders.order_mark_paid(order_id=order.id)  # 2: committed; its publication fails
         # A stream opened meanwhile replays from Postgres, then says so too.
         during = open_stream(token=token, last_event_id=1)
-        events = [during.next_event() for _ in range(3)]
+        events = [during.next_field() for _ in range(3)]
         assert [e.get("event") for e in events[1:]] == ["order.status", "unavailable"]
-        assert during.next_event() is None
+        assert during.next_field() is None
+        # Single use cannot be checked: a ticket is refused for now, not made reusable.
+        refused = open_stream(ticket=ticket)
+        assert refused.response.status_code == 503
+        assert refused.response.headers["Retry-After"]
     finally:
         embedded.start_redis(embedded_root)
 
