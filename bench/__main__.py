@@ -36,6 +36,7 @@ BENCHMARKS = {
     "popularity": "bench.popularity",
     "reports": "bench.reports",
     "images": "bench.images",
+    "stream": "bench.stream",
 }
 
 

@@ -30,6 +30,7 @@ from .models import (
     NotificationPreference,
     PushSubscription,
     RecipientStatus,
+    StreamEvent,
 )
 
 
@@ -293,3 +294,13 @@ class CampaignRecipientAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("campaign", "user", "status", "error", "sent_at")
     list_filter = ("status", "campaign")
     search_fields = ("user__email", "user__username")
+
+
+@admin.register(StreamEvent)
+class StreamEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """What each user's live stream carried, kept for replay (read-only: the record)."""
+
+    list_display = ("user", "event_id", "kind", "created_at")
+    list_filter = ("kind", "created_at")
+    search_fields = ("user__username", "user__email")
+    raw_id_fields = ("user",)

@@ -12,4 +12,5 @@ class NotificationsConfig(AppConfig):
 
         signals.connect()
         startup.periodic_task_declare(name="Campaign recovery", task=tasks.recover_campaigns, every=300)
+        startup.periodic_task_declare(name="Stream event retention", task=tasks.sweep_stream_events, every=3600)
         prometheus.collector_register(metrics.collect)

@@ -177,3 +177,43 @@ class CampaignRecipient(models.Model):
 
     def __str__(self):
         return f"{self.campaign_id} → {self.user_id}: {self.status}"
+
+
+class StreamKind(models.TextChoices):
+    NOTIFICATION = "notification", "In-app notification"
+    ORDER_STATUS = "order.status", "Order status change"
+
+
+class StreamSequence(models.Model):
+    """The last event id given to a user's stream. Taking the next one updates this
+    row, whose lock is held until the writer commits: a user's events therefore
+    commit in id order, without gaps, which is what lets a stream spot a missed
+    publication and a reconnecting client replay by id. Kept when events expire, so
+    ids never repeat."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="stream_sequence"
+    )
+    last_id = models.BigIntegerField(default=0)
+
+    def __str__(self):
+        return f"stream of {self.user_id}: {self.last_id}"
+
+
+class StreamEvent(models.Model):
+    """One event of a user's live stream (GET /api/v1/notifications/stream), kept for
+    replay after a reconnect until STREAM_RETENTION_HOURS. ``event_id`` is the
+    user's own sequence (SSE ``id:``)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="stream_events")
+    event_id = models.BigIntegerField()
+    kind = models.CharField(max_length=30, choices=StreamKind.choices)
+    data = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["user_id", "event_id"]
+        constraints = [models.UniqueConstraint(fields=["user", "event_id"], name="stream_event_once_per_id")]
+
+    def __str__(self):
+        return f"{self.kind} #{self.event_id} → {self.user_id}"

@@ -26,6 +26,7 @@ from .models import (
     PushSubscription,
 )
 from .ratelimit import rate_limit_allow
+from .stream import stream_notification_append
 from .unsubscribe import unsubscribe_token_user
 
 logger = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ def delivery_send(*, delivery_id: int) -> str:
     return DeliveryStatus.SENT
 
 
-def _mark_sent(delivery_id: int, channel: str) -> None:
+def _mark_sent(delivery_id: int, channel: str) -> bool:
     # The message is out: this write must not be lost to a database restart, or the
     # retry would send it again. So it waits for the database like the ledger's own.
     marked = waiting_for_the_database(
@@ -186,6 +187,7 @@ def _mark_sent(delivery_id: int, channel: str) -> None:
     )
     if marked:
         DELIVERIES.labels(channel=channel, outcome=DeliveryStatus.SENT).inc()
+    return bool(marked)
 
 
 def _send(*, delivery_id: int, channel: str, notification: Notification) -> None:
@@ -195,8 +197,10 @@ def _send(*, delivery_id: int, channel: str, notification: Notification) -> None
         channels.email_send(notification, message_id=channels.delivery_message_id(delivery_id), accepted=accepted)
     elif channel == Channel.PUSH:
         _push_to_all(notification, accepted=accepted)
-    else:
-        accepted()  # in-app: the notification row is the message; nothing to transmit
+    elif accepted():  # in-app: the notification row is the message; nothing to transmit
+        # It is in the notification center now: tell the user's live streams, in this
+        # transaction (the dispatch's), published after commit.
+        stream_notification_append(notification)
 
 
 def _push_to_all(notification: Notification, *, accepted) -> None:

@@ -9,7 +9,7 @@ from django.conf import settings
 from celeste.background.errors import PermanentError, TransientError
 from celeste.background.tasks import celeste_task
 
-from . import campaigns, services
+from . import campaigns, services, stream
 from .channels import TransientDeliveryError
 
 
@@ -69,3 +69,9 @@ def campaign_send_chunk(self, *, campaign_id: int, recipient_ids: list[int]) -> 
         return campaigns.campaign_send_chunk(campaign_id=campaign_id, recipient_ids=recipient_ids)
     except campaigns.CampaignTemplateError as exc:
         raise PermanentError(str(exc)) from exc
+
+
+# Re-runnable as is: it deletes whatever is past the retention window when it runs.
+@celeste_task("notifications.sweep_stream_events")
+def sweep_stream_events() -> int:
+    return stream.stream_events_sweep()

@@ -19,7 +19,8 @@ logger = logging.getLogger(__name__)
 KEY_PREFIX = "celeste:slots:"
 
 # KEYS[1] the set; ARGV: now, limit, member, expiry. Returns 1 if the member holds a slot.
-_ACQUIRE = """
+# Also the live stream's per-user connection limit (notifications/live.py).
+ACQUIRE_SCRIPT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
     redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
@@ -38,7 +39,7 @@ def slot_acquire(task_name: str, *, limit: int, hold_seconds: float) -> str | No
     token = uuid.uuid4().hex
     now = time.time()
     try:
-        held = client().eval(_ACQUIRE, 1, _key(task_name), now, limit, token, now + hold_seconds)
+        held = client().eval(ACQUIRE_SCRIPT, 1, _key(task_name), now, limit, token, now + hold_seconds)
     except redis.RedisError as exc:
         logger.warning("task.slot_unchecked", extra={"task_name": task_name, "error": repr(exc)})
         return token

@@ -26,6 +26,17 @@ def database_url_for_current_connection() -> str:
     return f"postgres://{auth}@{host}{port}/{params['NAME']}"
 
 
+def child_environment(env: dict | None = None) -> dict:
+    """Ours, pointed at this process's database and Redis, with ``env`` on top."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url_for_current_connection(),
+        "REDIS_URL": settings.REDIS_URL,
+        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "celeste.settings.local"),
+        **(env or {}),
+    }
+
+
 class Worker:
     def __init__(self, proc: subprocess.Popen, log_path: Path):
         self.proc = proc
@@ -61,13 +72,7 @@ def celery_worker(
     ``lean=False`` keeps gossip, mingle and heartbeat on, as ``runall`` and compose run it."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"worker-{time.time_ns()}.log"
-    child_env = {
-        **os.environ,
-        "DATABASE_URL": database_url_for_current_connection(),
-        "REDIS_URL": settings.REDIS_URL,
-        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "celeste.settings.local"),
-        **(env or {}),
-    }
+    child_env = child_environment(env)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [
@@ -148,3 +153,48 @@ def celery_beat(*, env: dict | None = None, log_dir: Path):
         yield beat
     finally:
         beat.stop()
+
+
+class AsgiServer(Worker):
+    """``python -m celeste.asgi_server`` on a loopback port (tests and benchmarks)."""
+
+    def __init__(self, proc: subprocess.Popen, log_path: Path, port: int):
+        super().__init__(proc, log_path)
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def asgi_server(*, env: dict | None = None, log_dir: Path, timeout: float = 60):
+    """Run the ASGI server against this process's database and Redis until the block ends."""
+    import socket
+
+    from .loopback import free_port
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"asgi-{time.time_ns()}.log"
+    port = free_port()
+    child_env = child_environment(env)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celeste.asgi_server", "--port", str(port), "--graceful-seconds", "5"],
+            cwd=BASE_DIR,
+            env=child_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = AsgiServer(proc, log_path, port)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the ASGI server did not start:\n{server.log()[-5000:]}") from None
+                time.sleep(0.1)
+        yield server
+    finally:
+        server.stop()

@@ -406,6 +406,17 @@ PUSH_ALLOWED_HOSTS = env_list("PUSH_ALLOWED_HOSTS", "")
 # Development and tests only (the loopback push receiver); production refuses to start with it.
 PUSH_ALLOW_PRIVATE_HOSTS = env_bool("PUSH_ALLOW_PRIVATE_HOSTS")
 NOTIFY_RATE_LIMIT_PER_HOUR = env_int("NOTIFY_RATE_LIMIT_PER_HOUR", 30)
+# The live stream (GET /api/v1/notifications/stream, served by the ASGI process; notifications/live.py).
+# A comment line goes out every STREAM_HEARTBEAT_SECONDS, so proxies keep idle streams open.
+STREAM_HEARTBEAT_SECONDS = env_float("STREAM_HEARTBEAT_SECONDS", 15)
+STREAM_MAX_CONNECTIONS_PER_USER = env_int("STREAM_MAX_CONNECTIONS_PER_USER", 5)
+STREAM_TICKET_TTL_SECONDS = env_int("STREAM_TICKET_TTL_SECONDS", 60)
+# Events are kept this long for replay after a reconnect (the sweep runs hourly).
+STREAM_RETENTION_HOURS = env_int("STREAM_RETENTION_HOURS", 72)
+# The reconnection delay the stream asks browsers for (SSE ``retry:``).
+STREAM_RETRY_MILLISECONDS = env_int("STREAM_RETRY_MILLISECONDS", 3000)
+# Origins whose pages may open the stream cross-origin (CORS); ``*`` any; empty: same origin only.
+STREAM_ALLOWED_ORIGINS = env_list("STREAM_ALLOWED_ORIGINS", "")
 CAMPAIGN_CHUNK_SIZE = env_int("CAMPAIGN_CHUNK_SIZE", 500)
 CAMPAIGN_MAX_PER_SECOND = env_float("CAMPAIGN_MAX_PER_SECOND", 0)  # 0 = as fast as SMTP takes them
 # Campaign chunks sending at once across all workers (each holds one SMTP connection).

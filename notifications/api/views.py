@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from celeste.api.params import boolean_param
 from celeste.api.permissions import IsStaff
 
-from .. import services
+from .. import services, stream
 from ..channels import InvalidPushSubscription
 from ..models import Channel, Notification, PushSubscription
 from ..unsubscribe import InvalidUnsubscribeToken, unsubscribe_token_user
@@ -73,6 +73,23 @@ class NotificationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
                 {"channel": channel, "enabled": services.channel_enabled(user_id=request.user.id, channel=channel)}
                 for channel in Channel.values
             ]
+        )
+
+    @extend_schema(
+        request=None,
+        responses=inline_serializer(
+            "StreamTicket", {"ticket": serializers.CharField(), "expires_in": serializers.IntegerField()}
+        ),
+    )
+    @action(detail=False, methods=["post"], url_path="stream-ticket", pagination_class=None)
+    def stream_ticket(self, request):
+        """A ticket for ``GET /api/v1/notifications/stream?ticket=…`` (browsers' EventSource
+        cannot send the token header): valid for ``expires_in`` seconds, once."""
+        return Response(
+            {
+                "ticket": stream.stream_ticket_issue(user_id=request.user.id),
+                "expires_in": settings.STREAM_TICKET_TTL_SECONDS,
+            }
         )
 
     @extend_schema(

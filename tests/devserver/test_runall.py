@@ -1,5 +1,5 @@
-"""Command 1's process group: web, worker and beat (and Flower with --flower) up with URLs
-printed; Ctrl-C stops them all."""
+"""Command 1's process group: web, the stream process, worker and beat (and Flower with
+--flower) up with URLs printed; Ctrl-C stops them all."""
 
 import base64
 import os
@@ -34,7 +34,7 @@ def http_status(url: str, login: str | None = None) -> int:
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_runall_serves_the_api_admin_docs_and_flower_and_ctrl_c_stops_everything(redis, settings, tmp_path):
-    port, flower_port = free_port(), free_port()
+    port, stream_port, flower_port = free_port(), free_port(), free_port()
     log_path = tmp_path / "runall.log"
     env = {
         **os.environ,
@@ -50,7 +50,7 @@ def test_runall_serves_the_api_admin_docs_and_flower_and_ctrl_c_stops_everything
     }
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "manage.py", "runall", "--port", str(port), "--flower"],
+            [sys.executable, "manage.py", "runall", "--port", str(port), "--stream-port", str(stream_port), "--flower"],
             cwd=BASE_DIR,
             env=env,
             stdout=log,
@@ -67,6 +67,9 @@ def test_runall_serves_the_api_admin_docs_and_flower_and_ctrl_c_stops_everything
         assert http_status(f"{base}/admin/login/") == 200
         assert http_status(f"{base}/metrics") == 200  # loopback, no METRICS_TOKEN set
         assert http_status(f"{base}/static/admin/css/base.css") == 200
+        stream = f"http://127.0.0.1:{stream_port}/api/v1/notifications/stream"
+        assert stream in output
+        wait_for(lambda: http_status(stream) == 401, timeout=60, message="the stream process")  # no credentials
         wait_for(
             lambda: "worker |" in log_path.read_text() and " ready." in log_path.read_text(),
             timeout=60,
@@ -85,6 +88,7 @@ def test_runall_serves_the_api_admin_docs_and_flower_and_ctrl_c_stops_everything
         time.sleep(0.5)
         children = subprocess.run(["pgrep", "-f", f"--bind 127.0.0.1:{port}"], capture_output=True, text=True)
         assert children.stdout.strip() == "", "gunicorn still running"
+        assert http_status(stream) == 0, "the stream process still running"
         assert http_status(f"{flower}/healthcheck") == 0, "Flower still running"
         assert "Stopped." in log_path.read_text()
     finally:

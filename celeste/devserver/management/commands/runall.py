@@ -1,5 +1,5 @@
-"""Run web, worker and beat (and, with ``--flower``, Flower) as one process group with
-prefixed logs (``make run``)."""
+"""Run web, the stream process, worker and beat (and, with ``--flower``, Flower) as one
+process group with prefixed logs (``make run``)."""
 
 import os
 import signal
@@ -20,7 +20,10 @@ RESET = "\033[0m"
 
 
 class Command(BaseCommand):
-    help = "Set up (bootstrap) and run the web server, a Celery worker and Celery beat (and Flower) until Ctrl-C."
+    help = (
+        "Set up (bootstrap) and run the web server, the stream (ASGI) server, a Celery worker and Celery beat "
+        "(and Flower) until Ctrl-C."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -35,6 +38,12 @@ class Command(BaseCommand):
             help="port the web server listens on (default: CELESTE_PORT, else 8000; now %(default)s)",
         )
         parser.add_argument(
+            "--stream-port",
+            type=int,
+            default=int(os.environ.get("CELESTE_STREAM_PORT") or 8001),
+            help="port of the live event stream's ASGI server, same host (default: CELESTE_STREAM_PORT, else 8001)",
+        )
+        parser.add_argument(
             "--no-demo", action="store_true", help="do not load the demo catalog into an empty database"
         )
         parser.add_argument(
@@ -43,7 +52,7 @@ class Command(BaseCommand):
             help="Also run Flower (needs FLOWER_BASIC_AUTH=user:password; FLOWER_ADDRESS, FLOWER_PORT).",
         )
 
-    def handle(self, *args, host, port, no_demo, flower, **options):
+    def handle(self, *args, host, port, stream_port, no_demo, flower, **options):
         flower_argv = flower_env = None
         if flower:  # checked first: nothing starts if Flower would run without a login
             try:
@@ -72,6 +81,8 @@ class Command(BaseCommand):
                 "--access-logfile",
                 "-",
             ],
+            # The live event stream: uvicorn, thousands of idle connections on one event loop.
+            "stream": [python, "-m", "celeste.asgi_server", "--host", host, "--port", str(stream_port)],
             "worker": [
                 python,
                 "-m",
@@ -96,6 +107,7 @@ class Command(BaseCommand):
         base = f"http://{host}:{port}"
         urls = f"  API        {base}/api/v1/\n  Swagger UI {base}/api/docs/\n  Admin      {base}/admin/\n"
         urls += f"  Metrics    {base}/metrics\n"
+        urls += f"  Stream     http://{host}:{stream_port}/api/v1/notifications/stream (Server-Sent Events)\n"
         if flower_argv:
             urls += f"  Flower     {flower_url(flower_argv)}/ (login: FLOWER_BASIC_AUTH)\n"
         self.stdout.write(self.style.SUCCESS(f"\nCeleste is running:\n{urls}Press Ctrl-C to stop.\n"))
@@ -165,7 +177,8 @@ class ProcessGroup:
         # As long as a task may run (its hard time limit): a warm shutdown finishes them.
         timeout = timeout if timeout is not None else settings.CELERY_TASK_TIME_LIMIT
         print(
-            "Stopping web, worker and beat (the worker finishes its running tasks; Ctrl-C again to kill)…", flush=True
+            "Stopping web, stream, worker and beat (the worker finishes its running tasks; Ctrl-C again to kill)…",
+            flush=True,
         )
         for proc in self.procs.values():
             if proc.poll() is None:
