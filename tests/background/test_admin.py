@@ -69,6 +69,8 @@ def test_adding_a_product_in_the_admin_goes_through_the_service(admin_client):
             "active": "on",
             "stock_levels-TOTAL_FORMS": "0",
             "stock_levels-INITIAL_FORMS": "0",
+            "images-TOTAL_FORMS": "0",
+            "images-INITIAL_FORMS": "0",
         },
     )
 
