@@ -20,9 +20,12 @@ COPY . .
 # Static files are collected at build time with the base settings, which need no
 # environment and connect to nothing. staticfiles/ must be writable by the runtime
 # user: `manage.py bootstrap` runs collectstatic again.
+# The ONNX encoder files (EMBEDDING_BACKEND=onnx, onnx-int8) are made from the bundled weights
+# at build time too, into var/models (EMBEDDING_CACHE_DIR), so no container makes its own.
 RUN useradd --create-home --uid 10001 --user-group celeste \
  && DJANGO_SETTINGS_MODULE=celeste.settings.base python manage.py collectstatic --noinput \
- && chown -R celeste:celeste /app/staticfiles
+ && DJANGO_SETTINGS_MODULE=celeste.settings.base python manage.py build_encoder \
+ && chown -R celeste:celeste /app/staticfiles /app/var
 
 USER celeste
 EXPOSE 8000

@@ -52,7 +52,7 @@ def embedded_count(ids: list[int]) -> int:
         product_id__lte=max(ids),
         status=EmbeddingStatus.READY,
         content_hash=F("product__content_hash"),
-        model_name=settings.EMBEDDING_MODEL_NAME,
+        model_name=embeddings.model_identity(),
     ).count()
 
 

@@ -180,7 +180,7 @@ def load_corpus(vectors: np.ndarray) -> float:
                 )
                 for (product_id, digest), vector in zip(products, vectors, strict=True):
                     copy.write_row(
-                        (product_id, vector, settings.EMBEDDING_MODEL_NAME, digest, "ready", 1, "", now, now, now)
+                        (product_id, vector, embeddings.model_identity(), digest, "ready", 1, "", now, now, now)
                     )
         conn.execute("SET maintenance_work_mem = '2GB'")
         conn.execute("SET max_parallel_maintenance_workers = 1")  # leader + 1 worker = the 2 cores

@@ -7,6 +7,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from pgvector.django import CosineDistance
 
+from .embeddings import model_identity
 from .models import EmbeddingStatus, Product, ProductEmbedding, StockLevel
 
 
@@ -17,7 +18,7 @@ def embedding_status(product: Product) -> str:
     embedding = getattr(product, "embedding", None)
     if embedding is None:
         return EmbeddingStatus.PENDING
-    stale = embedding.content_hash != product.content_hash or embedding.model_name != settings.EMBEDDING_MODEL_NAME
+    stale = embedding.content_hash != product.content_hash or embedding.model_name != model_identity()
     if stale and embedding.status != EmbeddingStatus.FAILED:
         return EmbeddingStatus.PENDING
     return embedding.status
@@ -47,7 +48,11 @@ def product_search(
     ``sort="popularity"`` breaks ties: hits whose scores agree to
     SEARCH_TIE_DECIMALS decimals come most popular first (the stored score).
     """
-    embeddings = ProductEmbedding.objects.filter(product__active=True, vector__isnull=False)
+    # Only vectors of the model and backend that embeds the query: after a switch, products
+    # not yet re-embedded are left out rather than ranked against a foreign vector.
+    embeddings = ProductEmbedding.objects.filter(
+        product__active=True, vector__isnull=False, model_name=model_identity()
+    )
     if category:
         embeddings = embeddings.filter(product__category=category)
     if store_id is not None:

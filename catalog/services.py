@@ -168,7 +168,7 @@ def stock_release(*, store_id: int, quantities: dict[int, int]) -> None:
 def stale_embeddings():
     """Embeddings of active products whose vector is missing, out of date, or from another model."""
     return ProductEmbedding.objects.filter(product__active=True).filter(
-        ~Q(content_hash=F("product__content_hash")) | ~Q(model_name=settings.EMBEDDING_MODEL_NAME)
+        ~Q(content_hash=F("product__content_hash")) | ~Q(model_name=embeddings.model_identity())
     )
 
 
@@ -228,7 +228,7 @@ def _store_vectors(rows: list[ProductEmbedding], vectors: list[list[float]]) -> 
              WHERE e.product_id = v.product_id
             """,
             [
-                settings.EMBEDDING_MODEL_NAME,
+                embeddings.model_identity(),
                 EmbeddingStatus.READY,
                 [row.product_id for row in rows],
                 ["[" + ",".join(map(repr, vector)) + "]" for vector in vectors],
