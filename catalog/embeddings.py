@@ -225,17 +225,17 @@ def get_encoder():
         return _encoder(settings.EMBEDDING_BACKEND, settings.EMBEDDING_MODEL)
 
 
-def encode(texts: list[str]) -> list[list[float]]:
-    """Unit-length vectors for ``texts``, in one model call."""
+def encode(texts: list[str]) -> np.ndarray:
+    """Unit-length vectors for ``texts`` (one float32 row each), in one model call."""
     vectors = get_encoder().encode(texts)
     ENCODE_CALLS.inc()
     TEXTS_ENCODED.inc(len(texts))
-    return vectors.tolist()
+    return vectors
 
 
 @functools.lru_cache(maxsize=settings.SEARCH_QUERY_CACHE_SIZE)
 def _query_vector(identity: str, query: str) -> tuple[float, ...]:
-    return tuple(encode([query])[0])
+    return tuple(encode([query])[0].tolist())
 
 
 def query_vector(query: str) -> tuple[float, ...]:
