@@ -38,7 +38,7 @@ from pgvector.psycopg import register_vector
 
 from bench import Result, demo_products, p50, report, reset_catalog
 from catalog import embeddings, services
-from catalog.models import embedding_text
+from catalog.models import Store, embedding_text
 from catalog.selectors import product_search
 
 SEED = 20260101
@@ -183,7 +183,10 @@ def load_corpus(vectors: np.ndarray) -> dict:
     with connection.cursor() as cursor:
         cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [INDEX_NAME])
         (index_sql,) = cursor.fetchone()
-    stores = [services.store_create(code=f"syn-{i}", name=f"Synthetic store {i}").id for i in range(STORES)]
+    stores = [
+        (Store.objects.filter(code=f"syn-{i}").first() or services.store_create(code=f"syn-{i}", name=f"Store {i}")).id
+        for i in range(STORES)
+    ]
     with connect() as conn:
         conn.execute(f"DROP INDEX {INDEX_NAME}")
         with conn.transaction(), conn.cursor() as cur:
