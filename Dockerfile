@@ -20,11 +20,14 @@ COPY . .
 # Static files are collected at build time with the base settings, which need no
 # environment and connect to nothing. staticfiles/ must be writable by the runtime
 # user: `manage.py bootstrap` runs collectstatic again. var/media: uploaded media without S3
-# (compose mounts a volume there, which takes this owner).
+# (compose mounts a volume there, which takes this owner). The ONNX encoder files
+# (EMBEDDING_BACKEND=onnx, onnx-int8) are made from the bundled weights at build time too, into
+# var/models (EMBEDDING_CACHE_DIR), so no container makes its own.
 RUN useradd --create-home --uid 10001 --user-group celeste \
  && DJANGO_SETTINGS_MODULE=celeste.settings.base python manage.py collectstatic --noinput \
- && chown -R celeste:celeste /app/staticfiles \
- && mkdir -p /app/var/media && chown celeste:celeste /app/var/media
+ && DJANGO_SETTINGS_MODULE=celeste.settings.base python manage.py build_encoder \
+ && mkdir -p /app/var/media \
+ && chown -R celeste:celeste /app/staticfiles /app/var
 
 USER celeste
 EXPOSE 8000

@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m bench [names...] [--quick]``.
+"""Run the benchmarks: ``python -m bench [names...] [--quick]``; ``python -m bench search --products N``.
 
 Setup, before Django is imported: the embedded Postgres/Redis of ``var/bench``
 (never the dev ones), a fresh ``celeste_bench`` database, a flushed Redis, and
@@ -129,7 +129,17 @@ def main(argv: list[str]) -> int:
         "names", nargs="*", metavar="name", help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}"
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run, figures are noisier)")
+    parser.add_argument(
+        "--products",
+        type=int,
+        metavar="N",
+        help="search only: the corpus size (default 100k, 10k with --quick), e.g. 1000000; long at 1M",
+    )
     args = parser.parse_args(argv)
+    if args.products is not None and (args.names != ["search"] or args.products < 1000):
+        parser.error(
+            "--products N (N >= 1000) goes with the search benchmark alone: python -m bench search --products N"
+        )
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}; choose from {', '.join(BENCHMARKS)}")
@@ -145,7 +155,7 @@ def main(argv: list[str]) -> int:
         module = importlib.import_module(BENCHMARKS[name])
         print(f"\n== {name}: {module.__doc__.strip().splitlines()[0]}  ({load()})", flush=True)
         bench_started = time.monotonic()
-        results += module.run(quick=args.quick)
+        results += module.run(quick=args.quick, **({"products": args.products} if args.products else {}))
         print(f"  ({time.monotonic() - bench_started:.0f} s; {load()})", flush=True)
     summary(results)
     print(f"Total time: {time.monotonic() - started:.0f} s; {load()} (2 cores: above ~0.5 other work was competing)")

@@ -1,20 +1,25 @@
-"""Embedding pipeline throughput (burst of creates -> all embedded) vs raw model.encode batches.
+"""Embedding backends and pipeline: query p50, batch throughput and quality per backend; burst -> all embedded.
 
-Pipeline: a real Celery worker (queues slow,fast, concurrency 1, model already
+Encoders, in this process, for each backend (torch, onnx, onnx-int8): p50 of
+embedding one query (distinct queries), raw throughput of
+``catalog.embeddings.encode`` in batches of 64 on the burst's texts, and the
+vectors of 1,000 generated catalog texts, compared with torch's (mean cosine).
+
+Pipeline, once with EMBEDDING_BACKEND=torch (today's) and once with the default
+backend: a real Celery worker (queues slow,fast, concurrency 1, model already
 warm) while this process creates N products in a loop through
 ``product_create``, each in its own transaction as the API would (so each
 enqueues). Timed from the first create until every embedding is ``ready`` with
-the product's current content_hash. Raw: ``catalog.embeddings.encode`` on the
-same N texts in batches of 64, in this process, before and after the pipeline
-(the better of the two counts). The bench
-process and the worker share the machine's 2 cores, as web and worker would
-on one box, so the creates compete with the encoding for CPU.
+the product's current content_hash and the backend's model identity. The
+reference for the default backend is its raw throughput (before and after the
+pipelines, the better of the two counts). The bench process and the worker
+share the machine's 2 cores, as web and worker would on one box, so the
+creates compete with the encoding for CPU.
 
 Diagnostics without a target: how long the worker takes to get through every
-message of the burst (one per save; most find nothing left to embed), and a
-drain-only run (the worker is paused with SIGSTOP while N more products are
-created, then resumed and timed), which shows the pipeline's own overhead
-without the creates competing for the cores.
+message of the burst, and a drain-only run (the worker is paused with SIGSTOP
+while N more products are created, then resumed and timed), which shows the
+pipeline's own overhead without the creates competing for the cores.
 """
 
 import functools
@@ -22,21 +27,25 @@ import os
 import signal
 import time
 
+import numpy as np
 import redis
 from django.conf import settings
 from django.db.models import F
+from django.test import override_settings
 
 from bench import (
     BASE_DIR,
     Result,
     cached_switches,
     flush_redis,
+    p50,
     product_payloads,
     report,
     reset_catalog,
     set_switch,
     wait_until,
 )
+from bench.search import QUERIES, product_texts
 from catalog import embeddings, services, tasks
 from catalog.models import EmbeddingStatus, ProductEmbedding, embedding_text
 from celeste import metrics
@@ -52,7 +61,7 @@ def embedded_count(ids: list[int]) -> int:
         product_id__lte=max(ids),
         status=EmbeddingStatus.READY,
         content_hash=F("product__content_hash"),
-        model_name=settings.EMBEDDING_MODEL_NAME,
+        model_name=embeddings.model_identity(),
     ).count()
 
 
@@ -87,63 +96,135 @@ def raw_encode_rate(texts: list[str]) -> float:
     return len(texts) / (time.perf_counter() - start)
 
 
+def query_p50_ms(queries: list[str]) -> float:
+    """p50 of embedding one query (distinct queries: nothing cached), model loaded first."""
+    embeddings.encode(["load the model"])
+    times = []
+    for query in queries:
+        begin = time.perf_counter()
+        embeddings.encode([query])
+        times.append(time.perf_counter() - begin)
+    return p50(times) * 1000
+
+
+def encoders(texts: list[str], quality_texts: list[str]) -> dict:
+    """Per backend, in this process: query p50, raw batch throughput, and the vectors of
+    ``quality_texts`` (batches of RAW_BATCH) to compare with torch's."""
+    figures = {}
+    for backend in embeddings.BACKENDS:
+        with override_settings(EMBEDDING_BACKEND=backend):
+            vectors = np.array(
+                [
+                    v
+                    for i in range(0, len(quality_texts), RAW_BATCH)
+                    for v in embeddings.encode(quality_texts[i : i + RAW_BATCH])
+                ]
+            )
+            figures[backend] = {
+                "query_ms": query_p50_ms(QUERIES),
+                "raw": raw_encode_rate(texts),
+                "vectors": vectors,
+            }
+    return figures
+
+
+def pipeline(backend: str, payloads: dict[str, list[dict]], *, drain_only: bool) -> dict:
+    """A burst of creates on a real worker running ``backend`` until all are embedded
+    (and, with ``drain_only``, the same with the worker paused while the backlog builds up)."""
+    figures = {}
+    with (
+        override_settings(EMBEDDING_BACKEND=backend),
+        cached_switches(),
+        celery_worker(
+            queues="slow,fast",
+            concurrency=1,
+            env={"LOG_LEVEL": "INFO", "EMBEDDING_BACKEND": backend},
+            log_dir=BASE_DIR / "var" / "bench" / "logs",
+        ) as worker,
+    ):
+        wait_until(all_embedded(create(payloads["warm"])), 120, worker, "warm-up")  # the worker has loaded the model
+        calls_before = metrics.sample_value("celeste_embedding_encode_calls_total")
+        start = time.monotonic()
+        ids = create(payloads["burst"])
+        figures["created"] = time.monotonic() - start
+        figures["done"] = wait_until(all_embedded(ids), 300, worker, "burst") - start
+        figures["calls"] = metrics.sample_value("celeste_embedding_encode_calls_total") - calls_before
+        figures["drained"] = wait_until(queue_empty, 300, worker, "leftover messages") - start
+        if drain_only:
+            os.killpg(worker.proc.pid, signal.SIGSTOP)  # hold the worker while the backlog builds up
+            try:
+                held_start = time.monotonic()
+                held_ids = create(payloads["held"])
+                figures["held_created"] = time.monotonic() - held_start
+            finally:
+                os.killpg(worker.proc.pid, signal.SIGCONT)
+            resumed = time.monotonic()
+            figures["held_done"] = wait_until(all_embedded(held_ids), 300, worker, "drain-only") - resumed
+        flush_redis()  # drop the leftover no-op messages so the worker stops cleanly
+    reset_catalog()
+    return figures
+
+
 def run(quick: bool) -> list[Result]:
     count = 200 if quick else 1000
     reset_catalog()
     set_switch(tasks.embed_products.name, "background")
-    warm, burst, held = (
-        product_payloads(8, prefix="WARM"),
-        product_payloads(count, prefix="BURST"),
-        product_payloads(count, prefix="HELD"),
-    )
-    # Raw throughput on the burst's texts, before and after the pipeline: the
-    # better of the two is the reference (other load on the machine only lowers it).
-    texts = [embedding_text(name=p["name"], category=p["category"], description=p["description"]) for p in burst]
-    raw_before = raw_encode_rate(texts)
-
-    with (
-        cached_switches(),
-        celery_worker(
-            queues="slow,fast", concurrency=1, env={"LOG_LEVEL": "INFO"}, log_dir=BASE_DIR / "var" / "bench" / "logs"
-        ) as worker,
-    ):
-        wait_until(all_embedded(create(warm)), 120, worker, "warm-up")  # the worker child has loaded the model
-        calls_before = metrics.sample_value("celeste_embedding_encode_calls_total")
-        start = time.monotonic()
-        ids = create(burst)
-        created = time.monotonic()
-        done = wait_until(all_embedded(ids), 300, worker, "burst")
-        encode_calls = metrics.sample_value("celeste_embedding_encode_calls_total") - calls_before
-        drained = wait_until(queue_empty, 300, worker, "leftover messages")
-
-        os.killpg(worker.proc.pid, signal.SIGSTOP)  # hold the worker while the backlog builds up
-        try:
-            held_start = time.monotonic()
-            held_ids = create(held)
-            held_created = time.monotonic() - held_start
-        finally:
-            os.killpg(worker.proc.pid, signal.SIGCONT)
-        resumed = time.monotonic()
-        held_done = wait_until(all_embedded(held_ids), 300, worker, "drain-only")
-        flush_redis()  # drop the leftover no-op messages so the worker stops cleanly
-    pipeline_rate = count / (done - start)
-    drain_rate = count / (held_done - resumed)
-
-    raw_rate = max(raw_before, raw_encode_rate(texts))
-    reset_catalog()
+    payloads = {
+        "warm": product_payloads(8, prefix="WARM"),
+        "burst": product_payloads(count, prefix="BURST"),
+        "held": product_payloads(count, prefix="HELD"),
+    }
+    default = settings.EMBEDDING_BACKEND
+    # Raw throughput on the burst's texts, before and after the pipelines: the better of
+    # the two is the reference (other load on the machine only lowers it).
+    texts = [
+        embedding_text(name=p["name"], category=p["category"], description=p["description"]) for p in payloads["burst"]
+    ]
+    quality_texts = product_texts(200 if quick else 1000)
+    before = encoders(texts, quality_texts)
+    runs = {"torch": pipeline("torch", payloads, drain_only=False)}
+    runs[default] = pipeline(default, payloads, drain_only=True)
+    with override_settings(EMBEDDING_BACKEND=default):
+        raw = max(before[default]["raw"], raw_encode_rate(texts))
+    torch_rate = count / runs["torch"]["done"]
+    rate = count / runs[default]["done"]
+    drain_rate = count / runs[default]["held_done"]
 
     b = "embedding_pipeline"
-    return report(
-        [
-            Result(b, f"burst: {count} product_create calls took", created - start, "s"),
-            Result(b, f"burst: {count} creates -> all embedded", done - start, "s"),
-            Result(b, "pipeline throughput", pipeline_rate, "products/s"),
-            Result(b, f"raw encode throughput (batches of {RAW_BATCH}, this process, best of 2)", raw_rate, "texts/s"),
-            Result(b, "pipeline / raw throughput", pipeline_rate / raw_rate, "x", ">= 0.7"),
-            Result(b, "encode calls during the burst", encode_calls, "calls"),
-            Result(b, f"burst: all {count} enqueued tasks finished (no-ops too)", drained - start, "s"),
-            Result(b, f"drain-only: {count} creates with the worker paused took", held_created, "s"),
-            Result(b, "drain-only: throughput from resume to all embedded", drain_rate, "products/s"),
-            Result(b, "drain-only / raw throughput (no target)", drain_rate / raw_rate, "x"),
-        ]
-    )
+    results = []
+    for backend, figures in before.items():
+        results.append(
+            Result(b, f"{backend}: query embedding p50 ({len(QUERIES)} distinct queries)", figures["query_ms"], "ms")
+        )
+        results.append(
+            Result(b, f"{backend}: raw encode throughput (batches of {RAW_BATCH})", figures["raw"], "texts/s")
+        )
+    torch_vectors = before["torch"]["vectors"]
+    for backend in ("onnx", "onnx-int8"):
+        cosines = (before[backend]["vectors"] * torch_vectors).sum(axis=1)
+        results.append(
+            Result(
+                b,
+                f"{backend} vs torch: mean cosine over {len(quality_texts)} catalog texts",
+                float(cosines.mean()),
+                "",
+                ">= 0.99",
+            )
+        )
+        results.append(Result(b, f"{backend} vs torch: lowest cosine", float(cosines.min()), ""))
+    results += [
+        Result(b, f"torch pipeline: {count} creates -> all embedded", runs["torch"]["done"], "s"),
+        Result(b, "torch pipeline throughput", torch_rate, "products/s"),
+        Result(b, f"{default} (default) pipeline: {count} product_create calls took", runs[default]["created"], "s"),
+        Result(b, f"{default} (default) pipeline: {count} creates -> all embedded", runs[default]["done"], "s"),
+        Result(b, f"{default} (default) pipeline throughput", rate, "products/s"),
+        Result(b, f"pipeline throughput, {default} / torch", rate / torch_rate, "x", ">= 1.5"),
+        Result(b, f"{default} raw encode throughput (best of 2)", raw, "texts/s"),
+        Result(b, f"pipeline / raw throughput, {default}", rate / raw, "x", ">= 0.7"),
+        Result(b, f"{default}: encode calls during the burst", runs[default]["calls"], "calls"),
+        Result(b, f"{default}: all enqueued tasks of the burst finished (no-ops too)", runs[default]["drained"], "s"),
+        Result(b, f"drain-only: {count} creates with the worker paused took", runs[default]["held_created"], "s"),
+        Result(b, "drain-only: throughput from resume to all embedded", drain_rate, "products/s"),
+        Result(b, "drain-only / raw throughput (no target)", drain_rate / raw, "x"),
+    ]
+    return report(results)

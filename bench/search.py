@@ -1,28 +1,35 @@
-"""Semantic search at 100k products: HNSW vs exact scan p50 and recall@10, plus query-embedding p50.
+"""Semantic search at 100k products (1M with --products): HNSW vs exact scan, recall@10, filters, index build.
 
-Corpus: N synthetic random unit vectors (numpy, fixed seed) with real Product
-rows, every embedding ``ready`` with the product's content_hash and the
-configured model name, loaded with COPY; the HNSW index is dropped during the
-load and rebuilt after with its migration definition (m=16, ef_construction=128,
-vector_cosine_ops).
+Corpus: N synthetic random unit vectors (numpy, fixed seed, drawn in chunks)
+with real Product rows (in 20 categories, each stocked in 2 of 4 stores, a
+third sold out), every embedding ``ready`` with the product's content_hash and
+the model identity, stored as halfvec, loaded with COPY; the HNSW index is
+dropped during the load and rebuilt after with its migration definition
+(halfvec_cosine_ops, m=16, ef_construction=128), timed, with the peak memory
+of the server process that builds it and the index size.
 
 The vectors are drawn from a Gaussian with the mean and covariance of real
 all-MiniLM-L6-v2 embeddings of generated product texts (encoded in this run),
 then normalised: random, but with the anisotropy of real embeddings. Uniform
-random unit vectors are also measured, for reference and without a target: in
-384 dimensions they have no neighbour structure (every point is nearly
-equidistant from every other), the worst case for any ANN index, far harder
-than real embeddings. Queries are perturbations of random corpus vectors
-(cosine ~0.9 to their source, like a query that describes one product). Each
-goes through ``selectors.product_search`` (limit 10) with the index and with
-``exact=True``; recall@10 is the overlap of the two result sets. Last, p50 of
-embedding one natural-language query (``catalog.embeddings.encode([q])``,
-distinct queries, nothing cached).
+random unit vectors are also measured at 100k, for reference and without a
+target: in 384 dimensions they have no neighbour structure (every point is
+nearly equidistant from every other), the worst case for any ANN index, far
+harder than real embeddings. Queries are perturbations of random corpus
+vectors (cosine ~0.9 to their source, like a query that describes one
+product). Each goes through ``selectors.product_search`` (limit 10) with the
+index and with ``exact=True``, without filters and with two (a store + in
+stock, a 5% category); recall@10 is the overlap of the two result sets. At
+100k the same corpus is also indexed with ef_construction=64 (what the build
+parameter buys). Last, p50 of embedding one natural-language query
+(``catalog.embeddings.encode([q])``, distinct queries, nothing cached).
 """
 
 import hashlib
 import random
+import re
+import resource
 import time
+from pathlib import Path
 
 import numpy as np
 import psycopg
@@ -30,16 +37,20 @@ from django.conf import settings
 from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
+from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 
 from bench import Result, demo_products, p50, report, reset_catalog
 from catalog import embeddings, services
-from catalog.models import embedding_text
+from catalog.models import Store, embedding_text
 from catalog.selectors import product_search
 
 SEED = 20260101
 LIMIT = 10
 INDEX_NAME = "embedding_vector_hnsw"
+CHUNK = 100_000
+CATEGORIES = 20  # synthetic-00 ... synthetic-19: a category filter keeps 5% of the corpus
+STORES = 4  # product i is stocked in stores i % 4 and (i + 1) % 4, sold out when i % 3 == 0
 BRANDS = [
     "Celeste",
     "Green Valley",
@@ -123,10 +134,13 @@ def product_texts(count: int) -> list[str]:
 
 
 def realistic_corpus(size: int, samples: int, rng: np.random.Generator) -> np.ndarray:
-    """Random unit vectors with the mean and covariance of real model embeddings of ``samples`` texts."""
+    """Random unit vectors with the mean and covariance of real model embeddings of ``samples`` texts.
+    Drawn in chunks: 1M x 384 float64 draws at once would take 3 GB."""
     texts = product_texts(samples)
     real = np.array([v for i in range(0, len(texts), 64) for v in embeddings.encode(texts[i : i + 64])])
-    return unit(rng.multivariate_normal(real.mean(axis=0), np.cov(real.T), size=size, method="eigh"))
+    mean, cov = real.mean(axis=0), np.cov(real.T)
+    chunks = [min(CHUNK, size - start) for start in range(0, size, CHUNK)]
+    return np.concatenate([unit(rng.multivariate_normal(mean, cov, size=n, method="eigh")) for n in chunks])
 
 
 def near_queries(corpus: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -135,92 +149,131 @@ def near_queries(corpus: np.ndarray, count: int, rng: np.random.Generator) -> np
     return unit(sources + 0.5 * unit(rng.standard_normal(sources.shape)))
 
 
-def load_corpus(vectors: np.ndarray) -> float:
-    """Empty the catalog, COPY products + ready embeddings, rebuild the HNSW index.
-    Returns the index build seconds."""
+def backend_peak_rss_mb(conn) -> float:
+    """Peak resident memory (VmHWM) of this connection's server process, in MiB (local server)."""
+    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def connect():
+    params = connection.settings_dict
+    conn = psycopg.connect(
+        dbname=params["NAME"], host=params["HOST"], user=params["USER"], port=params["PORT"] or None, autocommit=True
+    )
+    register_vector(conn)
+    return conn
+
+
+def build_index(index_sql: str) -> dict:
+    """(Re)build the HNSW index as ``index_sql`` says, on a fresh connection; its build time,
+    the building process's peak memory and the index size."""
+    with connect() as conn:
+        conn.execute(f"DROP INDEX IF EXISTS {INDEX_NAME}")
+        conn.execute("SET maintenance_work_mem = '4GB'")  # the graph of 1M halfvecs fits: no slow spill
+        conn.execute("SET max_parallel_maintenance_workers = 1")  # leader + 1 worker = the 2 cores
+        start = time.perf_counter()
+        conn.execute(index_sql)
+        seconds = time.perf_counter() - start
+        size = conn.execute("SELECT pg_relation_size(%s)", [INDEX_NAME]).fetchone()[0]
+        return {"seconds": seconds, "peak_mb": backend_peak_rss_mb(conn), "size_mb": size / 2**20}
+
+
+def load_corpus(vectors: np.ndarray) -> dict:
+    """Empty the catalog, COPY products (in CATEGORIES categories, stocked in STORES stores) and
+    ready embeddings, rebuild the HNSW index with its migration's definition (see build_index)."""
     reset_catalog()
     now = timezone.now()
-    params = connection.settings_dict
     with connection.cursor() as cursor:
         cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [INDEX_NAME])
         (index_sql,) = cursor.fetchone()
-    with psycopg.connect(
-        dbname=params["NAME"], host=params["HOST"], user=params["USER"], port=params["PORT"] or None, autocommit=True
-    ) as conn:
-        register_vector(conn)
+    stores = [
+        (Store.objects.filter(code=f"syn-{i}").first() or services.store_create(code=f"syn-{i}", name=f"Store {i}")).id
+        for i in range(STORES)
+    ]
+    with connect() as conn:
         conn.execute(f"DROP INDEX {INDEX_NAME}")
         with conn.transaction(), conn.cursor() as cur:
-            columns = "sku, name, description, category, price, currency, active, content_hash, created_at, updated_at"
+            columns = (
+                "sku, name, description, category, price, currency, active, content_hash, popularity,"
+                " created_at, updated_at"
+            )
             with cur.copy(f"COPY catalog_product ({columns}) FROM STDIN") as copy:
                 for i in range(len(vectors)):
-                    name = f"Synthetic product {i}"
-                    text = embedding_text(name=name, category="synthetic", description="")
+                    name, category = f"Synthetic product {i}", f"synthetic-{i % CATEGORIES:02d}"
+                    text = embedding_text(name=name, category=category, description="")
                     digest = hashlib.sha256(text.encode()).hexdigest()
-                    copy.write_row((f"SYN-{i:07d}", name, "", "synthetic", "1.00", "EUR", True, digest, now, now))
+                    copy.write_row((f"SYN-{i:07d}", name, "", category, "1.00", "EUR", True, digest, 0, now, now))
             cur.execute("SELECT id, content_hash FROM catalog_product ORDER BY sku")
             products = cur.fetchall()
+            with cur.copy(
+                "COPY catalog_stocklevel (product_id, store_id, quantity, created_at, updated_at) FROM STDIN"
+            ) as copy:
+                for i, (product_id, _) in enumerate(products):
+                    for store in (stores[i % STORES], stores[(i + 1) % STORES]):
+                        copy.write_row((product_id, store, i % 3, now, now))
             columns = (
                 "product_id, vector, model_name, content_hash, status, attempts, error,"
                 " embedded_at, created_at, updated_at"
             )
+            types = [
+                "int8",
+                "halfvec",
+                "text",
+                "text",
+                "text",
+                "int4",
+                "text",
+                "timestamptz",
+                "timestamptz",
+                "timestamptz",
+            ]
+            identity = embeddings.model_identity()
             with cur.copy(f"COPY catalog_productembedding ({columns}) FROM STDIN WITH (FORMAT BINARY)") as copy:
-                copy.set_types(
-                    [
-                        "int8",
-                        "vector",
-                        "text",
-                        "text",
-                        "text",
-                        "int4",
-                        "text",
-                        "timestamptz",
-                        "timestamptz",
-                        "timestamptz",
-                    ]
-                )
+                copy.set_types(types)
                 for (product_id, digest), vector in zip(products, vectors, strict=True):
-                    copy.write_row(
-                        (product_id, vector, settings.EMBEDDING_MODEL_NAME, digest, "ready", 1, "", now, now, now)
-                    )
-        conn.execute("SET maintenance_work_mem = '2GB'")
-        conn.execute("SET max_parallel_maintenance_workers = 1")  # leader + 1 worker = the 2 cores
-        start = time.perf_counter()
-        conn.execute(index_sql)
-        build_seconds = time.perf_counter() - start
-        conn.execute("VACUUM ANALYZE catalog_product")
-        conn.execute("VACUUM ANALYZE catalog_productembedding")
-    return build_seconds
+                    copy.write_row((product_id, HalfVector(vector), identity, digest, "ready", 1, "", now, now, now))
+    build = build_index(index_sql) | {"sql": index_sql}
+    with connect() as conn:
+        for table in ("catalog_product", "catalog_stocklevel", "catalog_productembedding"):
+            conn.execute(f"VACUUM ANALYZE {table}")
+    return build | {"store": stores[0]}
 
 
-def search_ids(vector: np.ndarray, exact: bool) -> tuple[set[int], float]:
+def search_ids(vector: np.ndarray, exact: bool, filters: dict) -> tuple[set[int], float]:
     start = time.perf_counter()
-    hits = product_search(vector=vector.tolist(), mode="semantic", limit=LIMIT, exact=exact)
+    hits = product_search(vector=vector.tolist(), mode="semantic", limit=LIMIT, exact=exact, **filters)
     return {hit.product.id for hit in hits}, time.perf_counter() - start
 
 
-def measure(queries: np.ndarray, ef_values: list[int], warmup: np.ndarray) -> dict:
-    """Exact p50; per ef_search value, HNSW p50 and mean recall@10. The first
-    ef value (the configured one) is timed alternating with the exact scans.
-    Other queries run first, so the index is read into shared buffers as on a
-    server that has been answering searches for a while."""
+def measure(queries: np.ndarray, ef_values: list[int], warmup: np.ndarray, filters: dict | None = None) -> dict:
+    """Exact p50/p95; per ef_search value, HNSW p50/p95 and mean recall@10, with ``filters``
+    (product_search keywords). The first ef value (the configured one) is timed alternating
+    with the exact scans. Other queries run first, so the index is read into shared buffers
+    as on a server that has been answering searches for a while."""
+    filters = filters or {}
     for query in warmup:
-        search_ids(query, exact=False)
+        search_ids(query, False, filters)
     for query in warmup[:3]:
-        search_ids(query, exact=True)
+        search_ids(query, True, filters)
     truth, exact_times, results = [], [], {}
     for ef in ef_values:
         with override_settings(SEARCH_EF_SEARCH=ef):
             times, recalls = [], []
             for i, query in enumerate(queries):
-                approx, seconds = search_ids(query, exact=False)
+                approx, seconds = search_ids(query, False, filters)
                 if ef == ef_values[0]:
-                    ids, exact_seconds = search_ids(query, exact=True)
+                    ids, exact_seconds = search_ids(query, True, filters)
                     truth.append(ids)
                     exact_times.append(exact_seconds)
                 times.append(seconds)
                 recalls.append(len(approx & truth[i]) / len(truth[i]))
-        results[ef] = {"hnsw": p50(times) * 1000, "recall": float(np.mean(recalls))}
-    return {"exact": p50(exact_times) * 1000, **results}
+        results[ef] = {"hnsw": p50(times) * 1000, "p95": p95(times) * 1000, "recall": float(np.mean(recalls))}
+    return {"exact": p50(exact_times) * 1000, "exact_p95": p95(exact_times) * 1000, **results}
+
+
+def p95(samples: list[float]) -> float:
+    return float(np.percentile(samples, 95))
 
 
 def noop_embed_task_ms() -> float:
@@ -234,36 +287,37 @@ def noop_embed_task_ms() -> float:
     return p50(times) * 1000
 
 
-def run(quick: bool) -> list[Result]:
+def run(quick: bool, products: int | None = None) -> list[Result]:
     size, query_count, warmup, samples = (10_000, 20, 50, 1000) if quick else (100_000, 50, 300, 3000)
+    size = products or size
+    large = size > 100_000  # one build only: no what-if build, no uniform reference
     rng = np.random.default_rng(SEED)
-    n, ef = f"{size // 1000}k", settings.SEARCH_EF_SEARCH
+    n, ef = (f"{size // 1_000_000}M" if size >= 1_000_000 else f"{size // 1000}k"), settings.SEARCH_EF_SEARCH
     sweep = [ef, *(value for value in (150, 200, 300) if value != ef)]
 
     start = time.perf_counter()
     corpus = realistic_corpus(size, samples, rng)
-    build_seconds = load_corpus(corpus)
+    build = load_corpus(corpus)
     load_seconds = time.perf_counter() - start
-    real = measure(near_queries(corpus, query_count, rng), sweep, near_queries(corpus, warmup, rng))
+    queries, warm = near_queries(corpus, query_count, rng), near_queries(corpus, warmup, rng)
+    real = measure(queries, sweep, warm)
+    filtered = {
+        "store, in stock": measure(queries, [ef], warm[:50], {"store_id": build["store"], "in_stock": True}),
+        "category (5%)": measure(queries, [ef], warm[:50], {"category": "synthetic-03"}),
+    }
     noop_ms = noop_embed_task_ms()
-
-    uniform = unit(rng.standard_normal((size, settings.EMBEDDING_DIMENSIONS)))
-    load_corpus(uniform)
-    worst = measure(near_queries(uniform, query_count, rng), [ef], near_queries(uniform, warmup, rng))
-    reset_catalog()
-
-    encode_times = []
-    for query in QUERIES[: 20 if quick else len(QUERIES)]:
-        start = time.perf_counter()
-        embeddings.encode([query])
-        encode_times.append(time.perf_counter() - start)
+    params = re.search(r"WITH \((.*)\)", build["sql"]).group(1).replace("'", "")
 
     b = "search"
     results = [
         Result(b, f"corpus ({samples} real embeddings -> {n} vectors) + COPY + index", load_seconds, "s"),
-        Result(b, "  of which HNSW index build (m=16, ef_construction=128)", build_seconds, "s"),
+        Result(b, f"  of which HNSW index build (halfvec, {params})", build["seconds"], "s"),
+        Result(b, "  index build: peak memory of the building server process", build["peak_mb"], "MiB"),
+        Result(b, "  index size", build["size_mb"], "MiB"),
+        Result(b, "this bench process: peak memory (corpus generation, COPY)", peak_rss_mb(), "MiB"),
         Result(b, f"exact scan search p50 ({query_count} queries)", real["exact"], "ms"),
         Result(b, f"HNSW search p50, ef_search={ef} (SEARCH_EF_SEARCH)", real[ef]["hnsw"], "ms"),
+        Result(b, f"HNSW search p95, ef_search={ef}", real[ef]["p95"], "ms"),
         # The speed target is set for 100k: at 10k (--quick) an exact scan is still cheap.
         Result(
             b,
@@ -274,23 +328,56 @@ def run(quick: bool) -> list[Result]:
         ),
         Result(b, f"recall@{LIMIT} HNSW vs exact, ef_search={ef}", real[ef]["recall"], "", ">= 0.95"),
     ]
+    for name, figures in filtered.items():
+        results += [
+            Result(b, f"filter {name}: HNSW p50", figures[ef]["hnsw"], "ms"),
+            Result(b, f"filter {name}: HNSW p95", figures[ef]["p95"], "ms"),
+            Result(b, f"filter {name}: exact scan p50", figures["exact"], "ms"),
+            Result(b, f"filter {name}: recall@{LIMIT} vs exact with the filter", figures[ef]["recall"], "", ">= 0.95"),
+        ]
     for value in sweep[1:]:
         results += [
             Result(b, f"  what-if ef_search={value}: HNSW / exact", real[value]["hnsw"] / real["exact"], "x"),
             Result(b, f"  what-if ef_search={value}: recall@{LIMIT}", real[value]["recall"], ""),
         ]
-    return report(
-        results
-        + [
-            Result(b, f"embed task with nothing stale at {n} products (claim query)", noop_ms, "ms"),
+    results.append(Result(b, f"embed task with nothing stale at {n} products (claim query)", noop_ms, "ms"))
+    if not large:
+        # Build parameters by measurement: the same corpus with a cheaper build.
+        cheaper = re.sub(r"ef_construction='\d+'", "ef_construction='64'", build["sql"])
+        what_if = build_index(cheaper)
+        with connect() as conn:
+            conn.execute("ANALYZE catalog_productembedding")
+        lower = measure(queries, [ef], warm[:50])
+        results += [
+            Result(b, "  what-if ef_construction=64: index build", what_if["seconds"], "s"),
+            Result(b, f"  what-if ef_construction=64: recall@{LIMIT}, ef_search={ef}", lower[ef]["recall"], ""),
+            Result(b, f"  what-if ef_construction=64: HNSW p50, ef_search={ef}", lower[ef]["hnsw"], "ms"),
+        ]
+        uniform = unit(rng.standard_normal((size, settings.EMBEDDING_DIMENSIONS)))
+        load_corpus(uniform)
+        worst = measure(near_queries(uniform, query_count, rng), [ef], near_queries(uniform, warmup, rng))
+        results += [
             Result(b, "uniform random corpus (reference): exact p50", worst["exact"], "ms"),
             Result(b, "uniform random corpus (reference): HNSW p50", worst[ef]["hnsw"], "ms"),
             Result(b, f"uniform random corpus (reference): recall@{LIMIT}", worst[ef]["recall"], ""),
-            Result(
-                b,
-                f"query embedding p50, encode([q]) ({len(encode_times)} distinct queries)",
-                p50(encode_times) * 1000,
-                "ms",
-            ),
         ]
+    reset_catalog()
+
+    encode_times = []
+    for query in QUERIES[: 20 if quick else len(QUERIES)]:
+        start = time.perf_counter()
+        embeddings.encode([query])
+        encode_times.append(time.perf_counter() - start)
+    results.append(
+        Result(
+            b,
+            f"query embedding p50, encode([q]), {settings.EMBEDDING_BACKEND} ({len(encode_times)} distinct queries)",
+            p50(encode_times) * 1000,
+            "ms",
+        )
     )
+    return report(results)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

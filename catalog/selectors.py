@@ -19,6 +19,7 @@ from django.db.models import (
 from django.db.models.expressions import RawSQL
 from pgvector.django import CosineDistance
 
+from .embeddings import model_identity
 from .models import SEARCH_CONFIG, EmbeddingStatus, Product, ProductEmbedding, ProductImage, StockLevel
 
 
@@ -29,7 +30,7 @@ def embedding_status(product: Product) -> str:
     embedding = getattr(product, "embedding", None)
     if embedding is None:
         return EmbeddingStatus.PENDING
-    stale = embedding.content_hash != product.content_hash or embedding.model_name != settings.EMBEDDING_MODEL_NAME
+    stale = embedding.content_hash != product.content_hash or embedding.model_name != model_identity()
     if stale and embedding.status != EmbeddingStatus.FAILED:
         return EmbeddingStatus.PENDING
     return embedding.status
@@ -118,7 +119,11 @@ def product_search(
 
 
 def _semantic(vector, *, limit: int, filters: _Filters, exact: bool = False) -> list[SearchHit]:
-    embeddings = filters.apply(ProductEmbedding.objects.filter(vector__isnull=False), prefix="product__")
+    # Only vectors of the model and backend that embeds the query: after a switch, products
+    # not yet re-embedded are left out rather than ranked against a foreign vector.
+    embeddings = filters.apply(
+        ProductEmbedding.objects.filter(vector__isnull=False, model_name=model_identity()), prefix="product__"
+    )
     nearest = (
         embeddings.select_related("product")
         .defer("vector")  # the hit's own 384 floats are not needed, only its distance

@@ -4,10 +4,15 @@ import logging
 import time
 from decimal import Decimal
 
+import numpy as np
+import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, ProtectedError, Q
 from django.utils import timezone
+from pgvector import HalfVector
+from pgvector.psycopg.halfvec import HalfVectorBinaryDumper
+from psycopg.types import TypeInfo
 
 from celeste.background.queue import coalesce_reset, enqueue
 
@@ -178,7 +183,7 @@ def stock_release(*, store_id: int, quantities: dict[int, int]) -> None:
 def stale_embeddings():
     """Embeddings of active products whose vector is missing, out of date, or from another model."""
     return ProductEmbedding.objects.filter(product__active=True).filter(
-        ~Q(content_hash=F("product__content_hash")) | ~Q(model_name=settings.EMBEDDING_MODEL_NAME)
+        ~Q(content_hash=F("product__content_hash")) | ~Q(model_name=embeddings.model_identity())
     )
 
 
@@ -225,39 +230,81 @@ def embeddings_embed_stale(*, batch_size: int | None = None) -> int:
     return len(claimed_ids)
 
 
-def _store_vectors(rows: list[ProductEmbedding], vectors: list[list[float]]) -> None:
-    """One UPDATE for the whole batch (64 single-row saves cost a third of the encode)."""
-    with connection.cursor() as cursor:
+def _store_vectors(rows: list[ProductEmbedding], vectors: np.ndarray) -> None:
+    """One UPDATE for the whole batch (64 single-row saves cost a third of the encode), with
+    the vectors sent in binary: formatting 64 x 384 floats as text and parsing them again
+    cost about a third of an int8 encode. Django's cursor binds client-side (text only), so
+    this uses psycopg's own cursor on the same connection, in the same transaction."""
+    raw = connection.connection
+    _register_halfvec_dumper(raw)
+    with psycopg.Cursor(raw) as cursor:  # not raw.cursor(): Django makes that a ClientCursor
         cursor.execute(
             """
             UPDATE catalog_productembedding AS e
-               SET vector = v.vector::vector, content_hash = v.hash, model_name = %s, status = %s,
+               SET vector = v.vector, content_hash = v.hash, model_name = %s, status = %s,
                    error = '', embedded_at = clock_timestamp(), updated_at = clock_timestamp(),
                    attempts = e.attempts + 1
-              FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS v(product_id, vector, hash)
+              FROM unnest(%s::bigint[], %b::halfvec[], %s::text[]) AS v(product_id, vector, hash)
              WHERE e.product_id = v.product_id
             """,
             [
-                settings.EMBEDDING_MODEL_NAME,
+                embeddings.model_identity(),
                 EmbeddingStatus.READY,
                 [row.product_id for row in rows],
-                ["[" + ",".join(map(repr, vector)) + "]" for vector in vectors],
+                [HalfVector(vector) for vector in vectors],
                 # The hash read with the claim: if the text changed since, the row is pending again.
                 [row.product.content_hash for row in rows],
             ],
         )
 
 
+def _register_halfvec_dumper(raw) -> None:
+    """Teach this psycopg connection to send HalfVector in binary (once per connection). Only
+    the dumper: Django reads vectors as text, as before."""
+    if raw.adapters.types.get("halfvec") is not None:
+        return
+    info = TypeInfo.fetch(raw, "halfvec")
+    info.register(raw)  # the type and its array type, so a list dumps as halfvec[]
+    raw.adapters.register_dumper(HalfVector, type("HalfVectorDumper", (HalfVectorBinaryDumper,), {"oid": info.oid}))
+
+
 def embeddings_embed_pending(*, budget_seconds: float = 60) -> int:
     """Embed batch after batch until nothing is pending or the time budget is
     spent; then leave a follow-up message for the rest. Returns how many."""
     started, total = time.monotonic(), 0
-    while embedded := embeddings_embed_stale():
+    while True:
+        _await_batch(settings.EMBEDDING_BATCH_SIZE, settings.EMBEDDING_BATCH_WAIT_SECONDS)
+        if not (embedded := embeddings_embed_stale()):
+            break
         total += embedded
         if time.monotonic() - started > budget_seconds:
             enqueue(tasks.embed_products)
             break
     return total
+
+
+BATCH_POLL_SECONDS = 0.1
+
+
+def _await_batch(batch_size: int, max_wait: float) -> None:
+    """Let a burst fill a batch before claiming it. A burst of saves arrives over seconds,
+    and an encoder faster than the saves would otherwise embed it one or two products per
+    model call, paying the per-call cost (claim, model call, UPDATE) for each (measured:
+    142 calls for 200 products created through the API, 1.4 per call). Waits while the
+    backlog still grows, at most ``max_wait`` seconds: a lone save waits one poll."""
+    deadline = time.monotonic() + max_wait
+    seen = _pending_up_to(batch_size)
+    while 0 < seen < batch_size and time.monotonic() < deadline:
+        time.sleep(BATCH_POLL_SECONDS)
+        now = _pending_up_to(batch_size)
+        if now == seen:
+            return  # nothing arrived since the last look: the burst is over
+        seen = now
+
+
+def _pending_up_to(limit: int) -> int:
+    # Counts at most ``limit`` rows through the partial index: cheap however long the backlog.
+    return pending_embeddings().values("pk")[:limit].count()
 
 
 @transaction.atomic

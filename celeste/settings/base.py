@@ -331,10 +331,19 @@ def _default_embedding_model() -> str:
 
 
 EMBEDDING_MODEL = env_str("EMBEDDING_MODEL", "") or _default_embedding_model()
-# Stored on every embedding row; a change re-embeds the catalog (see backfill_embeddings).
+# Stored on every embedding row with the backend ("all-MiniLM-L6-v2@onnx-int8"); a change of
+# either re-embeds the catalog (the sweeper, or backfill_embeddings).
 EMBEDDING_MODEL_NAME = env_str("EMBEDDING_MODEL_NAME", "all-MiniLM-L6-v2")
+# torch | onnx | onnx-int8 (catalog/embeddings.py). int8: 2-2.5x torch's throughput, cosine 0.99 with torch.
+EMBEDDING_BACKEND = env_str("EMBEDDING_BACKEND", "onnx-int8")
+if EMBEDDING_BACKEND not in ("torch", "onnx", "onnx-int8"):
+    raise ImproperlyConfigured(f"EMBEDDING_BACKEND must be torch, onnx or onnx-int8, not {EMBEDDING_BACKEND!r}.")
+# The ONNX exports, made from EMBEDDING_MODEL on first use (or `manage.py build_encoder`).
+EMBEDDING_CACHE_DIR = env_str("EMBEDDING_CACHE_DIR", "") or str(BASE_DIR / "var" / "models")
 EMBEDDING_DIMENSIONS = 384
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64)
+# The embed task waits up to this long for a growing burst to fill a batch (0: never waits).
+EMBEDDING_BATCH_WAIT_SECONDS = env_float("EMBEDDING_BATCH_WAIT_SECONDS", 1.0)
 EMBEDDING_SWEEP_INTERVAL_SECONDS = env_int("EMBEDDING_SWEEP_INTERVAL_SECONDS", 120)
 EMBEDDING_STALE_AFTER_SECONDS = env_int("EMBEDDING_STALE_AFTER_SECONDS", 300)
 EMBEDDING_WARM_ON_START = env_bool("EMBEDDING_WARM_ON_START", True)

@@ -56,7 +56,21 @@ def test_backfill_after_a_model_change_re_embeds(settings):
     settings.EMBEDDING_MODEL_NAME = "all-MiniLM-L6-v2-next"
     assert stale_embeddings().count() == 1
     assert "Embedded 1 product(s)" in run("backfill_embeddings")
-    assert ProductEmbedding.objects.get().model_name == "all-MiniLM-L6-v2-next"
+    assert ProductEmbedding.objects.get().model_name == f"all-MiniLM-L6-v2-next@{settings.EMBEDDING_BACKEND}"
+
+
+@pytest.mark.django_db
+def test_backfill_after_a_backend_switch_re_embeds_every_vector(settings):
+    settings.EMBEDDING_BACKEND = "torch"
+    ProductFactory()
+    ProductFactory()
+    embeddings_embed_stale()
+
+    settings.EMBEDDING_BACKEND = "onnx-int8"
+    assert "Would embed 2 product(s)" in run("backfill_embeddings", "--dry-run")
+    assert "Embedded 2 product(s)" in run("backfill_embeddings")
+    assert set(ProductEmbedding.objects.values_list("model_name", flat=True)) == {"all-MiniLM-L6-v2@onnx-int8"}
+    assert not stale_embeddings().exists()
 
 
 @pytest.mark.django_db

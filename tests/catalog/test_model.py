@@ -1,8 +1,14 @@
-"""The real embedding model, loaded from the bundled package, offline."""
+"""The real embedding model, loaded from the bundled package, offline, on every backend."""
 
 import numpy as np
+import pytest
 
-from catalog.embeddings import encode
+from catalog.embeddings import BACKENDS, encode
+
+
+@pytest.fixture(params=BACKENDS, autouse=True)
+def backend(request, settings):
+    settings.EMBEDDING_BACKEND = request.param
 
 
 def test_oat_milk_is_closer_to_dairy_free_milk_than_to_a_drill():
