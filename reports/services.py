@@ -14,6 +14,7 @@ from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from celeste.background.queue import enqueue
 from notifications.models import NotificationEvent
@@ -45,8 +46,11 @@ def report_request(*, user, kind: str, format: str, filters: dict, schedule=None
 
 
 def file_name(report: Report) -> str:
-    """Where a report's file lives: one name per report, so a second run replaces the first's file."""
-    return f"reports/{report.id}/{report.download_filename}"
+    """Where a report's file lives: one name per report, so a second run replaces the first's file.
+    The folder carries a key derived from SECRET_KEY: on a bucket whose objects a CDN may serve,
+    nobody can guess a report's address from its id; downloads go through the checked link."""
+    key = salted_hmac("reports.file", str(report.id)).hexdigest()[:24]
+    return f"reports/{report.id}-{key}/{report.download_filename}"
 
 
 # --- generation ------------------------------------------------------------------

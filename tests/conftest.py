@@ -5,18 +5,22 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import boto3
 import pytest
 import redis as redis_lib
+import requests
 from django.conf import settings
 from django.db import connections
+from moto.server import ThreadedMotoServer
 from rest_framework.test import APIClient
 
 from celeste.background import switches
 from celeste.background.models import OutboxMessage, TaskSwitch
 from celeste.background.publisher import publisher
 from celeste.devserver import embedded
-from celeste.devserver.loopback import PushReceiver, SentryReceiver, SMTPServer
+from celeste.devserver.loopback import PushReceiver, SentryReceiver, SMTPServer, free_port
 from celeste.devserver.processes import celery_beat, celery_worker
+from celeste.settings.base import storage_settings
 from integrations.odoo.testing.server import FakeOdooServer
 from notifications.channels import vapid_key_pair
 
@@ -223,4 +227,35 @@ def odoo():
     """A fake Odoo speaking XML-RPC on loopback (integrations/odoo/testing/server.py)."""
     server = FakeOdooServer().start()
     yield server
+    server.stop()
+
+
+# --- S3: a real S3-protocol server (moto's server mode, a thread serving HTTP on loopback) ---
+
+BUCKET = "celeste-media"
+CDN = "cdn.celeste.test"
+
+
+@pytest.fixture
+def s3(settings, tmp_path):
+    """The default storage is django-storages' S3 storage on a fresh moto server, CDN domain CDN;
+    yields a boto3 client of that server."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+    client = boto3.client("s3", endpoint_url=endpoint, **credentials)
+    client.create_bucket(Bucket=BUCKET)
+    settings.STORAGES = storage_settings(
+        media_root=str(tmp_path),
+        bucket=BUCKET,
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        access_key="testing",
+        secret_key="testing",
+        custom_domain=CDN,
+    )["STORAGES"]
+    yield client
+    requests.post(f"{endpoint}/moto-api/reset", timeout=5)  # moto keeps its buckets per process, not per server
     server.stop()

@@ -1,46 +1,16 @@
 """Product images on S3: a real S3-protocol server (moto's server mode, a thread serving
 HTTP on loopback), django-storages' S3 storage pointed at it, and the CDN domain."""
 
-import boto3
 import pytest
-import requests
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from moto.server import ThreadedMotoServer
 
 from catalog import images
 from catalog.models import ProductImageVariant
-from celeste.devserver.loopback import free_port
-from celeste.settings.base import storage_settings
 
+from ..conftest import BUCKET, CDN
 from ..factories import ProductFactory
 from .conftest import picture
-
-BUCKET = "celeste-media"
-CDN = "cdn.celeste.test"
-
-
-@pytest.fixture
-def s3(settings, tmp_path):
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-    client = boto3.client("s3", endpoint_url=endpoint, **credentials)
-    client.create_bucket(Bucket=BUCKET)
-    settings.STORAGES = storage_settings(
-        media_root=str(tmp_path),
-        bucket=BUCKET,
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        access_key="testing",
-        secret_key="testing",
-        custom_domain=CDN,
-    )["STORAGES"]
-    yield client
-    requests.post(f"{endpoint}/moto-api/reset", timeout=5)  # moto keeps its buckets per process, not per server
-    server.stop()
 
 
 @pytest.mark.django_db

@@ -5,6 +5,7 @@ import pytest
 from reports import services
 from reports.models import Report
 
+from ..conftest import BUCKET
 from ..factories import StoreFactory, UserFactory
 from .conftest import sales_fixture
 
@@ -149,3 +150,22 @@ def test_a_report_not_ready_is_a_409(staff_client, staff_user):
     report = services.report_request(user=staff_user, kind="odoo_sync", format="csv", filters={})
     token = links.download_token(report_id=report.id, user_id=staff_user.id)
     assert staff_client.get(f"{URL}{report.id}/download?token={token}").status_code == 409
+
+
+def test_on_s3_the_report_is_stored_under_an_unguessable_name_and_streamed_through_the_link(
+    s3, settings, tmp_path, staff_client, staff_user
+):
+    settings.REPORT_TMP_DIR = str(tmp_path / "tmp")
+    (tmp_path / "tmp").mkdir()
+    report = ready_report(None, staff_user)
+
+    stored = s3.list_objects_v2(Bucket=BUCKET)["Contents"]
+    assert [item["Key"] for item in stored] == [report.file_name]
+    assert not report.file_name.startswith(f"reports/{report.id}/")  # the id alone does not find it
+    assert "immutable" not in s3.head_object(Bucket=BUCKET, Key=report.file_name).get("CacheControl", "")
+    link = staff_client.get(f"{URL}{report.id}").json()["download_url"].split("8000", 1)[1]
+    download = staff_client.get(link)
+    assert download.status_code == 200 and download["Content-Disposition"].startswith("attachment")
+    assert b"".join(download.streaming_content).decode().splitlines()[0] == (
+        "store,day,status,currency,orders,units,revenue"
+    )
