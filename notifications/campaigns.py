@@ -3,7 +3,6 @@ throttled, idempotent per recipient (a retried chunk never emails anyone twice).
 
 import logging
 import smtplib
-import time
 from binascii import b2a_qp
 from email.header import Header
 from email.utils import formatdate
@@ -24,6 +23,7 @@ from . import tasks
 from .channels import email_message_id
 from .models import Campaign, CampaignAudience, CampaignRecipient, CampaignStatus, Channel, NotificationPreference
 from .models import RecipientStatus as Status
+from .ratelimit import CampaignPace
 from .unsubscribe import unsubscribe_url
 
 logger = logging.getLogger(__name__)
@@ -260,19 +260,6 @@ def campaign_fan_out(*, campaign_id: int) -> int:
     return chunks
 
 
-class _Throttle:
-    def __init__(self, per_second: float):
-        self.interval = 1.0 / per_second if per_second > 0 else 0.0
-        self.next_at = time.monotonic()
-
-    def wait(self):
-        if self.interval:
-            delay = self.next_at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            self.next_at = max(self.next_at, time.monotonic()) + self.interval
-
-
 def _claim(ids: list[int]) -> list[int]:
     """queued → sending for those still queued; committed before any email goes out."""
     with transaction.atomic():
@@ -321,7 +308,7 @@ def campaign_send_chunk(*, campaign_id: int, recipient_ids: list[int]) -> dict:
             user_id__in=[u.id for u in users.values()], channel=Channel.EMAIL, enabled=False
         ).values_list("user_id", flat=True)
     )
-    throttle = _Throttle(settings.CAMPAIGN_MAX_PER_SECOND)
+    throttle = CampaignPace(settings.CAMPAIGN_MAX_PER_SECOND)
     sender = _ChunkSender(campaign, template)
     try:
         for batch in _chunks(recipient_ids, CLAIM_BATCH):

@@ -1,11 +1,15 @@
 """Per-user, per-channel sliding-window rate limit, atomic in Redis so it holds
 across every worker (Celery's own rate_limit is per worker)."""
 
+import logging
 import time
 
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from celeste.background.redis import client
+
+logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 3600
 
@@ -30,3 +34,39 @@ def rate_limit_allow(*, user_id: int, channel: str, delivery_id: int) -> bool:
         _SLIDING_WINDOW, 1, key, now_ms, WINDOW_SECONDS * 1000, settings.NOTIFY_RATE_LIMIT_PER_HOUR, str(delivery_id)
     )
     return bool(allowed)
+
+
+# Campaign pacing, global across workers: each send reserves the next free slot on one
+# schedule in Redis (GCRA: the key holds when the next slot starts, on Redis's own clock so the
+# workers' clocks need not agree) and sleeps until its slot. N workers together send at most
+# CAMPAIGN_MAX_PER_SECOND, not N times that.
+CAMPAIGN_PACE_KEY = "celeste:ratelimit:campaign-pace"
+_NEXT_SLOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local slot = math.max(tonumber(redis.call('GET', KEYS[1]) or 0), now)
+redis.call('SET', KEYS[1], slot + interval, 'PX', math.ceil((slot + interval - now) / 1000) + 1000)
+return slot - now
+"""
+
+
+class CampaignPace:
+    """``wait()`` before each campaign email. While Redis cannot be reached, it paces this
+    process alone (at most the rate per worker) rather than stopping or racing."""
+
+    def __init__(self, per_second: float):
+        self.interval_us = int(1_000_000 / per_second) if per_second > 0 else 0
+        self._local_next = time.monotonic()
+
+    def wait(self) -> None:
+        if not self.interval_us:
+            return
+        try:
+            delay = client().eval(_NEXT_SLOT, 1, CAMPAIGN_PACE_KEY, self.interval_us) / 1_000_000
+        except RedisError as exc:
+            logger.warning("campaign.pace_local", extra={"error": str(exc)})
+            delay = self._local_next - time.monotonic()
+            self._local_next = max(self._local_next, time.monotonic()) + self.interval_us / 1_000_000
+        if delay > 0:
+            time.sleep(delay)

@@ -461,3 +461,29 @@ def test_a_non_smtp_backend_gets_ordinary_messages(settings, redis):
     assert mail.outbox[0].extra_headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     first = CampaignRecipient.objects.filter(campaign=draft).order_by("id").first()
     assert mail.outbox[0].message()["Message-ID"] == f"<campaign-{draft.id}-recipient-{first.id}@example.com>"
+
+
+def test_the_pace_is_global_across_senders(settings, redis):
+    """Two chunk tasks on two workers share one schedule: together they send at the rate."""
+    import threading
+    import time
+
+    from notifications.ratelimit import CampaignPace
+
+    sent_at: list[float] = []
+
+    def worker():
+        pace = CampaignPace(20)
+        for _ in range(5):
+            pace.wait()
+            sent_at.append(time.monotonic())
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # 10 sends at 20/s take at least 9 intervals (each sender alone would be done after 4)
+    assert max(sent_at) - started >= 9 / 20 - 0.01
