@@ -296,3 +296,33 @@ def test_a_datetime_filter_outside_the_years_python_has_in_utc_is_a_400(customer
 
     assert response.status_code == 400
     assert "created_after" in response.json()
+
+
+def test_the_fast_order_json_is_what_the_declared_fields_would_give():
+    """Orders are read through plain functions (orders/api/serializers.py); DRF's generic
+    to_representation of the same serializers, field by field, must agree with them."""
+    from rest_framework.serializers import ModelSerializer
+
+    from orders.api import serializers as s
+    from orders.selectors import orders_with_relations
+
+    from ..factories import reach
+
+    placed = place_order(lines=((Decimal("2.50"), 2), (Decimal("0.99"), 3)))
+    reach(placed, "paid", "confirmed")
+    Order.objects.filter(id=placed.id).update(payment_error="card declined")
+    order = orders_with_relations().get(id=placed.id)
+    item = order.items.all()[0]
+
+    def generic(serializer, instance):
+        return dict(ModelSerializer.to_representation(serializer, instance))
+
+    assert s.address_json(order.address) == generic(s.AddressSerializer(), order.address)
+    assert s.included_store_json(order.store) == generic(s.IncludedStoreSerializer(), order.store)
+    assert s.included_product_json(item.product) == generic(s.IncludedProductSerializer(), item.product)
+    assert s.order_item_json(item, set()) == generic(s.OrderItemSerializer(), item)
+    plain = generic(s.OrderSerializer(context={"includes": set()}), order)
+    assert s.order_json(order, set()) == {**plain, "items": [dict(i) for i in plain["items"]]}
+    assert s.order_json(order, set())["paid_at"].endswith("Z") and s.order_json(order, set())["shipped_at"] is None
+    full = s.order_json(order, set(s.INCLUDES))
+    assert full["store"]["code"] == order.store.code and full["items"][0]["product"]["sku"] == item.product.sku
