@@ -23,6 +23,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -212,10 +213,14 @@ def _quantize(exported: Path, target: Path) -> None:
 @functools.cache
 def _encoder(backend: str, model: str):
     logger.info("embedding.model_loading", extra={"model": model, "backend": backend})
+    started = time.monotonic()
     if backend == "torch":
-        return TorchEncoder(model)
-    source = model_dir()
-    return OnnxEncoder(source, onnx_files(source)[backend])
+        encoder = TorchEncoder(model)
+    else:
+        source = model_dir()
+        encoder = OnnxEncoder(source, onnx_files(source)[backend])
+    logger.info("embedding.model_loaded", extra={"backend": backend, "seconds": round(time.monotonic() - started, 1)})
+    return encoder
 
 
 def get_encoder():

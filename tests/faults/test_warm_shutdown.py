@@ -29,11 +29,12 @@ EMBED_TASK = "catalog.embed_products"
 
 @pytest.mark.parametrize("target", ["main process", "process group"])
 def test_a_warm_shutdown_during_a_long_embedding_batch_loses_nothing(ledger, fault_worker, target):
-    # Given a worker in the middle of a long embedding batch (128 products a model call)
-    worker = fault_worker(EMBEDDING_BATCH_SIZE="128")
-    ledger.create(products=256, orders=10, stock_changes=10)
+    # Given a worker in the middle of a long embedding batch (512 products a model call: seconds
+    # even for the int8 encoder)
+    worker = fault_worker(EMBEDDING_BATCH_SIZE="512")
+    ledger.create(products=1024, orders=10, stock_changes=10)
     wait_for(lambda: WorkerHeartbeat.objects.filter(pid=worker.proc.pid).exists(), timeout=10, message="its heartbeat")
-    wait_for(lambda: "Loading weights: 100%" in worker.log(), timeout=60, message="the model loaded")
+    wait_for(lambda: "embedding.model_loaded" in worker.log(), timeout=60, message="the model loaded")
     time.sleep(1)  # well inside the first model call
     running = OutboxMessage.objects.filter(task_name=EMBED_TASK).exclude(worker_id="").exists()
     ready_before = ProductEmbedding.objects.filter(status=EmbeddingStatus.READY).count()
@@ -52,7 +53,7 @@ def test_a_warm_shutdown_during_a_long_embedding_batch_loses_nothing(ledger, fau
     ledger.event(f"{ready_after} embeddings ready, {left} jobs left in the ledger")
     if target == "main process":  # the batch was allowed to finish
         assert not OutboxMessage.objects.filter(task_name=EMBED_TASK).exclude(worker_id="").exists()
-        assert ready_after >= ready_before + 128
+        assert ready_after >= ready_before + 512
 
     # Then it left by itself and signed off, and a new worker finishes the rest, once
     assert running, "the shutdown did not catch the batch running"
