@@ -36,10 +36,11 @@ def embedding_status(product: Product) -> str:
     return embedding.status
 
 
-def product_images_prefetch(lookup: str = "images") -> Prefetch:
+def product_images_prefetch(lookup: str = "images", to_attr: str | None = None) -> Prefetch:
     """Products' images with their variants in two queries, whatever the number of
-    products (``lookup``: the path to the images, e.g. ``product__images`` from order items)."""
-    return Prefetch(lookup, queryset=ProductImage.objects.prefetch_related("variants"))
+    products (``lookup``: the path to the images, e.g. ``product__images`` from order items;
+    ``to_attr``: a list attribute to put them in instead of the ``images`` manager's cache)."""
+    return Prefetch(lookup, queryset=ProductImage.objects.prefetch_related("variants"), to_attr=to_attr)
 
 
 class SearchMode(models.TextChoices):

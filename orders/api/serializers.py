@@ -11,7 +11,8 @@ INCLUDES = ("products", "stores", "addresses")
 # Reading orders is the hot path (lists of 200 with every include, and the enriched-order cache):
 # the serializers below declare the fields (schema, writes) and hand their reads to these plain
 # functions, which format exactly as the declared fields would (tests/orders/test_api.py
-# compares them with DRF's own to_representation).
+# compares them with DRF's own to_representation). They read the lists that
+# selectors.orders_with_relations loads (``item_list``, ``image_list``).
 _DATETIME = serializers.DateTimeField()
 _MONEY = serializers.DecimalField(max_digits=12, decimal_places=2)
 
@@ -22,6 +23,14 @@ def _datetime(value):
 
 def _money(value):
     return None if value is None else _MONEY.to_representation(value)
+
+
+def _prefetched(instance, to_attr: str, relation: str):
+    """The list orders_with_relations loaded into ``to_attr``, else the relation's rows (a query
+    per call: an order read some other way still serializes, only slower)."""
+    if hasattr(instance, to_attr):
+        return getattr(instance, to_attr)
+    return getattr(instance, relation).all()
 
 
 def address_json(address: Address) -> dict:
@@ -50,7 +59,7 @@ def included_product_json(product: Product) -> dict:
         "price": _money(product.price),
         "currency": product.currency,
         "active": product.active,
-        "images": [image_json(image) for image in product.images.all()],
+        "images": [image_json(image) for image in _prefetched(product, "image_list", "images")],
     }
 
 
@@ -83,7 +92,7 @@ def order_json(order: Order, includes: set[str]) -> dict:
         "subtotal": _money(order.subtotal),
         "total": _money(order.total),
         "payment_error": order.payment_error,
-        "items": [order_item_json(item, includes) for item in order.items.all()],
+        "items": [order_item_json(item, includes) for item in _prefetched(order, "item_list", "items")],
         "created_at": _datetime(order.created_at),
         "paid_at": _datetime(order.paid_at),
         "confirmed_at": _datetime(order.confirmed_at),
@@ -130,7 +139,7 @@ class IncludedProductSerializer(serializers.ModelSerializer):
     # The same objects as a product's `images` (GET /products/{id}/): id, status, variants with URLs, ...
     @extend_schema_field({"type": "array", "items": {"type": "object", "additionalProperties": True}})
     def get_images(self, product) -> list[dict]:
-        return [image_json(image) for image in product.images.all()]
+        return [image_json(image) for image in _prefetched(product, "image_list", "images")]
 
     def to_representation(self, product):
         return included_product_json(product)

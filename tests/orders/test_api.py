@@ -312,7 +312,7 @@ def test_the_fast_order_json_is_what_the_declared_fields_would_give():
     reach(placed, "paid", "confirmed")
     Order.objects.filter(id=placed.id).update(payment_error="card declined")
     order = orders_with_relations().get(id=placed.id)
-    item = order.items.all()[0]
+    item = order.item_list[0]
 
     def generic(serializer, instance):
         return dict(ModelSerializer.to_representation(serializer, instance))
