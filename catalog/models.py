@@ -164,11 +164,15 @@ class ProductEmbedding(models.Model):
     class Meta:
         ordering = ["product_id"]
         indexes = [
+            # Build parameters by measurement (the `search` bench, docs/testing.md): at 100k,
+            # ef_construction 64 builds in ~0.7x the time of 128 and search recovers the recall
+            # with ef_search (SEARCH_EF_SEARCH); at 1M on 2 cores that is the difference between
+            # a build of ~40 minutes and one of ~an hour.
             HnswIndex(
                 name="embedding_vector_hnsw",
                 fields=["vector"],
                 m=16,
-                ef_construction=128,
+                ef_construction=64,
                 opclasses=["halfvec_cosine_ops"],
             ),
             models.Index(fields=["product"], name="embedding_claimable_idx", condition=~Q(status="ready")),
