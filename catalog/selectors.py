@@ -104,10 +104,10 @@ def product_search(
     """Active products matching ``query`` (its text; ``vector`` is its embedding), best first.
 
     ``semantic``: nearest embedded products to ``vector`` (HNSW with pgvector's iterative scan,
-    so filters that reject many neighbours still yield ``limit``; ``exact=True`` forces a
-    sequential scan, the reference the benchmark measures recall against). ``keyword``: the
-    weighted tsvector, trigram similarity of the name (misspellings) and SKU prefixes; a product
-    whose SKU is ``query`` comes first. ``hybrid``: both arms fused by reciprocal rank, the exact
+    so filters that reject many neighbours still yield ``limit``; ``exact=True`` reads every
+    product passing the filters instead, the reference the benchmark measures recall against).
+    ``keyword``: the weighted tsvector, trigram similarity of the name (misspellings) and SKU
+    prefixes; a product whose SKU is ``query`` comes first. ``hybrid``: both arms fused by reciprocal rank, the exact
     SKU first. ``sort="popularity"`` breaks ties: hits whose scores agree to SEARCH_TIE_DECIMALS
     decimals and are neighbours in the order come most popular first (the stored score).
     """
