@@ -21,6 +21,11 @@ Per mode, through ``selectors.product_search`` with limit 10 (the vector of each
 once): hit@1 (the first hit is a right one) and nDCG@10 (binary gains), overall and per kind.
 Targets: hybrid beats both single arms overall on both measures, and loses nothing against
 semantic on the meaning queries. The other modules can reuse ``evaluate()``.
+
+Then the same catalog is embedded again with the torch backend (the reference the faster
+encoders are quantized from: the model identity changes, so every product is re-embedded, as
+after a switch) and evaluated again: the configured backend (onnx-int8 by default) must lose no
+hit@1 against torch in any mode, over all queries.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ import math
 import random
 import re
 from dataclasses import dataclass
+
+from django.conf import settings
+from django.test import override_settings
 
 from bench import Result, demo_products, report, reset_catalog
 from catalog import embeddings, services
@@ -470,6 +478,14 @@ def run(quick: bool) -> list[Result]:
             scores(meaning, SearchMode.HYBRID), scores(meaning, SearchMode.SEMANTIC), strict=True
         )
     )
+    backend, reference = settings.EMBEDDING_BACKEND, "torch"
+    by_reference = None
+    if backend != reference:
+        with override_settings(EMBEDDING_BACKEND=reference):
+            services.embeddings_mark_stale_pending()
+            while services.embeddings_embed_stale():
+                pass
+            by_reference = {mode: evaluate(labelled, mode) for mode in SearchMode.values}
     reset_catalog()
 
     results = []
@@ -503,4 +519,18 @@ def run(quick: bool) -> list[Result]:
                 target=">= 0",
             )
         )
+    if by_reference is not None:
+        for mode in SearchMode.values:
+            for measure in ("hit@1", "ndcg@10"):
+                figure = by_reference[mode]["all"][measure]
+                results.append(Result("search_quality", f"{measure} {mode}, all queries, {reference}", figure))
+            for measure, target in (("hit@1", ">= 0"), ("ndcg@10", "")):
+                results.append(
+                    Result(
+                        "search_quality",
+                        f"{measure} {mode}, all queries: {backend} - {reference}",
+                        by_mode[mode]["all"][measure] - by_reference[mode]["all"][measure],
+                        target=target,
+                    )
+                )
     return report(results)

@@ -164,11 +164,15 @@ class ProductEmbedding(models.Model):
     class Meta:
         ordering = ["product_id"]
         indexes = [
+            # Build parameters by measurement (the `search` bench, docs/testing.md): at 100k,
+            # ef_construction 64 builds in 0.5-0.7x the time of 128 (recall@10 at ef_search 200:
+            # 0.96 vs 0.974), and SEARCH_EF_SEARCH=200 keeps recall >= 0.95; m=24 bought more
+            # recall (0.976-0.982) for 1.3-1.9x the build time, m=20/ef_construction=40 less.
             HnswIndex(
                 name="embedding_vector_hnsw",
                 fields=["vector"],
                 m=16,
-                ef_construction=128,
+                ef_construction=64,
                 opclasses=["halfvec_cosine_ops"],
             ),
             models.Index(fields=["product"], name="embedding_claimable_idx", condition=~Q(status="ready")),

@@ -1,5 +1,8 @@
 """Catalog reads that need care: search (semantic, keyword, hybrid), what a product's embedding status is."""
 
+import json
+import math
+import weakref
 from dataclasses import dataclass
 from itertools import groupby
 
@@ -9,6 +12,7 @@ from django.db.models import (
     BooleanField,
     Exists,
     ExpressionWrapper,
+    F,
     FloatField,
     OuterRef,
     Prefetch,
@@ -17,6 +21,7 @@ from django.db.models import (
     prefetch_related_objects,
 )
 from django.db.models.expressions import RawSQL
+from pgvector import HalfVector
 from pgvector.django import CosineDistance
 
 from .embeddings import model_identity
@@ -63,6 +68,10 @@ class _Filters:
     in_stock: bool | None
     category: str | None
 
+    @property
+    def active(self) -> bool:
+        return self.store_id is not None or self.in_stock is not None or bool(self.category)
+
     def apply(self, queryset, prefix: str = ""):
         """Active products passing the filters; ``prefix`` reaches the product from the queryset's
         model. Both arms use it, so both fill ``limit`` from products that pass."""
@@ -96,10 +105,10 @@ def product_search(
     """Active products matching ``query`` (its text; ``vector`` is its embedding), best first.
 
     ``semantic``: nearest embedded products to ``vector`` (HNSW with pgvector's iterative scan,
-    so filters that reject many neighbours still yield ``limit``; ``exact=True`` forces a
-    sequential scan, the reference the benchmark measures recall against). ``keyword``: the
-    weighted tsvector, trigram similarity of the name (misspellings) and SKU prefixes; a product
-    whose SKU is ``query`` comes first. ``hybrid``: both arms fused by reciprocal rank, the exact
+    so filters that reject many neighbours still yield ``limit``; ``exact=True`` reads every
+    product passing the filters instead, the reference the benchmark measures recall against).
+    ``keyword``: the weighted tsvector, trigram similarity of the name (misspellings) and SKU
+    prefixes; a product whose SKU is ``query`` comes first. ``hybrid``: both arms fused by reciprocal rank, the exact
     SKU first. ``sort="popularity"`` breaks ties: hits whose scores agree to SEARCH_TIE_DECIMALS
     decimals and are neighbours in the order come most popular first (the stored score).
     """
@@ -120,24 +129,88 @@ def product_search(
 
 
 def _semantic(vector, *, limit: int, filters: _Filters, exact: bool = False) -> list[SearchHit]:
-    # Only vectors of the model and backend that embeds the query: after a switch, products
-    # not yet re-embedded are left out rather than ranked against a foreign vector.
-    embeddings = filters.apply(
-        ProductEmbedding.objects.filter(vector__isnull=False, model_name=model_identity()), prefix="product__"
-    )
+    """Nearest embedded products by cosine distance, through the HNSW index, or by reading every
+    product that passes the filters (``exact``, or when few pass: see :func:`_ef_search`)."""
+    embeddings = _embeddings(filters)
     nearest = (
         embeddings.select_related("product")
         .defer("vector")  # the hit's own 384 floats are not needed, only its distance
-        .annotate(distance=CosineDistance("vector", list(vector)))
-        .order_by("distance")[:limit]
+        .annotate(distance=CosineDistance("vector", HalfVector(list(vector))))
     )
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(settings.SEARCH_EF_SEARCH, limit)])
-        cursor.execute("SET LOCAL hnsw.iterative_scan = strict_order")
-        if exact:
-            cursor.execute("SET LOCAL enable_indexscan = off")
-        rows = list(nearest)
+    ef = None if exact else _ef_search(embeddings, limit=limit, filtered=filters.active)
+    if ef is None:
+        # "distance + 0" is no index's order: the planner reads the rows passing the filters (by
+        # any other index) and sorts them all by distance.
+        rows = list(nearest.order_by(F("distance") + 0)[:limit])
+    else:
+        _set_index_scan(ef)
+        # Relaxed order: a filtered scan that goes on past its first ef_search candidates may find
+        # nearer ones than it already returned; strict order drops those (in a graph of many dead
+        # tuples, perhaps the only live match). Sorted here instead.
+        rows = sorted(nearest.order_by("distance")[:limit], key=lambda row: row.distance)
     return [SearchHit(product=row.product, score=1.0 - float(row.distance)) for row in rows]
+
+
+# Per database connection, the ef_search it was last left with (outside a transaction).
+_index_scan_set: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _set_index_scan(ef: int) -> None:
+    """Session settings for the HNSW scans, not SET LOCAL: no BEGIN and COMMIT round trips around
+    each search, and none at all while a connection is already set so (only these index scans
+    read them). Set inside a transaction, a rollback may undo them: not remembered then."""
+    connection.ensure_connection()
+    raw = connection.connection
+    if _index_scan_set.get(raw) == ef:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('hnsw.ef_search', %s, false), set_config('hnsw.iterative_scan', 'relaxed_order', false)",
+            [str(ef)],
+        )
+    if connection.in_atomic_block:
+        _index_scan_set.pop(raw, None)
+    else:
+        _index_scan_set[raw] = ef
+
+
+def _embeddings(filters: _Filters):
+    # Only vectors of the model and backend that embeds the query: after a switch, products
+    # not yet re-embedded are left out rather than ranked against a foreign vector.
+    return filters.apply(
+        ProductEmbedding.objects.filter(vector__isnull=False, model_name=model_identity()), prefix="product__"
+    )
+
+
+# pgvector's upper bound for hnsw.ef_search.
+MAX_EF_SEARCH = 1000
+
+
+def _ef_search(embeddings, *, limit: int, filtered: bool) -> int | None:
+    """The HNSW scan's ef_search (the candidates its graph search keeps) for ``embeddings``; None
+    when the planner expects at most SEARCH_EXACT_MAX_ROWS to pass the filters: reading those is
+    exact, and cheaper than a deep index scan.
+
+    SEARCH_EF_SEARCH, divided by the fraction of the index that passes the filters: a filter that
+    keeps 5% leaves the scan 5% of its candidates, so it searches 20x wider (up to pgvector's
+    1000) rather than relying on the iterative scan's later, coarser rounds."""
+    ef = max(settings.SEARCH_EF_SEARCH, limit)
+    if not filtered:
+        return ef
+    plan = json.loads(embeddings.values("pk").explain(format="json"))  # statistics only, no scan
+    passing = float(plan[0]["Plan"]["Plan Rows"])
+    if passing <= settings.SEARCH_EXACT_MAX_ROWS:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [ProductEmbedding._meta.db_table])
+        indexed = max(cursor.fetchone()[0], passing)
+    return min(MAX_EF_SEARCH, max(ef, math.ceil(ef * indexed / passing)))
+
+
+def semantic_ef_search(*, limit: int = 20, store_id=None, in_stock=None, category=None) -> int | None:
+    """How the semantic arm searches with these filters: its ef_search, None for an exact scan."""
+    filters = _Filters(store_id=store_id, in_stock=in_stock, category=category)
+    return _ef_search(_embeddings(filters), limit=limit, filtered=filters.active)
 
 
 # Any word of the query, stemmed and as typed (websearch syntax: quotes make a phrase, -word
