@@ -64,7 +64,6 @@ USER_RATE = 2.0  # at most this many requests/s per Locust user: a step runs rat
 STEP_FACTOR = 1.5
 MIN_RATE = 1.0  # req/s: the search goes no lower
 CUSTOMERS = 200
-READ_ENDPOINTS = ("browse", "search", "order_detail", "notifications")
 # The write paths that used to do slow work in the request (issue 17): embedding, the payment's
 # pre-cache, notifications and Odoo order, the status change's notifications.
 WRITES = {"product_create": 1, "product_update": 1, "pay": 1, "confirm": 1}
@@ -118,7 +117,7 @@ class Step:
     def print(self) -> None:
         t = self.total
         print(
-            f"    {self.label} offered {self.rate:.0f}/s: {t['rps']:.1f} req/s, p50/p95/p99 "
+            f"    {self.label} offered {self.rate:.1f}/s: {t['rps']:.1f} req/s, p50/p95/p99 "
             f"{t['p50']:.0f}/{t['p95']:.0f}/{t['p99']:.0f} ms, {t['failures']} failed; backlog "
             f"{self.backlog[0] if self.backlog else 0}->{max(self.backlog, default=0)}->"
             f"{self.backlog[-1] if self.backlog else 0}{' GROWING' if self.backlog_grew else ''}, "
