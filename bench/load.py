@@ -469,9 +469,9 @@ def capacity(data, stack, *, label, weights, mode, start, seconds, max_steps) ->
             miss = result
             if best:
                 break
-            rate /= STEP_FACTOR * STEP_FACTOR
-            if rate < MIN_RATE:  # a few requests a step: their p95 would say little
+            if rate <= MIN_RATE:  # a few requests a step: their p95 would say little
                 break
+            rate = max(rate / (STEP_FACTOR * STEP_FACTOR), MIN_RATE)
     if best and miss and best.rate * 1.2 < miss.rate and len(steps) < max_steps + 1:
         result = step(
             data, stack, label=label, weights=weights, mode=mode, rate=math.sqrt(best.rate * miss.rate), seconds=seconds
