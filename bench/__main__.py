@@ -37,6 +37,7 @@ BENCHMARKS = {
     "reports": "bench.reports",
     "images": "bench.images",
     "stream": "bench.stream",
+    "load": "bench.load",
 }
 
 

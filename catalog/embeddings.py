@@ -61,6 +61,10 @@ class TorchEncoder:
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(model, device="cpu")
+        if settings.EMBEDDING_THREADS:
+            import torch
+
+            torch.set_num_threads(settings.EMBEDDING_THREADS)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.model.encode(
@@ -88,6 +92,7 @@ class OnnxEncoder:
         options.log_severity_level = 3  # its warnings about unused initializers are noise here
         # Idle threads sleep instead of spinning: the cores are shared with Postgres and the web.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.intra_op_num_threads = settings.EMBEDDING_THREADS  # 0: one per core
         self.session = onnxruntime.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
 

@@ -342,6 +342,9 @@ if EMBEDDING_BACKEND not in ("torch", "onnx", "onnx-int8"):
 EMBEDDING_CACHE_DIR = env_str("EMBEDDING_CACHE_DIR", "") or str(BASE_DIR / "var" / "models")
 EMBEDDING_DIMENSIONS = 384
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64)
+# Threads of one model call (torch's and onnxruntime's intra-op pool); 0: the library's default,
+# one per core. `runall` gives its worker 1, so a burst of embeddings leaves the web a core.
+EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0)
 # The embed task waits up to this long for a growing burst to fill a batch (0: never waits).
 EMBEDDING_BATCH_WAIT_SECONDS = env_float("EMBEDDING_BATCH_WAIT_SECONDS", 1.0)
 EMBEDDING_SWEEP_INTERVAL_SECONDS = env_int("EMBEDDING_SWEEP_INTERVAL_SECONDS", 120)

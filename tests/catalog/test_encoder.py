@@ -115,3 +115,13 @@ def test_switching_backend_re_embeds_through_the_sweeper_and_search_never_mixes_
     assert set(ProductEmbedding.objects.values_list("model_name", flat=True)) == {embeddings.model_identity()}
     hits = product_search(vector=query, limit=2)
     assert {hit.product.name for hit in hits} == {"Oat Milk 1L", "Almond Milk 1L"}
+
+
+def test_embedding_threads_bound_the_onnx_session(settings):
+    """EMBEDDING_THREADS is the intra-op pool of one model call (runall gives its worker 1)."""
+    settings.EMBEDDING_THREADS = 1
+    source = embeddings.model_dir()
+    encoder = embeddings.OnnxEncoder(source, embeddings.onnx_files(source)["onnx-int8"])
+
+    assert encoder.session.get_session_options().intra_op_num_threads == 1
+    assert encoder.encode(["oat drink"]).shape == (1, settings.EMBEDDING_DIMENSIONS)

@@ -94,3 +94,21 @@ def test_runall_serves_the_api_admin_docs_and_flower_and_ctrl_c_stops_everything
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_runall_starts_its_worker_niced_with_one_encoder_thread(monkeypatch):
+    """The isolation settings (docs/operations.md): the web keeps a core during a burst of slow work."""
+    from celeste.devserver.management.commands.runall import stack_commands
+
+    monkeypatch.delenv("WORKER_NICE", raising=False)
+    monkeypatch.delenv("EMBEDDING_THREADS", raising=False)
+    commands, envs = stack_commands(host="127.0.0.1", port=8000, stream_port=8001)
+    assert commands["worker"][:3] == ["nice", "-n", "10"]
+    assert envs["worker"]["EMBEDDING_THREADS"] == "1"
+    assert commands["web"][0] == sys.executable and "web" not in envs  # the web keeps its priority and threads
+
+    monkeypatch.setenv("WORKER_NICE", "0")
+    monkeypatch.setenv("EMBEDDING_THREADS", "2")
+    commands, envs = stack_commands(host="127.0.0.1", port=8000, stream_port=8001)
+    assert commands["worker"][0] == sys.executable
+    assert envs["worker"]["EMBEDDING_THREADS"] == "2"

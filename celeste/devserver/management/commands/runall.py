@@ -65,41 +65,7 @@ class Command(BaseCommand):
         if metrics.enabled():
             # Counters start from zero with each run; every child writes beside the others.
             metrics.multiprocess_setup(os.environ["PROMETHEUS_MULTIPROC_DIR"], clean=True)
-        python = sys.executable
-        processes = {
-            "web": [
-                python,
-                "-m",
-                "gunicorn",
-                "celeste.wsgi",
-                "--bind",
-                f"{host}:{port}",
-                "--workers",
-                os.environ.get("WEB_CONCURRENCY", "2"),
-                "--threads",
-                "4",
-                "--access-logfile",
-                "-",
-            ],
-            # The live event stream: uvicorn, thousands of idle connections on one event loop.
-            "stream": [python, "-m", "celeste.asgi_server", "--host", host, "--port", str(stream_port)],
-            "worker": [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "celeste",
-                "worker",
-                "-Q",
-                "slow,images,fast",
-                "--concurrency",
-                os.environ.get("WORKER_CONCURRENCY", "2"),
-                "-l",
-                "info",
-            ],
-            "beat": [python, "-m", "celery", "-A", "celeste", "beat", "-l", "info"],
-        }
-        envs = {}
+        processes, envs = stack_commands(host=host, port=port, stream_port=stream_port)
         if flower_argv:
             processes["flower"], envs["flower"] = flower_argv, flower_env
         group = ProcessGroup(processes, envs=envs)
@@ -112,6 +78,57 @@ class Command(BaseCommand):
             urls += f"  Flower     {flower_url(flower_argv)}/ (login: FLOWER_BASIC_AUTH)\n"
         self.stdout.write(self.style.SUCCESS(f"\nCeleste is running:\n{urls}Press Ctrl-C to stop.\n"))
         sys.exit(group.wait())
+
+
+# The worker's share of the CPU while a burst of slow work (embeddings, images) runs: it runs
+# at this niceness, and its encoder on this many threads, so the web's requests keep their
+# core (the load bench's isolation figure measures it; docs/operations.md, "Isolation").
+WORKER_NICE_DEFAULT = "10"
+WORKER_EMBEDDING_THREADS_DEFAULT = "1"
+
+
+def stack_commands(*, host: str, port: int, stream_port: int) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
+    """The processes ``runall`` starts, by name, and the environment of those that do not
+    simply inherit ours (the load bench starts the same ones)."""
+    python = sys.executable
+    nice = os.environ.get("WORKER_NICE") or WORKER_NICE_DEFAULT
+    commands = {
+        "web": [
+            python,
+            "-m",
+            "gunicorn",
+            "celeste.wsgi",
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            os.environ.get("WEB_CONCURRENCY", "2"),
+            "--threads",
+            "4",
+            "--access-logfile",
+            "-",
+        ],
+        # The live event stream: uvicorn, thousands of idle connections on one event loop.
+        "stream": [python, "-m", "celeste.asgi_server", "--host", host, "--port", str(stream_port)],
+        "worker": [
+            *(["nice", "-n", nice] if int(nice) else []),
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "celeste",
+            "worker",
+            "-Q",
+            "slow,images,fast",
+            "--concurrency",
+            os.environ.get("WORKER_CONCURRENCY", "2"),
+            "-l",
+            "info",
+        ],
+        "beat": [python, "-m", "celery", "-A", "celeste", "beat", "-l", "info"],
+    }
+    threads = os.environ.get("EMBEDDING_THREADS") or WORKER_EMBEDDING_THREADS_DEFAULT
+    envs = {"worker": {**os.environ, "EMBEDDING_THREADS": threads}}
+    return commands, envs
 
 
 def flower_url(argv: list[str]) -> str:
