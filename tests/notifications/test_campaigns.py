@@ -447,6 +447,21 @@ def test_non_ascii_subject_and_body_arrive_intact(redis, smtp_server, channels_e
     assert message["Message-ID"] and message["Date"] and message["To"] == "zoe@example.com"
 
 
+def test_every_line_of_a_campaign_email_ends_in_crlf_and_a_leading_dot_survives(redis, smtp_server, channels_env):
+    # Strict servers refuse a bare LF in DATA (SMTP smuggling); a line starting with "." must be
+    # dot-stuffed, or the server reads it as the end of the message.
+    UserFactory(email="dot@example.com", first_name="Dot")
+    subject = "A long subject that the header encoder must fold over more than one line " * 2
+    draft = Campaign.objects.create(subject=subject, body="Hi {{ name }},\n.\n..two dots\r\nend\n")
+    (chunk,) = start_and_fan_out(draft)
+
+    campaign_send_chunk(campaign_id=draft.id, recipient_ids=chunk)
+
+    (message,) = smtp_server.messages
+    assert b"\n" not in message["raw"].replace(b"\r\n", b"")
+    assert message["message"].get_payload(decode=True).decode() == "Hi Dot,\r\n.\r\n..two dots\r\nend\r\n"
+
+
 def test_a_non_smtp_backend_gets_ordinary_messages(settings, redis):
     from django.core import mail
 
