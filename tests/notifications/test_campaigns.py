@@ -70,6 +70,37 @@ def test_a_store_audience_is_who_ordered_there_within_n_days():
     assert list(campaign_audience(targeted)) == [recent.id]
 
 
+def test_the_fan_out_of_a_store_campaign_records_each_customer_once_and_why_some_get_nothing():
+    from notifications.campaigns import EMAIL_OFF, NO_EMAIL
+
+    store = StoreFactory()
+    keen, twice, no_email, opted_out = customers(4)
+    place_order(user=keen, store=store)
+    place_order(user=twice, store=store)
+    place_order(user=twice, store=store)  # two orders: still one recipient
+    type(no_email).objects.filter(id=no_email.id).update(email="")
+    place_order(user=no_email, store=store)
+    place_order(user=opted_out, store=store)
+    services.preference_set(user_id=opted_out.id, channel=Channel.EMAIL, enabled=False)
+    place_order(user=UserFactory(), store=StoreFactory())  # another store's customer
+    targeted = campaign(audience=CampaignAudience.STORES, ordered_within_days=30)
+    targeted.stores.set([store])
+    campaign_start(campaign_id=targeted.id)
+
+    campaign_fan_out(campaign_id=targeted.id)
+    campaign_fan_out(campaign_id=targeted.id)  # a second run adds nobody
+
+    rows = CampaignRecipient.objects.filter(campaign=targeted).values_list("user_id", "status", "error")
+    assert sorted(rows) == sorted(
+        [
+            (keen.id, "queued", ""),
+            (twice.id, "queued", ""),
+            (no_email.id, "skipped", NO_EMAIL),
+            (opted_out.id, "skipped", EMAIL_OFF),
+        ]
+    )
+
+
 def test_starting_fans_out_in_chunks(settings):
     settings.CAMPAIGN_CHUNK_SIZE = 2
     customers(5)
