@@ -533,3 +533,21 @@ def test_the_pace_is_global_across_senders(settings, redis):
 
     # 10 sends at 20/s take at least 9 intervals (each sender alone would be done after 4)
     assert max(sent_at) - started >= 9 / 20 - 0.01
+
+
+def test_the_pace_reserves_its_slots_in_batches_and_still_keeps_the_rate(redis):
+    """At 200/s a sender takes a tenth of a second of slots (20) per Redis round trip."""
+    import time
+
+    from notifications.ratelimit import CampaignPace
+
+    def evals() -> int:
+        return redis.info("commandstats").get("cmdstat_eval", {}).get("calls", 0)
+
+    before, started = evals(), time.monotonic()
+    pace = CampaignPace(200)
+    for _ in range(40):
+        pace.wait()
+
+    assert evals() - before == 2
+    assert time.monotonic() - started >= 39 / 200 - 0.01
