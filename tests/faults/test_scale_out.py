@@ -113,7 +113,7 @@ def test_three_workers_send_more_keep_the_global_pace_and_do_nothing_twice(
     env["CAMPAIGN_MAX_PER_SECOND"] = str(pace)
     with celery_workers(["w1@%h", "w2@%h", "w3@%h"], queues="fast", env=env, log_dir=LOG_DIR) as workers:
         ledger.workers += workers
-        nodes = {name.split("@")[0] for name in (app.control.inspect(timeout=1).ping() or {})}
+        nodes = {name.split("@")[0] for name in (app.control.inspect(timeout=5, limit=3).ping() or {})}
         assert nodes == {"w1", "w2", "w3"}, nodes
         together, seconds = send_campaign("together", 90)  # three chunks per worker
         times = arrivals(smtp_server, together)
