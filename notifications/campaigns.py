@@ -2,8 +2,10 @@
 throttled, idempotent per recipient (a retried chunk never emails anyone twice)."""
 
 import logging
+import re
 import smtplib
 from binascii import b2a_qp
+from dataclasses import dataclass
 from email.header import Header
 from email.utils import formatdate
 from itertools import islice
@@ -12,7 +14,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import EmailMessage, get_connection
 from django.core.mail.message import sanitize_address
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.template import Context, Template, TemplateSyntaxError
 from django.utils import timezone
@@ -33,6 +35,7 @@ CLAIM_BATCH = 50
 # The error of recipients a killed worker left "sending": whether the server took
 # their message is unknown, so they are never sent again (not even by an inbox retry).
 INTERRUPTED = "Interrupted while sending; delivery unknown, not retried."
+CRLF = "\r\n"
 
 
 class CampaignError(Exception):
@@ -73,13 +76,28 @@ def campaign_message(
     return EmailMessage(subject=campaign.subject, body=body, to=[user.email], connection=connection, headers=headers)
 
 
+@dataclass(frozen=True)
+class _Customer:
+    """What a campaign email needs of its customer: four columns, not the whole user row."""
+
+    id: int
+    email: str
+    first_name: str
+    username: str
+
+
+_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
+
+
 class _ChunkSender:
     """One connection for a whole chunk.
 
-    With Django's SMTP backend the headers common to the chunk are encoded once
-    and each message is assembled as bytes: Python's email generator costs more
-    than the SMTP round trip itself. Other backends (console in development,
-    locmem) get ordinary EmailMessages.
+    With Django's SMTP backend the headers common to the chunk are encoded once and each
+    message is assembled as bytes: Python's email generator costs more than the SMTP round
+    trip itself. Each message is sent with smtplib's own commands, so the next one can be
+    prepared while the server decides on this one (that CPU work then costs no wall time);
+    ``send`` still returns only once the server has accepted the message. Other backends
+    (console in development, locmem) get ordinary EmailMessages.
     """
 
     def __init__(self, campaign: Campaign, template: Template):
@@ -87,31 +105,78 @@ class _ChunkSender:
         self.backend = get_connection(fail_silently=False)
         self.backend.open()
         self.smtp = getattr(self.backend, "connection", None)  # smtplib.SMTP of the SMTP backend
+        if self.smtp is not None:
+            self.smtp.ehlo_or_helo_if_needed()  # sendmail would, before its first MAIL
         self.from_email = sanitize_address(settings.DEFAULT_FROM_EMAIL, "utf-8")
+        self.mail_from = f"FROM:{smtplib.quoteaddr(self.from_email)}"  # smtplib's mail() parses it per message
+        # SMTP wants CRLF line ends: a bare LF is refused by strict servers (SMTP smuggling).
         self.head = (
-            f"From: {self.from_email}\n"
-            f"Subject: {Header(campaign.subject, 'utf-8').encode()}\n"
-            f"Date: {formatdate()}\n"
-            "MIME-Version: 1.0\n"
-            'Content-Type: text/plain; charset="utf-8"\n'
-            "Content-Transfer-Encoding: quoted-printable\n"
+            f"From: {self.from_email}\r\n"
+            f"Subject: {Header(campaign.subject, 'utf-8').encode(linesep=CRLF)}\r\n"
+            f"Date: {formatdate()}\r\n"
+            "MIME-Version: 1.0\r\n"
+            'Content-Type: text/plain; charset="utf-8"\r\n'
+            "Content-Transfer-Encoding: quoted-printable\r\n"
         )
+        self._prepared: dict[int, tuple[str, bytes]] = {}
 
-    def send(self, recipient_id: int, user) -> None:
+    def _message(self, recipient_id: int, user) -> tuple[str, bytes]:
+        """(envelope recipient, the message's DATA, dot-stuffed and ended by CRLF.CRLF)."""
         message_id = recipient_message_id(campaign_id=self.campaign.id, recipient_id=recipient_id)
+        body, link = _render(self.template, user)
+        to = user.email if user.email.isascii() else sanitize_address(user.email, "utf-8")
+        head = (
+            f"{self.head}To: {to}\r\nMessage-ID: {message_id}\r\nList-Unsubscribe: <{link}>\r\n"
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\n"
+        )
+        # Quoted-printable keeps the CRLF line ends it is given.
+        text = b2a_qp(body.replace("\r\n", "\n").replace("\n", CRLF).encode(), istext=True)
+        data = _LEADING_DOT.sub(b"..", head.encode() + text)
+        return to, data + (b"" if data.endswith(b"\r\n") else b"\r\n") + b".\r\n"
+
+    def send(self, recipient_id: int, user, *, upcoming: tuple[int, object] | None = None) -> None:
+        """Send one message; raises smtplib's errors as ``sendmail`` does. ``upcoming``: the
+        (recipient id, user) likely sent next, prepared while the server takes this one."""
         if self.smtp is None:
+            message_id = recipient_message_id(campaign_id=self.campaign.id, recipient_id=recipient_id)
             self.backend.send_messages(
                 [campaign_message(self.campaign, self.template, user, connection=self.backend, message_id=message_id)]
             )
             return
-        body, link = _render(self.template, user)
-        to = user.email if user.email.isascii() else sanitize_address(user.email, "utf-8")
-        head = (
-            f"{self.head}To: {to}\nMessage-ID: {message_id}\nList-Unsubscribe: <{link}>\n"
-            "List-Unsubscribe-Post: List-Unsubscribe=One-Click\n\n"
-        )
-        # smtplib turns the \n line ends into CRLF and dot-stuffs the data.
-        self.smtp.sendmail(self.from_email, [to], head.encode() + b2a_qp(body.encode(), istext=True))
+        to, data = self._prepared.pop(recipient_id, None) or self._message(recipient_id, user)
+        smtp = self.smtp
+        smtp.putcmd("mail", self.mail_from)
+        code, reply = smtp.getreply()
+        if code != 250:
+            self._abort(code)
+            raise smtplib.SMTPSenderRefused(code, reply, self.from_email)
+        code, reply = smtp.rcpt(to)
+        if code not in (250, 251):
+            self._abort(code)
+            raise smtplib.SMTPRecipientsRefused({to: (code, reply)})
+        smtp.putcmd("data")
+        code, reply = smtp.getreply()
+        if code != 354:
+            self._abort(code)
+            raise smtplib.SMTPDataError(code, reply)
+        smtp.send(data)
+        if upcoming:
+            self._prepared = {upcoming[0]: self._message(*upcoming)}
+        code, reply = smtp.getreply()
+        if code != 250:
+            self._abort(code)
+            raise smtplib.SMTPDataError(code, reply)
+
+    def _abort(self, code: int) -> None:
+        """What sendmail does after a refusal: 421 means the server is closing; else reset
+        the transaction, so the connection can carry the next message."""
+        if code == 421:
+            self.smtp.close()
+            return
+        try:
+            self.smtp.rset()
+        except smtplib.SMTPServerDisconnected:
+            pass
 
     def close(self) -> None:
         self.backend.close()
@@ -229,26 +294,28 @@ def _chunks(ids, size):
         yield chunk
 
 
+def _recipients_add(campaign: Campaign, user_ids, *, status: str = Status.QUEUED, error: str = "") -> None:
+    """A recipient row per user id of the ``user_ids`` query not in the campaign yet, in one
+    INSERT … SELECT: the audience never travels through Python (10,000 rows: 3 s → a tenth)."""
+    select, params = user_ids.query.sql_with_params()
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {CampaignRecipient._meta.db_table} (campaign_id, user_id, status, error, created_at, "
+            f"updated_at) SELECT %s, audience.id, %s, %s, %s, %s FROM ({select}) AS audience ON CONFLICT DO NOTHING",
+            [campaign.id, status, error, now, now, *params],
+        )
+
+
 def campaign_fan_out(*, campaign_id: int) -> int:
     """Create the recipient rows (once) and enqueue a send task per chunk of queued ones."""
     campaign = Campaign.objects.get(id=campaign_id)
     if campaign.status != CampaignStatus.SENDING:
         return 0
-    CampaignRecipient.objects.bulk_create(
-        (CampaignRecipient(campaign_id=campaign.id, user_id=user_id) for user_id in campaign_audience(campaign)),
-        ignore_conflicts=True,
-        batch_size=2000,
-    )
+    _recipients_add(campaign, campaign_audience(campaign))
     # Those left out are recorded as skipped, with why, so the counts add up to the audience.
     for reason, user_ids in _left_out(campaign).items():
-        CampaignRecipient.objects.bulk_create(
-            (
-                CampaignRecipient(campaign_id=campaign.id, user_id=user_id, status=Status.SKIPPED, error=reason)
-                for user_id in user_ids.order_by("id")
-            ),
-            ignore_conflicts=True,
-            batch_size=2000,
-        )
+        _recipients_add(campaign, user_ids.order_by("id"), status=Status.SKIPPED, error=reason)
     queued = campaign.recipients.filter(status=Status.QUEUED).order_by("id").values_list("id", flat=True)
     chunks = 0
     with transaction.atomic():
@@ -260,16 +327,30 @@ def campaign_fan_out(*, campaign_id: int) -> int:
     return chunks
 
 
-def _claim(ids: list[int]) -> list[int]:
-    """queued → sending for those still queued; committed before any email goes out."""
-    with transaction.atomic():
-        claimable = list(
-            CampaignRecipient.objects.select_for_update(skip_locked=True)
-            .filter(id__in=ids, status=Status.QUEUED)
-            .values_list("id", flat=True)
+def _claim(ids: list[int], *, sent: list[int]) -> list[int]:
+    """queued → sending for those of ``ids`` still queued (in the order given), and ``sent``
+    (the previous batch's) → sent, in one statement: one round trip per batch, committed
+    before any email of the batch goes out. Rows another run holds are skipped."""
+    table = CampaignRecipient._meta.db_table
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH done AS (UPDATE {table} SET status = %(sent)s, error = '', sent_at = %(now)s, updated_at = %(now)s"
+            f" WHERE id = ANY(%(sent_ids)s))"
+            f" UPDATE {table} SET status = %(sending)s, error = '', updated_at = %(now)s WHERE id IN ("
+            f"SELECT id FROM {table} WHERE id = ANY(%(ids)s) AND status = %(queued)s FOR UPDATE SKIP LOCKED)"
+            " RETURNING id",
+            {
+                "sent": Status.SENT,
+                "sending": Status.SENDING,
+                "queued": Status.QUEUED,
+                "now": now,
+                "sent_ids": sent,
+                "ids": ids,
+            },
         )
-        _mark(claimable, Status.SENDING)
-    return claimable
+        claimed = {row[0] for row in cursor.fetchall()}
+    return [recipient_id for recipient_id in ids if recipient_id in claimed]
 
 
 def _mark(ids: list[int], status: str, *, only: str | None = None, error: str = "") -> None:
@@ -299,8 +380,10 @@ def campaign_send_chunk(*, campaign_id: int, recipient_ids: list[int]) -> dict:
     template = campaign_template(campaign)
     # Only this campaign's recipients: the ids come from a message, not from the campaign.
     users = {
-        r.id: r.user
-        for r in CampaignRecipient.objects.filter(campaign_id=campaign.id, id__in=recipient_ids).select_related("user")
+        recipient_id: _Customer(*customer)
+        for recipient_id, *customer in CampaignRecipient.objects.filter(
+            campaign_id=campaign.id, id__in=recipient_ids
+        ).values_list("id", "user_id", "user__email", "user__first_name", "user__username")
     }
     recipient_ids = [recipient_id for recipient_id in recipient_ids if recipient_id in users]
     opted_out = set(
@@ -310,21 +393,23 @@ def campaign_send_chunk(*, campaign_id: int, recipient_ids: list[int]) -> dict:
     )
     throttle = CampaignPace(settings.CAMPAIGN_MAX_PER_SECOND)
     sender = _ChunkSender(campaign, template)
+    sent: list[int] = []  # sent in this batch; marked so with the next batch's claim
     try:
         for batch in _chunks(recipient_ids, CLAIM_BATCH):
-            claimed = _claim(batch)
+            claimed = _claim(batch, sent=sent)
+            done["sent"] += len(sent)
             sent, pending = [], list(claimed)
             try:
-                while pending:
-                    recipient_id = pending[0]
+                for position, recipient_id in enumerate(claimed):
                     user = users[recipient_id]
                     if user.id in opted_out or not user.email:
                         _mark([recipient_id], Status.SKIPPED, error="Unsubscribed or no email address.")
                         done["skipped"] += 1
                     else:
                         throttle.wait()
+                        after = claimed[position + 1] if position + 1 < len(claimed) else None
                         try:
-                            sender.send(recipient_id, user)
+                            sender.send(recipient_id, user, upcoming=after and (after, users[after]))
                         except smtplib.SMTPResponseException as exc:
                             if exc.smtp_code < 500:
                                 raise
@@ -339,15 +424,17 @@ def campaign_send_chunk(*, campaign_id: int, recipient_ids: list[int]) -> dict:
                         else:
                             sent.append(recipient_id)
                     pending.pop(0)
-            finally:
-                _mark(sent, Status.SENT)
-                done["sent"] += len(sent)
-                if pending:
-                    # Not sent (the one that raised was refused or never reached the server).
-                    _mark(pending, Status.QUEUED, only=Status.SENDING)
+            except BaseException:
+                # Not sent (the one that raised was refused or never reached the server).
+                _mark(pending, Status.QUEUED, only=Status.SENDING)
+                raise
     finally:
-        sender.close()
-        campaign_finish_if_done(campaign_id=campaign_id)
+        try:
+            _mark(sent, Status.SENT)
+            done["sent"] += len(sent)
+        finally:
+            sender.close()
+            campaign_finish_if_done(campaign_id=campaign_id)
     logger.info("campaign.chunk_sent", extra={"campaign_id": campaign_id, **done})
     return done
 

@@ -4,6 +4,7 @@ RFC 8291 payloads, a Sentry receiver that stores the envelopes an SDK posts, and
 an HTTP server of image files (with redirects and slow answers) for URL ingest.
 None is a mock: clients talk real SMTP/HTTP."""
 
+import asyncio
 import base64
 import gzip
 import json
@@ -44,6 +45,8 @@ class _SMTPHandler:
         self.server = server
 
     async def handle_DATA(self, smtp_server, session, envelope):
+        if self.server.delay_seconds:  # other connections are served meanwhile, as by a real server
+            await asyncio.sleep(self.server.delay_seconds)
         with self.server.lock:
             answer = self.server.answers.pop(0) if self.server.answers else self.server.fail_with
         if answer:
@@ -55,6 +58,8 @@ class _SMTPHandler:
                     "from": envelope.mail_from,
                     "to": list(envelope.rcpt_tos),
                     "message": message_from_bytes(envelope.content),
+                    "raw": envelope.original_content,  # the DATA as sent, dot-unstuffed
+                    "at": time.monotonic(),  # when it was accepted (rates, pacing)
                 }
             )
         return "250 Message accepted for delivery"
@@ -63,7 +68,8 @@ class _SMTPHandler:
 class SMTPServer:
     """``fail_with = "451 4.3.0 Try again later"`` makes it refuse every message;
     ``answers = ["550 5.7.1 Relaying denied"]`` refuses the next ones (one answer
-    each, in order) before ``fail_with`` applies again."""
+    each, in order) before ``fail_with`` applies again. ``delay_seconds`` makes every
+    message take that long to accept (a remote server's latency), each connection on its own."""
 
     def __init__(self):
         self.messages: list[dict] = []
@@ -71,6 +77,7 @@ class SMTPServer:
         self.fail_with: str | None = None
         self.answers: list[str] = []
         self.refused = 0
+        self.delay_seconds = 0.0
         self.port = free_port()
         self.controller = Controller(_SMTPHandler(self), hostname="127.0.0.1", port=self.port, ready_timeout=10)
 

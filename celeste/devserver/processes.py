@@ -64,14 +64,21 @@ class Worker:
 LEAN_WORKER_ARGS = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
 
 
-@contextmanager
-def celery_worker(
-    *, queues: str = "slow,images,fast", concurrency: int = 1, env: dict | None = None, log_dir: Path, lean: bool = True
-):
-    """Run ``celery worker`` against this process's database and broker until the block ends.
-    ``lean=False`` keeps gossip, mingle and heartbeat on, as ``runall`` and compose run it."""
+def spawn_worker(
+    *,
+    queues: str = "slow,images,fast",
+    concurrency: int = 1,
+    env: dict | None = None,
+    log_dir: Path,
+    lean: bool = True,
+    node_name: str | None = None,
+) -> Worker:
+    """Start ``celery worker`` against this process's database and broker; returns at once
+    (``wait_until_ready`` waits for it). ``node_name`` (``-n``, e.g. ``w1@%h``) must differ
+    between workers of one broker; celery's default is ``celery@<host name>``."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"worker-{time.time_ns()}.log"
+    label = f"-{node_name.split('@')[0]}" if node_name else ""
+    log_path = log_dir / f"worker{label}-{time.time_ns()}.log"
     child_env = child_environment(env)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
@@ -90,6 +97,7 @@ def celery_worker(
                 "prefork",
                 "-l",
                 "info",
+                *(["-n", node_name] if node_name else []),
                 *(LEAN_WORKER_ARGS if lean else []),
             ],
             cwd=BASE_DIR,
@@ -98,15 +106,41 @@ def celery_worker(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    worker = Worker(proc, log_path)
+    return Worker(proc, log_path)
+
+
+@contextmanager
+def celery_worker(**options):
+    """Run ``celery worker`` (``spawn_worker``'s options) until the block ends.
+    ``lean=False`` keeps gossip, mingle and heartbeat on, as ``runall`` and compose run it."""
+    worker = spawn_worker(**options)
     try:
-        _wait_until_ready(worker)
+        wait_until_ready(worker)
         yield worker
     finally:
         worker.stop()
 
 
-def _wait_until_ready(worker: Worker, timeout: float = 90) -> None:
+@contextmanager
+def celery_workers(node_names: list[str], **options):
+    """Several workers (``spawn_worker``'s options), one per node name, booting side by side
+    (not one after the other); all are stopped when the block ends."""
+    workers = []
+    try:
+        for node_name in node_names:
+            workers.append(spawn_worker(node_name=node_name, **options))
+        for worker in workers:
+            wait_until_ready(worker)
+        yield workers
+    finally:
+        for worker in workers:  # SIGTERM to all first: their warm shutdowns overlap
+            if worker.proc.poll() is None:
+                os.killpg(worker.proc.pid, signal.SIGTERM)
+        for worker in workers:
+            worker.stop()
+
+
+def wait_until_ready(worker: Worker, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while " ready." not in worker.log():
         if worker.proc.poll() is not None:

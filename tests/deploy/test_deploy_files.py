@@ -241,6 +241,68 @@ def test_each_worker_runs_its_exporter_and_keeps_its_queue():
     assert "WORKER_METRICS_PORT" not in environment(found["web"])
 
 
+def celery_command(service: dict) -> list[str]:
+    """The service's command if it runs ``celery -A celeste …``, else []."""
+    command = service.get("command") or []
+    return command if command[:3] == ["celery", "-A", "celeste"] else []
+
+
+def option(command: list[str], *names: str) -> str | None:
+    """The value of ``-Q queues`` / ``--queues=queues`` style options, or None."""
+    for i, word in enumerate(command):
+        if word in names:
+            return command[i + 1]
+        for name in names:
+            if name.startswith("--") and word.startswith(name + "="):
+                return word.split("=", 1)[1]
+    return None
+
+
+def worker_services() -> dict[str, dict]:
+    return {name: service for name, service in services().items() if celery_command(service)[3:4] == ["worker"]}
+
+
+def test_the_queue_split_runs_as_separate_worker_services():
+    queues = {name: option(celery_command(service), "-Q", "--queues") for name, service in worker_services().items()}
+
+    assert queues == {"worker-slow": "slow", "worker-images": "images", "worker-fast": "fast"}
+
+
+def test_every_queue_a_task_is_routed_to_is_consumed_by_a_worker_service():
+    from celeste.background.routing import queue_of
+    from celeste.celery import app
+
+    app.loader.import_default_modules()  # every app's tasks module, as a worker loads them
+    routed = {queue_of(name) for name in app.tasks}
+    consumed = {
+        queue for service in worker_services().values() for queue in option(celery_command(service), "-Q").split(",")
+    }
+
+    assert {"slow", "images", "fast"} <= routed
+    assert routed <= consumed, f"queues no compose service consumes: {sorted(routed - consumed)}"
+
+
+def test_every_worker_service_scales_with_docker_compose_up_scale():
+    # `docker compose up --scale worker-fast=3` starts three containers of one service: they must
+    # not share a container name or a host port, and each needs a node name of its own.
+    for name, service in worker_services().items():
+        command = celery_command(service)
+        node = option(command, "-n", "--hostname")
+        assert "container_name" not in service, name
+        assert not service.get("ports"), f"{name} publishes a host port: a second container could not bind it"
+        assert node and node.endswith("@%h"), f"{name}: -n {node} is not unique per container (use name@%h)"
+        # the healthcheck pings this container's own node
+        assert f"-d {node.removesuffix('%h')}$$HOSTNAME" in " ".join(service["healthcheck"]["test"]), name
+
+
+def test_exactly_one_beat():
+    beats = [name for name, service in services().items() if celery_command(service)[3:4] == ["beat"]]
+    embedded = [name for name, service in worker_services().items() if {"-B", "--beat"} & set(celery_command(service))]
+
+    assert beats == ["beat"] and not embedded, (beats, embedded)
+    assert "deploy" not in services()["beat"], "beat must not be given replicas"
+
+
 def test_every_file_compose_mounts_from_the_checkout_exists():
     mounted = {source: name for name, service in services().items() for source in bind_mounts(service)}
 

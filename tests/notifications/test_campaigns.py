@@ -70,6 +70,37 @@ def test_a_store_audience_is_who_ordered_there_within_n_days():
     assert list(campaign_audience(targeted)) == [recent.id]
 
 
+def test_the_fan_out_of_a_store_campaign_records_each_customer_once_and_why_some_get_nothing():
+    from notifications.campaigns import EMAIL_OFF, NO_EMAIL
+
+    store = StoreFactory()
+    keen, twice, no_email, opted_out = customers(4)
+    place_order(user=keen, store=store)
+    place_order(user=twice, store=store)
+    place_order(user=twice, store=store)  # two orders: still one recipient
+    type(no_email).objects.filter(id=no_email.id).update(email="")
+    place_order(user=no_email, store=store)
+    place_order(user=opted_out, store=store)
+    services.preference_set(user_id=opted_out.id, channel=Channel.EMAIL, enabled=False)
+    place_order(user=UserFactory(), store=StoreFactory())  # another store's customer
+    targeted = campaign(audience=CampaignAudience.STORES, ordered_within_days=30)
+    targeted.stores.set([store])
+    campaign_start(campaign_id=targeted.id)
+
+    campaign_fan_out(campaign_id=targeted.id)
+    campaign_fan_out(campaign_id=targeted.id)  # a second run adds nobody
+
+    rows = CampaignRecipient.objects.filter(campaign=targeted).values_list("user_id", "status", "error")
+    assert sorted(rows) == sorted(
+        [
+            (keen.id, "queued", ""),
+            (twice.id, "queued", ""),
+            (no_email.id, "skipped", NO_EMAIL),
+            (opted_out.id, "skipped", EMAIL_OFF),
+        ]
+    )
+
+
 def test_starting_fans_out_in_chunks(settings):
     settings.CAMPAIGN_CHUNK_SIZE = 2
     customers(5)
@@ -447,6 +478,21 @@ def test_non_ascii_subject_and_body_arrive_intact(redis, smtp_server, channels_e
     assert message["Message-ID"] and message["Date"] and message["To"] == "zoe@example.com"
 
 
+def test_every_line_of_a_campaign_email_ends_in_crlf_and_a_leading_dot_survives(redis, smtp_server, channels_env):
+    # Strict servers refuse a bare LF in DATA (SMTP smuggling); a line starting with "." must be
+    # dot-stuffed, or the server reads it as the end of the message.
+    UserFactory(email="dot@example.com", first_name="Dot")
+    subject = "A long subject that the header encoder must fold over more than one line " * 2
+    draft = Campaign.objects.create(subject=subject, body="Hi {{ name }},\n.\n..two dots\r\nend\n")
+    (chunk,) = start_and_fan_out(draft)
+
+    campaign_send_chunk(campaign_id=draft.id, recipient_ids=chunk)
+
+    (message,) = smtp_server.messages
+    assert b"\n" not in message["raw"].replace(b"\r\n", b"")
+    assert message["message"].get_payload(decode=True).decode() == "Hi Dot,\r\n.\r\n..two dots\r\nend\r\n"
+
+
 def test_a_non_smtp_backend_gets_ordinary_messages(settings, redis):
     from django.core import mail
 
@@ -487,3 +533,21 @@ def test_the_pace_is_global_across_senders(settings, redis):
 
     # 10 sends at 20/s take at least 9 intervals (each sender alone would be done after 4)
     assert max(sent_at) - started >= 9 / 20 - 0.01
+
+
+def test_the_pace_reserves_its_slots_in_batches_and_still_keeps_the_rate(redis):
+    """At 200/s a sender takes a tenth of a second of slots (20) per Redis round trip."""
+    import time
+
+    from notifications.ratelimit import CampaignPace
+
+    def evals() -> int:
+        return redis.info("commandstats").get("cmdstat_eval", {}).get("calls", 0)
+
+    before, started = evals(), time.monotonic()
+    pace = CampaignPace(200)
+    for _ in range(40):
+        pace.wait()
+
+    assert evals() - before == 2
+    assert time.monotonic() - started >= 39 / 200 - 0.01
