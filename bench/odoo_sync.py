@@ -121,6 +121,23 @@ def _matches(server, stores) -> bool:
     return all(server.state.on_hand(s.odoo_location_id) == ours[s.id] for s in stores)
 
 
+def _differences(server, stores) -> list[tuple]:
+    """(store id, sku, Celeste's quantity, Odoo's, the pair's sync state) where they differ."""
+    from catalog.models import StockLevel
+    from integrations.models import InventorySyncState
+
+    found = []
+    for store in stores:
+        odoo = server.state.on_hand(store.odoo_location_id)
+        for product_id, sku, quantity in StockLevel.objects.filter(store=store).values_list(
+            "product_id", "product__sku", "quantity"
+        ):
+            if odoo.get(sku) != float(quantity):
+                state = InventorySyncState.objects.filter(product_id=product_id, store=store).values().first()
+                found.append((store.id, sku, quantity, odoo.get(sku), state))
+    return found
+
+
 def _coalesced(stores, products, count: int, *, paused: bool) -> dict:
     from django.conf import settings
 
@@ -153,7 +170,10 @@ def _coalesced(stores, products, count: int, *, paused: bool) -> dict:
             deadline = changes_done + 600 + settings.ODOO_INVENTORY_DEBOUNCE_SECONDS
             while not _matches(server, stores):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"Odoo did not match Celeste in 600 s; worker log:\n{worker.log()[-3000:]}")
+                    raise RuntimeError(
+                        f"Odoo did not match Celeste in 600 s: {_differences(server, stores)[:10]}; worker log:\n"
+                        f"{worker.log()[-3000:]}"
+                    )
                 time.sleep(0.1)
             matched = time.monotonic()
         return {

@@ -117,7 +117,8 @@ def _already_queued(message: OutboxMessage) -> bool:
     kwargs) is queued and not started yet: it will do this one's work too. The
     mark holds that job's id, so a row published twice (by its publisher and the
     relay) never coalesces into itself. The task clears the mark when it starts,
-    so work committed after that gets a message of its own."""
+    so work committed after that gets a message of its own; a mark whose job has
+    started or finished is not coalesced into."""
     seconds = getattr(celery_app.tasks[message.task_name], "coalesce_seconds", None)
     if not seconds:
         return False
@@ -125,7 +126,16 @@ def _already_queued(message: OutboxMessage) -> bool:
     try:
         if client().set(key, job_id, nx=True, ex=seconds):
             return False
-        return client().get(key) not in (None, job_id.encode())
+        holder = client().get(key)
+        if holder in (None, job_id.encode()):
+            return False
+        # The mark can outlive its job's wait: a row published twice (by its publisher
+        # and the relay) sets it again after the job started, or finished. Only a job
+        # no worker has started yet will do this one's work; else this one takes the mark.
+        if OutboxMessage.objects.filter(id=holder.decode(), worker_id="").exists():
+            return True
+        client().set(key, job_id, ex=seconds)
+        return False
     except redis.RedisError:
         return False  # then publishing fails too, and the relay takes over
 
