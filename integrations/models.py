@@ -31,10 +31,13 @@ class OdooOrderLink(models.Model):
 class InventorySyncState(models.Model):
     """Sync state of one (product, store) stock pair.
 
-    Every stock change bumps ``version`` and sets ``dirty``; a push sends the
+    A stock change's task bumps ``version`` and sets ``dirty`` (changes that
+    waited in the queue together are marked by one task); a push sends the
     quantity StockLevel holds *at send time* and clears ``dirty`` only if no
     change arrived meanwhile (``version`` unchanged). So any number of changes
-    between two pushes cost one write, and nothing stale is ever sent.
+    between two pushes cost one write, and nothing stale is ever sent. The
+    queued push takes a pair at most once per ODOO_INVENTORY_DEBOUNCE_SECONDS,
+    counted from ``synced_at``.
     """
 
     product = models.ForeignKey("catalog.Product", on_delete=models.CASCADE, related_name="odoo_sync_states")

@@ -98,7 +98,8 @@ class OutboxMessage(models.Model):
 
     States: pending (``published_at`` empty) → published → claimed by a worker
     (``worker_id`` set, ``lease_until`` = when it must be done) → row deleted.
-    A retry scheduled for later is unclaimed with ``lease_until`` = its ETA."""
+    A retry scheduled for later, or a job enqueued with a countdown, is unclaimed
+    with ``lease_until`` = its ETA (+ JOB_UNCLAIMED_AFTER_SECONDS)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     task_name = models.CharField(max_length=200)
@@ -110,6 +111,7 @@ class OutboxMessage(models.Model):
     worker_id = models.CharField(max_length=255, blank=True, help_text="The worker running it now.")
     lease_until = models.DateTimeField(null=True, blank=True)
     runs = models.PositiveIntegerField(default=0, help_text="Times a worker started it.")
+    eta = models.DateTimeField(null=True, blank=True, help_text="Not to run before (enqueued with a countdown).")
     request_id = models.CharField(
         max_length=64, blank=True, help_text="The request (or the job started from it) that enqueued it."
     )

@@ -27,7 +27,7 @@ from .switches import task_mode
 logger = logging.getLogger(__name__)
 
 
-def enqueue(task, **kwargs) -> OutboxMessage | None:
+def enqueue(task, *, countdown: float = 0, **kwargs) -> OutboxMessage | None:
     """Schedule ``task(**kwargs)`` according to the task's switch.
 
     ``task`` is the task itself (``enqueue(tasks.embed_products)``), never its
@@ -35,6 +35,10 @@ def enqueue(task, **kwargs) -> OutboxMessage | None:
     transaction whose writes make the work necessary: the outbox row commits or
     rolls back with them. kwargs must be JSON (ids and small scalars, never
     model instances or personal data).
+
+    ``countdown``: run it no earlier than this many seconds from now (it must
+    stay below the broker's visibility timeout). Only the ``background`` switch
+    can wait; ``sync`` runs it at once after commit, like any inline job.
     """
     task_name = getattr(task, "name", None)
     if not isinstance(task_name, str):
@@ -61,7 +65,15 @@ def enqueue(task, **kwargs) -> OutboxMessage | None:
             transaction.on_commit(lambda: run_inline(task_name, kwargs), robust=True)
         return None  # Overflow.DROP: a sweeper redoes the work
     # The request (or the job) this runs for: its id follows the job into the worker's log lines.
-    message = OutboxMessage.objects.create(task_name=task_name, kwargs=kwargs, request_id=request_id.get())
+    eta = lease_until = None
+    if countdown > 0:
+        # A worker holds the message until its ETA: like a scheduled retry, the ledger
+        # counts it neither lost nor late before then.
+        eta = timezone.now() + timezone.timedelta(seconds=countdown)
+        lease_until = eta + timezone.timedelta(seconds=settings.JOB_UNCLAIMED_AFTER_SECONDS)
+    message = OutboxMessage.objects.create(
+        task_name=task_name, kwargs=kwargs, request_id=request_id.get(), eta=eta, lease_until=lease_until
+    )
     transaction.on_commit(lambda: publisher.submit(message), robust=True)
     return message
 
@@ -83,6 +95,7 @@ def _send(message: OutboxMessage) -> None:
         task_id=str(message.id),
         headers={JOB_HEADER: True, REQUEST_ID_HEADER: message.request_id},
         retries=message.runs,
+        eta=message.eta,
     )
 
 
@@ -104,7 +117,8 @@ def _already_queued(message: OutboxMessage) -> bool:
     kwargs) is queued and not started yet: it will do this one's work too. The
     mark holds that job's id, so a row published twice (by its publisher and the
     relay) never coalesces into itself. The task clears the mark when it starts,
-    so work committed after that gets a message of its own."""
+    so work committed after that gets a message of its own; a mark whose job has
+    started or finished is not coalesced into."""
     seconds = getattr(celery_app.tasks[message.task_name], "coalesce_seconds", None)
     if not seconds:
         return False
@@ -112,7 +126,16 @@ def _already_queued(message: OutboxMessage) -> bool:
     try:
         if client().set(key, job_id, nx=True, ex=seconds):
             return False
-        return client().get(key) not in (None, job_id.encode())
+        holder = client().get(key)
+        if holder in (None, job_id.encode()):
+            return False
+        # The mark can outlive its job's wait: a row published twice (by its publisher
+        # and the relay) sets it again after the job started, or finished. Only a job
+        # no worker has started yet will do this one's work; else this one takes the mark.
+        if OutboxMessage.objects.filter(id=holder.decode(), worker_id="").exists():
+            return True
+        client().set(key, job_id, ex=seconds)
+        return False
     except redis.RedisError:
         return False  # then publishing fails too, and the relay takes over
 

@@ -472,6 +472,10 @@ ODOO_SYNC_MAX_ATTEMPTS = env_int("ODOO_SYNC_MAX_ATTEMPTS", 5)
 # Quick in-call retries of idempotent XML-RPC calls (never `create`) before the task-level retry.
 ODOO_CALL_RETRIES = env_int("ODOO_CALL_RETRIES", 2)
 ODOO_INVENTORY_BATCH_SIZE = env_int("ODOO_INVENTORY_BATCH_SIZE", 100)
+# At most one quantity push per (product, store) pair per this many seconds (float; 0: no
+# debounce). A pair quiet for longer goes at once; one that changes again waits its turn.
+# Must stay below the broker's visibility timeout (a waiting push is a message with an ETA).
+ODOO_INVENTORY_DEBOUNCE_SECONDS = env_float("ODOO_INVENTORY_DEBOUNCE_SECONDS", 300)
 # Odoo sync runs of one kind (order, inventory push, pair) at once across all workers.
 ODOO_MAX_CONCURRENT_SYNCS = env_int("ODOO_MAX_CONCURRENT_SYNCS", 2)
 

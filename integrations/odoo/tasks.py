@@ -29,8 +29,11 @@ def odoo_sync_order(*, order_id: int) -> str:
 
 
 # One per stock change, and nobody reads its result: skip the result-backend write.
+# Coalesced per pair at publish time: while one job of a pair waits in the queue, the
+# pair's next changes need none of their own (it reads the quantity when the push
+# runs), so a burst over N pairs costs N task runs, not one per change.
 # A retry from the inbox redoes the work as is: the upsert marks the pair dirty again.
-@celeste_task("integrations.odoo_inventory_changed", ignore_result=True)
+@celeste_task("integrations.odoo_inventory_changed", ignore_result=True, coalesce_seconds=60)
 def odoo_inventory_changed(*, product_id: int, store_id: int) -> bool:
     """Mark the pair dirty and make sure a push is queued (no Odoo call here)."""
     return services.inventory_mark_changed(product_id=product_id, store_id=store_id)
@@ -42,8 +45,8 @@ def odoo_inventory_changed(*, product_id: int, store_id: int) -> bool:
     "integrations.odoo_push_inventory", max_retries=SYNC_RETRIES, max_concurrency=settings.ODOO_MAX_CONCURRENT_SYNCS
 )
 def odoo_push_inventory() -> dict:
-    """Push one batch of dirty pairs with the quantities they have now."""
-    return services.inventory_push().as_dict()
+    """Push one batch of dirty pairs whose turn has come (the debounce) with the quantities they have now."""
+    return services.inventory_push(debounced=True).as_dict()
 
 
 # A retry from the inbox redoes the work as is: the task marks its pair dirty

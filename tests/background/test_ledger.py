@@ -1,6 +1,7 @@
 """The job ledger: a job's row stays until its task finishes; dead workers' jobs
 and lost messages are republished; a second copy of a message never runs twice."""
 
+import json
 import os
 import socket
 import threading
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from celeste.background import ledger, main_process
 from celeste.background.models import OutboxMessage, WorkerHeartbeat
-from celeste.background.queue import enqueue, outbox_relay, publish_messages
+from celeste.background.queue import coalesce_key, enqueue, outbox_relay, publish_messages
 from celeste.devserver import embedded
 from notifications.models import Channel, Delivery, DeliveryStatus, Notification, NotificationEvent
 from notifications.tasks import send_email
@@ -278,3 +279,44 @@ def test_a_second_embed_job_coalesces_into_the_queued_one(redis):
 
     assert list(OutboxMessage.objects.values_list("id", flat=True)) == [first.id]
     assert queued_messages(redis) == 1
+
+
+def test_a_job_never_coalesces_into_one_already_started_or_finished(redis):
+    """A row published twice (publisher and relay) sets the mark again after its
+    job started; the next job must not be dropped for it: nothing would do its work."""
+    first = OutboxMessage.objects.create(task_name="catalog.embed_products")
+    assert publish_messages([first]) == 1
+    redis.delete(coalesce_key("catalog.embed_products", {}))  # the task started (and cleared the mark) ...
+    assert publish_messages([first]) == 1  # ... and the relay's copy of its row sets it again
+    first.delete()  # then it finished
+
+    second = OutboxMessage.objects.create(task_name="catalog.embed_products")
+    assert publish_messages([second]) == 1
+
+    assert OutboxMessage.objects.filter(id=second.id).exists()
+    assert redis.get(coalesce_key("catalog.embed_products", {})) == str(second.id).encode()
+    third = OutboxMessage.objects.create(task_name="catalog.embed_products")  # while second waits: coalesced
+    assert publish_messages([third]) == 1
+    assert not OutboxMessage.objects.filter(id=third.id).exists()
+
+
+def test_a_job_enqueued_with_a_countdown_carries_its_eta_and_is_not_lost_meanwhile(redis, settings):
+    from celeste.background.tasks import ping
+
+    before = timezone.now()
+    enqueue(ping, countdown=120)
+    published()
+
+    row = OutboxMessage.objects.get()
+    assert before + timezone.timedelta(seconds=120) <= row.eta <= timezone.now() + timezone.timedelta(seconds=120)
+    assert row.lease_until == row.eta + timezone.timedelta(seconds=settings.JOB_UNCLAIMED_AFTER_SECONDS)
+    message = json.loads(redis.lindex("fast", 0))
+    assert message["headers"]["eta"] == row.eta.isoformat()
+    # A worker holds it until then, so it is not in the queue; but it is not lost either.
+    assert redis.rpop("fast")
+    OutboxMessage.objects.update(published_at=ago(settings.JOB_UNCLAIMED_AFTER_SECONDS + 1))
+    assert outbox_relay() == 0
+    # Past its ETA and nobody took it: republished, with the same ETA.
+    OutboxMessage.objects.update(lease_until=ago(1))
+    assert outbox_relay() == 1
+    assert json.loads(redis.lindex("fast", 0))["headers"]["eta"] == row.eta.isoformat()

@@ -4,7 +4,7 @@ at it (this process and worker subprocesses), and a catalog mapped to it."""
 import pytest
 
 from catalog.services import store_update
-from integrations.odoo.services import PUSH_SCHEDULED_KEY
+from integrations.odoo.services import PUSH_DEFERRED_KEY, PUSH_SCHEDULED_KEY
 
 from ..factories import ProductFactory, StoreFactory
 
@@ -32,12 +32,13 @@ def _no_embeddings(db, set_switch):
 
 @pytest.fixture(autouse=True)
 def _no_push_flag(redis):
-    redis.delete(f"celeste:1:{PUSH_SCHEDULED_KEY}")
+    redis.delete(f"celeste:1:{PUSH_SCHEDULED_KEY}", f"celeste:1:{PUSH_DEFERRED_KEY}")
 
 
 @pytest.fixture
 def odoo_worker(start_worker, odoo):
-    """A real worker configured for the fake server: short retries, 5 attempts."""
+    """A real worker configured for the fake server: short retries, 5 attempts, a
+    1 s debounce (the tests that are about the debounce set their own)."""
 
     def start(**env):
         return start_worker(
@@ -46,6 +47,7 @@ def odoo_worker(start_worker, odoo):
                 "ODOO_SYNC_MAX_ATTEMPTS": "5",
                 "ODOO_CALL_RETRIES": "0",
                 "ODOO_TIMEOUT_SECONDS": "5",
+                "ODOO_INVENTORY_DEBOUNCE_SECONDS": "1",
                 **env,
             }
         )

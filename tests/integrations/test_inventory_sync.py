@@ -2,17 +2,20 @@
 current quantity at send time, retried, and parked in the inbox when hopeless."""
 
 import random
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db.models import F
 
 from catalog.models import StockLevel
 from catalog.services import stock_level_set, store_update
-from celeste.background.models import FailedTask, FailedTaskStatus
+from celeste.background.models import FailedTask, FailedTaskStatus, OutboxMessage
 from celeste.background.services import failed_task_retry
 from integrations.models import InventorySyncState, SyncStatus
 from integrations.odoo import services
 from integrations.odoo.errors import OdooPermanentError, OdooTransientError
+from integrations.odoo.services.inventory import PUSH_GATHER_SECONDS
 from integrations.odoo.tasks import odoo_inventory_changed, odoo_push_inventory
 
 from ..conftest import wait_for
@@ -84,6 +87,7 @@ def test_the_push_sends_the_quantity_at_send_time_not_at_change_time(odoo, odoo_
 
 @pytest.mark.django_db
 def test_pushing_twice_writes_once(odoo, odoo_settings, pairs):
+    odoo_settings.ODOO_INVENTORY_DEBOUNCE_SECONDS = 0
     change(pairs, 50)
     mark_all(pairs)
     odoo_push_inventory()
@@ -95,6 +99,32 @@ def test_pushing_twice_writes_once(odoo, odoo_settings, pairs):
 
     assert second["claimed"] == 10 and second["unchanged"] == 10 and second["written"] == 0
     assert odoo.quantity_writes == writes
+
+
+@pytest.mark.django_db
+def test_within_the_debounce_a_second_push_waits_for_the_pairs_turn(odoo, odoo_settings, pairs, redis):
+    """The queued push, run twice with changes between: the second leaves the pairs
+    pushed a moment ago dirty and queues a push for when their turn comes."""
+    odoo_settings.ODOO_INVENTORY_DEBOUNCE_SECONDS = 30
+    change(pairs, 10)
+    mark_all(pairs)
+    assert odoo_push_inventory()["written"] == 10
+    change(pairs, 10, seed=2)
+    mark_all(pairs)
+
+    assert odoo_push_inventory()["claimed"] == 0
+    assert odoo.quantity_writes == 10
+    assert InventorySyncState.objects.filter(dirty=True).count() == 10
+    deferred = OutboxMessage.objects.filter(task_name=PUSH_TASK, eta__isnull=False).order_by("-eta").first()
+    synced_at = InventorySyncState.objects.order_by("synced_at").first().synced_at
+    assert deferred.eta >= synced_at + timedelta(seconds=30)  # the first pair's turn
+    assert deferred.eta <= synced_at + timedelta(seconds=30 + 2 * PUSH_GATHER_SECONDS)
+    assert redis.exists(f"celeste:1:{services.PUSH_DEFERRED_KEY}")
+
+    # Its turn comes: the push sends the quantities of then.
+    InventorySyncState.objects.update(synced_at=F("synced_at") - timedelta(seconds=30))
+    assert odoo_push_inventory()["written"] == 10
+    assert odoo_matches_celeste(odoo, pairs[0][1])
 
 
 @pytest.mark.django_db

@@ -6,6 +6,7 @@ adjustments (inventory.py); Odoo's quantities are compared with Celeste's
 
 from ..client import OFF_MESSAGE
 from .inventory import (
+    PUSH_DEFERRED_KEY,
     PUSH_SCHEDULED_KEY,
     PushResult,
     inventory_mark_changed,
@@ -21,6 +22,7 @@ from .reconcile import Drift, inventory_reconcile
 
 __all__ = [
     "OFF_MESSAGE",
+    "PUSH_DEFERRED_KEY",
     "PUSH_SCHEDULED_KEY",
     "Drift",
     "PushResult",

@@ -8,16 +8,20 @@ taking ids; the receiver (signals.py) only enqueues.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Min, Q
 from django.utils import timezone
 
 from catalog.models import StockLevel
+from celeste.background.models import TaskMode
 from celeste.background.queue import enqueue, failed_task_record
+from celeste.background.switches import task_mode
 
 from ...models import InventorySyncState, SyncStatus
 from .. import tasks
@@ -32,6 +36,12 @@ INVENTORY_MODE = {"inventory_mode": True}
 # only matters if a push message is lost between the flag and the queue.
 PUSH_SCHEDULED_KEY = "integrations:odoo:inventory_push_scheduled"
 PUSH_SCHEDULED_TTL = 60
+# Set while a push waits for the debounce of the pairs it is for; holds its due time
+# (epoch seconds). A pair due no earlier needs no push of its own: that one takes it.
+PUSH_DEFERRED_KEY = "integrations:odoo:inventory_push_deferred"
+# A deferred push runs this long after the first pair it waits for is due, so the
+# pairs due just after it (written by the same earlier push) go in the same batch.
+PUSH_GATHER_SECONDS = 1.0
 
 
 # --- marking ---------------------------------------------------------------------
@@ -57,10 +67,10 @@ def _table() -> str:
 
 def inventory_mark_changed(*, product_id: int, store_id: int) -> bool:
     """A stock change of one pair: mark it dirty (version + 1) and make sure a
-    push is queued. Cheap on purpose, so 10,000 changes cost 10,000 upserts and
-    only as many Odoo writes as there are pairs dirty when pushes run.
+    push will take it: at once if the pair was not pushed within the debounce
+    (ODOO_INVENTORY_DEBOUNCE_SECONDS), else when its turn comes.
 
-    Returns whether this call queued the push.
+    Returns whether this call queued a push.
     """
     enabled = odoo_enabled()
     status, error = (SyncStatus.PENDING, "") if enabled else (SyncStatus.SKIPPED, OFF_MESSAGE)
@@ -68,16 +78,28 @@ def inventory_mark_changed(*, product_id: int, store_id: int) -> bool:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO {_table()} {_UPSERT_COLUMNS} "
-                "VALUES (%s, %s, TRUE, 1, 0, %s, %s, 0, now(), now(), now())" + _ON_CONFLICT.format(table=_table()),
+                "VALUES (%s, %s, TRUE, 1, 0, %s, %s, 0, now(), now(), now())"
+                + _ON_CONFLICT.format(table=_table())
+                + " RETURNING synced_at",
                 [product_id, store_id, status, error],
             )
+            (synced_at,) = cursor.fetchone()
     except IntegrityError:  # the product or store was deleted since the change
         logger.info("odoo.inventory_pair_gone", extra={"product_id": product_id, "store_id": store_id})
         return False
     if not enabled:
         logger.info("odoo.inventory_skipped", extra={"product_id": product_id, "store_id": store_id})
         return False
-    return inventory_push_schedule()
+    debounce = debounce_seconds()
+    return inventory_push_schedule(due=synced_at + timedelta(seconds=debounce) if synced_at and debounce else None)
+
+
+def debounce_seconds() -> float:
+    """The debounce of queued pushes. Only a worker can wait for a pair's turn: with
+    the push's switch on ``sync`` every change is pushed inline, as it comes."""
+    if task_mode(tasks.odoo_push_inventory.name) != TaskMode.BACKGROUND:
+        return 0.0
+    return max(settings.ODOO_INVENTORY_DEBOUNCE_SECONDS, 0.0)
 
 
 def inventory_mark_dirty(*, store_ids: list[int] | None = None, pairs: list[tuple[int, int]] | None = None) -> int:
@@ -106,20 +128,58 @@ def inventory_mark_dirty(*, store_ids: list[int] | None = None, pairs: list[tupl
         return cursor.rowcount
 
 
-def inventory_push_schedule() -> bool:
-    """Queue a push unless one is already queued. Call outside a transaction
-    that may still roll back (the flag lives in Redis, not in the database)."""
-    if not cache.add(PUSH_SCHEDULED_KEY, 1, timeout=PUSH_SCHEDULED_TTL):
+def inventory_push_schedule(*, due: datetime | None = None) -> bool:
+    """Make sure a push runs by ``due`` (default: now): queue one unless one is
+    queued already for then or earlier. Call outside a transaction that may
+    still roll back (the flags live in Redis, not in the database). Returns
+    whether this call queued a push."""
+    delay = (due - timezone.now()).total_seconds() if due is not None else 0.0
+    if delay <= 0:
+        if not cache.add(PUSH_SCHEDULED_KEY, 1, timeout=PUSH_SCHEDULED_TTL):
+            return False
+        enqueue(tasks.odoo_push_inventory)
+        return True
+    at = due.timestamp() + PUSH_GATHER_SECONDS
+    queued = cache.get(PUSH_DEFERRED_KEY)
+    if queued is not None and queued <= at + PUSH_GATHER_SECONDS:
         return False
-    enqueue(tasks.odoo_push_inventory)
+    delay += PUSH_GATHER_SECONDS
+    cache.set(PUSH_DEFERRED_KEY, at, timeout=delay + PUSH_SCHEDULED_TTL)
+    enqueue(tasks.odoo_push_inventory, countdown=delay)
     return True
 
 
 def inventory_recover() -> None:
-    """On worker start: dirty pairs left by a crash or a lost message get a push."""
+    """On worker start: dirty pairs left by a crash or a lost message get a push
+    (when their turn comes)."""
     if odoo_enabled() and InventorySyncState.objects.filter(dirty=True).exclude(status=SyncStatus.FAILED).exists():
-        cache.delete(PUSH_SCHEDULED_KEY)
+        cache.delete_many([PUSH_SCHEDULED_KEY, PUSH_DEFERRED_KEY])
+        _push_follow_up(debounce_seconds())
+
+
+def _eligible(debounce: float) -> Q:
+    """Pairs whose last push is at least ``debounce`` seconds old (or that never had one)."""
+    if not debounce:
+        return Q()
+    return Q(synced_at__isnull=True) | Q(synced_at__lte=timezone.now() - timedelta(seconds=debounce))
+
+
+def _push_follow_up(debounce: float) -> None:
+    """Queue the next push if dirty pairs remain: now if one may go, else when the
+    first one's turn comes."""
+    dirty = InventorySyncState.objects.filter(dirty=True)
+    if dirty.filter(_eligible(debounce)).exists():
         inventory_push_schedule()
+    elif debounce and (oldest := dirty.aggregate(first=Min("synced_at"))["first"]) is not None:
+        inventory_push_schedule(due=oldest + timedelta(seconds=debounce))
+
+
+def _deferred_flag_release() -> None:
+    """A push starting at or after the deferred push's due time does its work:
+    from here on a later pair must queue a deferred push of its own."""
+    queued = cache.get(PUSH_DEFERRED_KEY)
+    if queued is not None and queued <= time.time() + PUSH_GATHER_SECONDS:
+        cache.delete(PUSH_DEFERRED_KEY)
 
 
 # --- pushing ---------------------------------------------------------------------
@@ -152,8 +212,11 @@ def inventory_push(
     product_id: int | None = None,
     store_id: int | None = None,
     store_ids: list[int] | None = None,
+    debounced: bool = False,
 ) -> PushResult:
-    """Push up to ``batch_size`` dirty pairs (or exactly one pair) to Odoo.
+    """Push up to ``batch_size`` dirty pairs (or exactly one pair) to Odoo;
+    ``debounced`` (the queued push): only pairs not pushed within
+    ODOO_INVENTORY_DEBOUNCE_SECONDS, the others get a push when their turn comes.
 
     Claims the rows with SKIP LOCKED (concurrent pushes take different pairs)
     and holds them for the whole push, so the quantity read from StockLevel at
@@ -167,9 +230,12 @@ def inventory_push(
     """
     single = product_id is not None
     batch_size = 1 if single else (batch_size or settings.ODOO_INVENTORY_BATCH_SIZE)
+    debounce = debounce_seconds() if debounced and not single else 0.0
     if not single:
         # From here on a new change must queue a new push: this one may have read its quantity already.
         cache.delete(PUSH_SCHEDULED_KEY)
+        if debounced:
+            _deferred_flag_release()
     if not odoo_enabled():
         count = InventorySyncState.objects.filter(dirty=True).update(status=SyncStatus.SKIPPED, error=OFF_MESSAGE)
         return PushResult(skipped=count)
@@ -180,7 +246,7 @@ def inventory_push(
         if single:
             claim = claim.select_for_update(of=("self",)).filter(product_id=product_id, store_id=store_id)
         else:
-            claim = claim.select_for_update(skip_locked=True, of=("self",)).filter(dirty=True)
+            claim = claim.select_for_update(skip_locked=True, of=("self",)).filter(_eligible(debounce), dirty=True)
             if store_ids is not None:
                 claim = claim.filter(store_id__in=store_ids)
         states = list(claim.order_by("changed_at", "id")[:batch_size])
@@ -190,13 +256,9 @@ def inventory_push(
         logger.info("odoo.inventory_pushed", extra=result.as_dict())
     if result.exc is not None and (single or not result.synced or isinstance(result.exc, OdooPermanentError)):
         raise result.exc
-    if not single and (result.exc is not None or _dirty_pairs_exist()):
-        inventory_push_schedule()
+    if not single:
+        _push_follow_up(debounce)
     return result
-
-
-def _dirty_pairs_exist() -> bool:
-    return InventorySyncState.objects.filter(dirty=True).exists()
 
 
 def _states_push(client: OdooClient, states: list[InventorySyncState], *, raise_pair_errors: bool) -> PushResult:
@@ -299,8 +361,10 @@ def _states_push(client: OdooClient, states: list[InventorySyncState], *, raise_
         written.append((state, quant_id, quantity))
 
     applied = _inventory_apply(client, written, result, raise_pair_errors=raise_pair_errors)
+    # Taken after Odoo applied them: the debounce counts from the write, not from the claim.
+    applied_at = timezone.now()
     for state, _quant_id, quantity in applied:
-        _state_done(state, status=SyncStatus.SYNCED, error="", quantity=quantity, now=now)
+        _state_done(state, status=SyncStatus.SYNCED, error="", quantity=quantity, now=applied_at)
     result.written += len(applied)
     return result
 

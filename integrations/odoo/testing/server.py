@@ -420,6 +420,7 @@ class FakeOdooServer:
         self.random = random.Random(seed)
         self.calls: Counter = Counter()  # (model, method) -> execute_kw calls answered (incl. faults)
         self.quantity_writes = 0  # stock.quant writes/creates setting inventory_quantity that took effect
+        self.quantity_write_log: list[tuple[float, int]] = []  # (time.monotonic(), quant id) of each of them
         self.failures_injected = 0
         self.timeout_sleep = 5.0
         self.in_flight = 0  # requests being answered now, and the most ever at once
@@ -493,6 +494,7 @@ class FakeOdooServer:
         with self._lock:
             self.calls.clear()
             self.quantity_writes = 0
+            self.quantity_write_log.clear()
             self.failures_injected = 0
 
     @property
@@ -591,8 +593,10 @@ class FakeOdooServer:
                     and method in ("create", "write")
                     and "inventory_quantity" in (args[0] if method == "create" else args[1])
                 ):
+                    quant_ids = [result] if method == "create" else list(args[0])
                     with self._lock:
                         self.quantity_writes += 1
+                        self.quantity_write_log += [(time.monotonic(), quant_id) for quant_id in quant_ids]
         except (UserError, AccessError) as exc:
             raise xmlrpc.client.Fault(exc.code, str(exc)) from None
         except AccessDenied as exc:
