@@ -112,32 +112,49 @@ def coalesce_reset(task_name: str, **kwargs) -> None:
         pass
 
 
-def _already_queued(message: OutboxMessage) -> bool:
-    """For tasks with ``coalesce_seconds``: True if another job of this task (same
-    kwargs) is queued and not started yet: it will do this one's work too. The
-    mark holds that job's id, so a row published twice (by its publisher and the
-    relay) never coalesces into itself. The task clears the mark when it starts,
-    so work committed after that gets a message of its own; a mark whose job has
-    started or finished is not coalesced into."""
-    seconds = getattr(celery_app.tasks[message.task_name], "coalesce_seconds", None)
-    if not seconds:
-        return False
-    key, job_id = coalesce_key(message.task_name, message.kwargs), str(message.id)
+def _coalesced(messages: list[OutboxMessage]) -> set:
+    """Ids of the messages that another job of the same task (same kwargs) will do the work
+    of: tasks with ``coalesce_seconds`` whose "already queued" mark holds a job no worker has
+    started yet. The mark holds that job's id, so a row published twice (by its publisher and
+    the relay) never coalesces into itself. The task clears the mark when it starts, so work
+    committed after that gets a message of its own; a mark whose job has started or finished
+    (a republished row sets it again) is taken over instead.
+
+    One Redis round trip and at most one query for the whole round, not three per message:
+    a burst of 10,000 stock changes is 10,000 messages to decide."""
+    marked = []
+    for message in messages:
+        seconds = getattr(celery_app.tasks[message.task_name], "coalesce_seconds", None)
+        if seconds:
+            marked.append((message, coalesce_key(message.task_name, message.kwargs), seconds))
+    if not marked:
+        return set()
     try:
-        if client().set(key, job_id, nx=True, ex=seconds):
-            return False
-        holder = client().get(key)
-        if holder in (None, job_id.encode()):
-            return False
-        # The mark can outlive its job's wait: a row published twice (by its publisher
-        # and the relay) sets it again after the job started, or finished. Only a job
-        # no worker has started yet will do this one's work; else this one takes the mark.
-        if OutboxMessage.objects.filter(id=holder.decode(), worker_id="").exists():
-            return True
-        client().set(key, job_id, ex=seconds)
-        return False
+        pipe = client().pipeline(transaction=False)
+        for message, key, seconds in marked:
+            pipe.set(key, str(message.id), nx=True, ex=seconds)
+            pipe.get(key)  # after the SET: this message's own id if it took the mark
+        replies = pipe.execute()
     except redis.RedisError:
-        return False  # then publishing fails too, and the relay takes over
+        return set()  # then publishing fails too, and the relay takes over
+    holders = [None if reply is None else reply.decode() for reply in replies[1::2]]
+    this_round = {str(message.id) for message, _, _ in marked}
+    others = {holder for holder in holders if holder is not None and holder not in this_round}
+    # Checked after every message of this round committed: a holder found unclaimed here reads
+    # their changes whenever a worker starts it.
+    waiting = {str(pk) for pk in OutboxMessage.objects.filter(id__in=others, worker_id="").values_list("id", flat=True)}
+    coalesced, taken = set(), {}
+    for (message, key, seconds), holder in zip(marked, holders, strict=True):
+        job_id = str(message.id)
+        if key in taken or (holder != job_id and (holder in this_round or holder in waiting)):
+            coalesced.add(message.id)  # a job sent in this round, or one still waiting, does it
+        elif holder is not None and holder != job_id:
+            try:
+                client().set(key, job_id, ex=seconds)  # the holder started: this one takes the mark
+            except redis.RedisError:
+                pass
+            taken[key] = job_id
+    return coalesced
 
 
 def publish_messages(messages: list[OutboxMessage]) -> int:
@@ -146,9 +163,10 @@ def publish_messages(messages: list[OutboxMessage]) -> int:
     (an equal message is queued and will do its work) is finished here.
     Returns how many were handled."""
     sent, coalesced = [], []
+    skip = _coalesced(messages)
     for message in messages:
         try:
-            if _already_queued(message):
+            if message.id in skip:
                 coalesced.append(message.id)
             else:
                 _send(message)
