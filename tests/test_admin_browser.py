@@ -79,8 +79,16 @@ class Admin:
         self.driver.find_element(By.PARTIAL_LINK_TEXT, text).click()
 
     def text(self) -> str:
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.common.by import By
 
+        # The campaign page reloads itself every 5 s while sending: a body found just before a
+        # reload is gone when its text is read. Read the new page's.
+        for _ in range(5):
+            try:
+                return self.driver.find_element(By.TAG_NAME, "body").text
+            except StaleElementReferenceException:
+                continue
         return self.driver.find_element(By.TAG_NAME, "body").text
 
     def has(self, css: str) -> bool:
