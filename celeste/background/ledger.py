@@ -149,6 +149,26 @@ def job_claim(*, job_id: str, lease_seconds: float) -> bool:
     return waiting_for_the_database(claim)
 
 
+def jobs_take_gathered(*, task, limit: int) -> list[dict]:
+    """Take over the jobs of a gathering task (CelesteTask.coalesce_gathers) that
+    the publisher left in the care of a queued one: coalesced, so published but
+    never sent. Called by that job when it runs, to do their work along with its
+    own (e.g. mark all their rows in one statement). Returns their kwargs and
+    finishes them in the caller's transaction: call it inside
+    ``transaction.atomic()`` with the writes that do their work, so a rollback
+    gives them back. Rows another caller holds are passed over (SKIP LOCKED); one
+    nobody takes is republished when its lease runs out (``jobs_recover``)."""
+    taken = list(
+        OutboxMessage.objects.select_for_update(skip_locked=True)
+        .filter(task_name=task.name, worker_id="", published_at__isnull=False, published_count=0)
+        .order_by("created_at")
+        .values_list("id", "kwargs")[:limit]
+    )
+    if taken:
+        OutboxMessage.objects.filter(id__in=[job_id for job_id, _ in taken]).delete()
+    return [kwargs for _, kwargs in taken]
+
+
 def job_retry_scheduled(*, job_id: str, at=None, countdown: float = 0) -> None:
     """The job will run again at ``at`` (or ``countdown`` seconds from now: a Celery
     retry): whoever receives that message claims it then. Until then it is nobody's,

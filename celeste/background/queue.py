@@ -100,6 +100,8 @@ def _send(message: OutboxMessage) -> None:
 
 
 def coalesce_key(task_name: str, kwargs: dict) -> str:
+    if getattr(celery_app.tasks.get(task_name), "coalesce_gathers", False):
+        kwargs = {}  # one mark per task: the queued job takes the others' work
     return f"celeste:coalesce:{task_name}:{json.dumps(kwargs, sort_keys=True)}"
 
 
@@ -157,13 +159,34 @@ def _coalesced(messages: list[OutboxMessage]) -> set:
     return coalesced
 
 
+def _gathered_keep(messages: list[OutboxMessage], skip: set) -> set:
+    """The coalesced rows of gathering tasks (CelesteTask.coalesce_gathers) stay in the
+    ledger for the queued job to take: marked published, never sent. Their lease (the
+    mark's lifetime) bounds how long they count on that job: a row it did not take
+    by then is republished by the relay like a lost message. Marked before anything of
+    this round is sent, so a job sent in this round never finds them locked."""
+    kept: dict[float, list] = {}
+    for message in messages:
+        task = celery_app.tasks[message.task_name]
+        if message.id in skip and getattr(task, "coalesce_gathers", False):
+            kept.setdefault(task.coalesce_seconds, []).append(message.id)
+    now = timezone.now()
+    for seconds, ids in kept.items():
+        OutboxMessage.objects.filter(id__in=ids).update(
+            published_at=now, lease_until=now + timezone.timedelta(seconds=seconds), updated_at=now
+        )
+    return {job_id for ids in kept.values() for job_id in ids}
+
+
 def publish_messages(messages: list[OutboxMessage]) -> int:
     """Publish pending outbox rows; on a failure the rest stay pending for the
     relay. A row stays in the ledger until its task finishes; a coalesced row
-    (an equal message is queued and will do its work) is finished here.
+    (an equal message is queued and will do its work) is finished here, or, for a
+    gathering task, left to the queued job to take (``_gathered_keep``).
     Returns how many were handled."""
     sent, coalesced = [], []
     skip = _coalesced(messages)
+    kept = _gathered_keep(messages, skip) if skip else set()
     for message in messages:
         try:
             if message.id in skip:
@@ -185,8 +208,8 @@ def publish_messages(messages: list[OutboxMessage]) -> int:
         OutboxMessage.objects.filter(id__in=sent, published_at__isnull=True).update(
             published_at=now, published_count=F("published_count") + 1, updated_at=now
         )
-    if coalesced:
-        OutboxMessage.objects.filter(id__in=coalesced).delete()
+    if dropped := [job_id for job_id in coalesced if job_id not in kept]:
+        OutboxMessage.objects.filter(id__in=dropped).delete()
     return len(sent) + len(coalesced)
 
 

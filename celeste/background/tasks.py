@@ -35,6 +35,11 @@ class CelesteTask(Task):
     # If set: while a message of this task (same kwargs) waits in the queue, new
     # ones are dropped at publish time; for tasks that do "whatever is pending".
     coalesce_seconds = None
+    # With coalesce_seconds: messages coalesce per task whatever their kwargs, and a
+    # coalesced job is not dropped but stays in the ledger in the care of the queued
+    # one, which takes it (ledger.jobs_take_gathered) and does its work along with
+    # its own; for tasks whose kwargs name the work (a pair to mark) but whose runs batch it.
+    coalesce_gathers = False
     # If set: a function(**kwargs) that failed_task_retry calls, in its transaction,
     # before re-enqueueing a job from the inbox. It restores the domain state the
     # job needs to redo its work (e.g. a failed delivery becomes pending again).

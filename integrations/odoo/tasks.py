@@ -29,11 +29,12 @@ def odoo_sync_order(*, order_id: int) -> str:
 
 
 # One per stock change, and nobody reads its result: skip the result-backend write.
-# Coalesced per pair at publish time: while one job of a pair waits in the queue, the
-# pair's next changes need none of their own (it reads the quantity when the push
-# runs), so a burst over N pairs costs N task runs, not one per change.
+# Gathered at publish time: while one change job waits in the queue, the next ones are
+# not sent but left in the ledger, and that job takes them all when it runs (marking
+# their pairs in one statement; the push reads the quantities when it runs), so a
+# burst of any size costs about one task run, not one per change or per pair.
 # A retry from the inbox redoes the work as is: the upsert marks the pair dirty again.
-@celeste_task("integrations.odoo_inventory_changed", ignore_result=True, coalesce_seconds=60)
+@celeste_task("integrations.odoo_inventory_changed", ignore_result=True, coalesce_seconds=60, coalesce_gathers=True)
 def odoo_inventory_changed(*, product_id: int, store_id: int) -> bool:
     """Mark the pair dirty and make sure a push is queued (no Odoo call here)."""
     return services.inventory_mark_changed(product_id=product_id, store_id=store_id)

@@ -8,13 +8,14 @@ import threading
 import time
 
 import pytest
-from django.db import OperationalError
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from celeste.background import ledger, main_process
 from celeste.background.models import OutboxMessage, WorkerHeartbeat
 from celeste.background.queue import coalesce_key, enqueue, outbox_relay, publish_messages
 from celeste.devserver import embedded
+from integrations.odoo.tasks import odoo_inventory_changed
 from notifications.models import Channel, Delivery, DeliveryStatus, Notification, NotificationEvent
 from notifications.tasks import send_email
 
@@ -320,3 +321,65 @@ def test_a_job_enqueued_with_a_countdown_carries_its_eta_and_is_not_lost_meanwhi
     OutboxMessage.objects.update(lease_until=ago(1))
     assert outbox_relay() == 1
     assert json.loads(redis.lindex("fast", 0))["headers"]["eta"] == row.eta.isoformat()
+
+
+# --- gathering (CelesteTask.coalesce_gathers) ---------------------------------------------
+
+
+def gathering_jobs(count: int) -> list[OutboxMessage]:
+    """Stock-change jobs, one per pair: the gathering task in the tree."""
+    return [
+        OutboxMessage.objects.create(task_name=odoo_inventory_changed.name, kwargs={"product_id": i, "store_id": 1})
+        for i in range(count)
+    ]
+
+
+def test_a_gathering_tasks_jobs_are_sent_once_and_the_rest_left_to_the_queued_one(redis):
+    first, *rest = gathering_jobs(3)
+
+    assert publish_messages([first, *rest]) == 3
+
+    assert queued_messages(redis, "fast") == 1  # other kwargs, same mark: not sent
+    kept = OutboxMessage.objects.filter(id__in=[r.id for r in rest])
+    assert kept.count() == 2  # still in the ledger: their pairs are work to do
+    for row in kept:
+        assert row.published_at and row.published_count == 0 and row.worker_id == ""
+        assert row.lease_until >= row.published_at + timezone.timedelta(seconds=odoo_inventory_changed.coalesce_seconds)
+    # While they wait, the relay neither sends them again nor counts them lost.
+    assert outbox_relay(min_age_seconds=0) == 0
+
+
+def test_the_queued_job_takes_the_gathered_ones_once_and_a_rollback_gives_them_back(redis):
+    first, *rest = gathering_jobs(3)
+    publish_messages([first, *rest])
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert len(ledger.jobs_take_gathered(task=odoo_inventory_changed, limit=10)) == 2
+        raise RuntimeError("the work failed")
+    assert OutboxMessage.objects.count() == 3
+
+    with transaction.atomic():
+        taken = ledger.jobs_take_gathered(task=odoo_inventory_changed, limit=10)
+    assert sorted(kwargs["product_id"] for kwargs in taken) == [1, 2]
+    # Taken once: a second run (or a second job) finds none; the sent job is its own.
+    with transaction.atomic():
+        assert ledger.jobs_take_gathered(task=odoo_inventory_changed, limit=10) == []
+    assert list(OutboxMessage.objects.values_list("id", flat=True)) == [first.id]
+
+
+def test_a_gathered_job_nobody_took_is_republished_when_its_lease_runs_out(redis, settings):
+    """Its queued job ran without taking it (it was locked at that moment): not lost."""
+    first, kept = gathering_jobs(2)
+    publish_messages([first, kept])
+    first.delete()  # that job finished
+    OutboxMessage.objects.filter(id=kept.id).update(
+        published_at=ago(settings.JOB_UNCLAIMED_AFTER_SECONDS + 1), lease_until=ago(1)
+    )
+
+    assert outbox_relay() == 1
+
+    kept.refresh_from_db()
+    assert kept.published_count == 1
+    assert queued_messages(redis, "fast") == 2
+    with transaction.atomic():  # it has a message of its own now: it runs itself
+        assert ledger.jobs_take_gathered(task=odoo_inventory_changed, limit=10) == []

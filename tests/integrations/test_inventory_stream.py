@@ -14,6 +14,7 @@ from django.db import transaction
 
 from catalog.services import stock_level_set, store_update
 from integrations.models import InventorySyncState
+from integrations.odoo.tasks import odoo_inventory_changed
 
 from ..conftest import published, wait_for
 from ..factories import StoreFactory
@@ -80,11 +81,12 @@ def test_a_stream_of_changes_writes_each_pair_at_most_once_per_debounce(odoo, od
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_after_a_burst_odoo_matches_within_seconds_in_one_task_run_per_pair(odoo, odoo_worker, grid):
+def test_after_a_burst_odoo_matches_within_seconds_in_one_change_task_run(odoo, odoo_worker, grid):
     """800 changes over 20 pairs land while the worker is stopped (busy, or
-    down). They cost one change task per pair, not one per change (before: 800
-    runs, and tens of seconds on two loaded cores), and Odoo matches Celeste
-    within 10 s of the worker taking them, under the production debounce."""
+    down). One change job is sent; the others wait in the ledger and its run
+    marks every pair once (before: one run per change, then one per pair, and
+    tens of seconds on two loaded cores for a larger burst), and Odoo matches
+    Celeste within 10 s of the worker taking them, under the production debounce."""
     stores, pairs = grid
     worker = odoo_worker(ODOO_INVENTORY_DEBOUNCE_SECONDS="60")
     rng = random.Random(9)
@@ -104,9 +106,10 @@ def test_after_a_burst_odoo_matches_within_seconds_in_one_task_run_per_pair(odoo
     wait_for(lambda: settled(odoo, stores), timeout=30, interval=0.1, message="Odoo to match Celeste")
 
     assert time.monotonic() - resumed < 10
-    # ``version`` counts the change task runs of a pair: one each.
+    # ``version`` counts the marks of a pair: one each.
     assert sorted(InventorySyncState.objects.values_list("version", flat=True)) == [1] * len(pairs)
     assert odoo.quantity_writes == len(pairs)
+    assert worker.log().count(f"Task {odoo_inventory_changed.name}[") == 2  # one run: received, succeeded
 
 
 @pytest.mark.worker

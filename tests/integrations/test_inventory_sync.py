@@ -227,6 +227,32 @@ def test_a_transient_error_mid_batch_keeps_the_progress_and_queues_the_rest(odoo
     assert odoo_matches_celeste(odoo, pairs[0][1])
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_queued_change_job_marks_the_pairs_gathered_into_it_and_runs_twice_safely(odoo, odoo_settings, pairs):
+    """A burst of changes: one change job is sent, the others wait in the ledger for
+    it. Its run marks every pair in one go (a pair whose product was deleted meanwhile
+    is dropped), once: run again, it finds nothing left to take."""
+    from ..conftest import published
+
+    change(pairs, 40)
+    published()
+    holder = OutboxMessage.objects.get(task_name=odoo_inventory_changed.name, published_count=1)
+    assert OutboxMessage.objects.filter(task_name=odoo_inventory_changed.name).count() == 40
+    gone, _ = next((p, s) for p, s in pairs if p.id != holder.kwargs["product_id"])
+    gone.delete()
+
+    assert odoo_inventory_changed(**holder.kwargs) is True  # a push is queued
+
+    states = InventorySyncState.objects.filter(dirty=True)
+    assert sorted(states.values_list("product_id", flat=True)) == sorted(p.id for p, _ in pairs if p != gone)
+    assert set(states.values_list("version", flat=True)) == {1}  # each pair marked once
+    assert list(OutboxMessage.objects.filter(task_name=odoo_inventory_changed.name)) == [holder]  # the rest: taken
+
+    odoo_inventory_changed(**holder.kwargs)  # a second run: its own pair again, nothing else
+    assert InventorySyncState.objects.get(**holder.kwargs).version == 2
+    assert sorted(states.values_list("version", flat=True)) == [1] * 8 + [2]
+
+
 # --- through real workers ---------------------------------------------------------
 
 

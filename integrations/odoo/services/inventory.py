@@ -18,7 +18,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Min, Q
 from django.utils import timezone
 
-from catalog.models import StockLevel
+from catalog.models import Product, StockLevel, Store
+from celeste.background.ledger import jobs_take_gathered
 from celeste.background.models import TaskMode
 from celeste.background.queue import enqueue, failed_task_record
 from celeste.background.switches import task_mode
@@ -42,6 +43,8 @@ PUSH_DEFERRED_KEY = "integrations:odoo:inventory_push_deferred"
 # A deferred push runs this long after the first pair it waits for is due, so the
 # pairs due just after it (written by the same earlier push) go in the same batch.
 PUSH_GATHER_SECONDS = 1.0
+# The waiting change jobs one statement takes over (their pairs marked together).
+CHANGES_TAKEN_AT_MOST = 5_000
 
 
 # --- marking ---------------------------------------------------------------------
@@ -66,32 +69,51 @@ def _table() -> str:
 
 
 def inventory_mark_changed(*, product_id: int, store_id: int) -> bool:
-    """A stock change of one pair: mark it dirty (version + 1) and make sure a
-    push will take it: at once if the pair was not pushed within the debounce
-    (ODOO_INVENTORY_DEBOUNCE_SECONDS), else when its turn comes.
+    """A stock change of one pair: mark it dirty (version + 1), together with the
+    pairs of the change jobs gathered into this one while it waited in the queue
+    (taken over from the ledger, a chunk per statement: after a burst one run marks
+    them all; see CelesteTask.coalesce_gathers), and make sure a push will take
+    them: at once if one of them was not pushed within the debounce
+    (ODOO_INVENTORY_DEBOUNCE_SECONDS), else when the first one's turn comes.
 
     Returns whether this call queued a push.
     """
     enabled = odoo_enabled()
     status, error = (SyncStatus.PENDING, "") if enabled else (SyncStatus.SKIPPED, OFF_MESSAGE)
-    try:
+    synced, gone, pairs = [], 0, {(product_id, store_id)}
+    while True:
         with transaction.atomic(), connection.cursor() as cursor:
+            waiting = jobs_take_gathered(task=tasks.odoo_inventory_changed, limit=CHANGES_TAKEN_AT_MOST)
+            pairs = sorted(pairs | {(job["product_id"], job["store_id"]) for job in waiting})
+            # The join drops the pairs whose product or store was deleted since the change:
+            # nothing to sync. (One deleted during this statement fails it; the retry drops it.)
+            # Rows are upserted in pair order, so two of these never deadlock.
             cursor.execute(
                 f"INSERT INTO {_table()} {_UPSERT_COLUMNS} "
-                "VALUES (%s, %s, TRUE, 1, 0, %s, %s, 0, now(), now(), now())"
-                + _ON_CONFLICT.format(table=_table())
-                + " RETURNING synced_at",
-                [product_id, store_id, status, error],
+                "SELECT p.product_id, p.store_id, TRUE, 1, 0, %s, %s, 0, now(), now(), now() "
+                "FROM unnest(%s::bigint[], %s::bigint[]) AS p(product_id, store_id) "
+                f"JOIN {Product._meta.db_table} AS pr ON pr.id = p.product_id "
+                f"JOIN {Store._meta.db_table} AS st ON st.id = p.store_id "
+                "ORDER BY p.product_id, p.store_id" + _ON_CONFLICT.format(table=_table()) + " RETURNING synced_at",
+                [status, error, [p for p, _ in pairs], [s for _, s in pairs]],
             )
-            (synced_at,) = cursor.fetchone()
-    except IntegrityError:  # the product or store was deleted since the change
-        logger.info("odoo.inventory_pair_gone", extra={"product_id": product_id, "store_id": store_id})
+            rows = cursor.fetchall()
+        synced += [synced_at for (synced_at,) in rows]
+        gone += len(pairs) - len(rows)
+        if len(waiting) < CHANGES_TAKEN_AT_MOST:
+            break
+        pairs = set()
+    if gone:
+        logger.info("odoo.inventory_pairs_gone", extra={"count": gone})
+    if not synced:
         return False
     if not enabled:
-        logger.info("odoo.inventory_skipped", extra={"product_id": product_id, "store_id": store_id})
+        logger.info("odoo.inventory_skipped", extra={"pairs": len(synced)})
         return False
     debounce = debounce_seconds()
-    return inventory_push_schedule(due=synced_at + timedelta(seconds=debounce) if synced_at and debounce else None)
+    # A pair never pushed, or pushed a debounce ago, may go now; else the first one's turn.
+    due = None if not debounce or None in synced else min(synced) + timedelta(seconds=debounce)
+    return inventory_push_schedule(due=due)
 
 
 def debounce_seconds() -> float:

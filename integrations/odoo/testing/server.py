@@ -421,6 +421,7 @@ class FakeOdooServer:
         self.calls: Counter = Counter()  # (model, method) -> execute_kw calls answered (incl. faults)
         self.quantity_writes = 0  # stock.quant writes/creates setting inventory_quantity that took effect
         self.quantity_write_log: list[tuple[float, int]] = []  # (time.monotonic(), quant id) of each of them
+        self.call_log: list[tuple[float, str, str]] = []  # (time.monotonic(), model, method) of every execute_kw
         self.failures_injected = 0
         self.timeout_sleep = 5.0
         self.in_flight = 0  # requests being answered now, and the most ever at once
@@ -495,6 +496,7 @@ class FakeOdooServer:
             self.calls.clear()
             self.quantity_writes = 0
             self.quantity_write_log.clear()
+            self.call_log.clear()
             self.failures_injected = 0
 
     @property
@@ -572,6 +574,7 @@ class FakeOdooServer:
         args, kwargs = list(args or []), dict(kwargs or {})
         with self._lock:
             self.calls[(model, method)] += 1
+            self.call_log.append((time.monotonic(), model, method))
         if db != self.db or uid != UID or password != self.api_key or self.injection.deny:
             raise xmlrpc.client.Fault(3, "Access Denied")
         failure = self._decide(model, method)
