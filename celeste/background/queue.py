@@ -115,12 +115,13 @@ def coalesce_reset(task_name: str, **kwargs) -> None:
 
 
 def _coalesced(messages: list[OutboxMessage]) -> set:
-    """Ids of the messages that another job of the same task (same kwargs) will do the work
-    of: tasks with ``coalesce_seconds`` whose "already queued" mark holds a job no worker has
-    started yet. The mark holds that job's id, so a row published twice (by its publisher and
-    the relay) never coalesces into itself. The task clears the mark when it starts, so work
-    committed after that gets a message of its own; a mark whose job has started or finished
-    (a republished row sets it again) is taken over instead.
+    """Ids of the messages that another job of the same task (same kwargs; any, for a
+    gathering task) will do the work of: tasks with ``coalesce_seconds`` whose "already
+    queued" mark holds a job no worker has started yet. The mark holds that job's id, so a
+    row published twice (by its publisher and the relay) never coalesces into itself. The
+    task clears the mark when it starts, so work committed after that gets a message of its
+    own; a mark whose job has started or finished (a republished row sets it again) is taken
+    over instead.
 
     One Redis round trip and at most one query for the whole round, not three per message:
     a burst of 10,000 stock changes is 10,000 messages to decide."""
