@@ -103,7 +103,7 @@ def test_runall_starts_its_worker_niced_with_one_encoder_thread(monkeypatch):
     monkeypatch.delenv("WORKER_NICE", raising=False)
     monkeypatch.delenv("EMBEDDING_THREADS", raising=False)
     commands, envs = stack_commands(host="127.0.0.1", port=8000, stream_port=8001)
-    assert commands["worker"][:4] == [sys.executable, "-m", "celeste.devserver.niceness", "10"]
+    assert commands["worker"][:4] == [sys.executable, "-m", "celeste.devserver.niceness", "19"]
     assert envs["worker"]["EMBEDDING_THREADS"] == "1"
     assert commands["web"][0] == sys.executable and "web" not in envs  # the web keeps its priority and threads
 

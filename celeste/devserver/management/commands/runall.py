@@ -83,7 +83,7 @@ class Command(BaseCommand):
 # The worker's share of the CPU while a burst of slow work (embeddings, images) runs: it runs
 # at this niceness, and its encoder on this many threads, so the web's requests keep their
 # core (the load bench's isolation figure measures it; docs/operations.md, "Isolation").
-WORKER_NICE_DEFAULT = "10"
+WORKER_NICE_DEFAULT = "19"
 WORKER_EMBEDDING_THREADS_DEFAULT = "1"
 
 
