@@ -165,7 +165,9 @@ def _encode(image: Image.Image, fmt: str, quality: int) -> bytes:
     elif fmt == "webp":
         image.save(buffer, "WEBP", quality=quality, method=4)
     else:
-        image.save(buffer, ENCODERS[fmt], quality=quality)
+        # AVIF's encoder would take a thread per core (Pillow's default): one image renders on
+        # one core, so a batch of images leaves the web the others (docs/operations.md, "Isolation").
+        image.save(buffer, ENCODERS[fmt], quality=quality, max_threads=1)
     return buffer.getvalue()
 
 

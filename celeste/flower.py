@@ -6,9 +6,9 @@ comma-separated for several logins) it refuses to start. It listens on
 FLOWER_ADDRESS (default 127.0.0.1, so only this machine) and FLOWER_PORT (5555).
 The credentials stay in the environment, where Flower reads them itself
 (``FLOWER_BASIC_AUTH``): never on the command line, which ``ps`` shows to
-everyone. Flower shows tasks because workers send task events
-(``CELERY_WORKER_SEND_TASK_EVENTS``) and publishers send ``task-sent``
-(``CELERY_TASK_SEND_SENT_EVENT``).
+everyone. Flower shows tasks because publishers send ``task-sent``
+(``CELERY_TASK_SEND_SENT_EVENT``) and workers send task events while Flower asks for them
+(its ``enable_events``; ``CELERY_WORKER_SEND_TASK_EVENTS`` is off by default).
 """
 
 import os

@@ -155,7 +155,10 @@ def flower_task(base: str, job_id: str) -> dict | None:
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_flower_shows_the_worker_and_its_tasks_to_its_login_only(worker):
+def test_flower_shows_the_worker_and_its_tasks_to_its_login_only(start_worker):
+    # As runall and compose run it (gossip and heartbeat on, so its event dispatcher is on):
+    # its task events are off until Flower turns them on (CELERY_WORKER_SEND_TASK_EVENTS).
+    worker = start_worker(lean=False)
     with flower() as base:
         # The worker, as the broker's remote control reaches it (the same process we started).
         workers = wait_for(lambda: api(f"{base}/api/workers?refresh=1"), timeout=30, message="the worker in Flower")
@@ -180,6 +183,7 @@ def test_flower_shows_the_worker_and_its_tasks_to_its_login_only(worker):
                     raise
         assert (task["name"], task["worker"], task["result"]) == (ping.name, name, "'pong'")
         assert task["sent"] is not None  # the publisher's task-sent event (CELERY_TASK_SEND_SENT_EVENT)
+        assert "Events of group {task} enabled by remote" in worker.log()  # Flower asked for them
 
         # Without the login, or with a wrong one: 401, for the API and the pages.
         for path in ("/api/workers", "/api/tasks", f"/api/task/info/{job.id}", "/", "/tasks"):

@@ -1,7 +1,7 @@
 import logging
 
 from celery.signals import celeryd_init, task_postrun, worker_init, worker_ready, worker_shutdown
-from django.db import connections
+from django.db import close_old_connections, connections
 
 from celeste.logs import request_id
 
@@ -62,6 +62,14 @@ def _forget_request_id(task=None, **_):
         request_id.set("")
 
 
+def _recycle_connections(task=None, **_):
+    # A task's database connection outlives it, as a request's does (CONN_MAX_AGE; Celery's
+    # fixup closes it only every CELERY_DB_REUSE_MAX tasks): closed here once too old or
+    # broken, and health-checked at the next task's first query.
+    if task is not None and not task.request.is_eager:
+        close_old_connections()
+
+
 def connect_worker_signals():
     celeryd_init.connect(_assign_worker_id, dispatch_uid="background.assign_worker_id", weak=False)
     celeryd_init.connect(_track_periodic_starts, dispatch_uid="background.track_periodic_starts", weak=False)
@@ -69,3 +77,4 @@ def connect_worker_signals():
     worker_ready.connect(_recover_on_worker_start, dispatch_uid="background.recover_on_worker_start", weak=False)
     worker_shutdown.connect(_sign_off, dispatch_uid="background.sign_off", weak=False)
     task_postrun.connect(_forget_request_id, dispatch_uid="background.forget_request_id", weak=False)
+    task_postrun.connect(_recycle_connections, dispatch_uid="background.recycle_connections", weak=False)

@@ -267,11 +267,17 @@ CELERY_TASK_DEFAULT_QUEUE = "fast"
 CELERY_TASK_ROUTES = ("celeste.background.routing.route_task",)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# Task events (received, started, succeeded, failed…) from workers, and task-sent from
-# publishers, so Flower (`make flower`) shows every task. Without a monitor listening,
-# they are dropped by the broker.
-CELERY_WORKER_SEND_TASK_EVENTS = True
+# Task events (received, started, succeeded, failed…) are Flower's: workers send them while a
+# monitor asks them to (Flower's enable_events, every few seconds; `celery control enable_events`),
+# not all the time, since each is a Redis round trip of every task. WORKER_TASK_EVENTS=1 sends
+# them from the start. Publishers always send task-sent.
+CELERY_WORKER_SEND_TASK_EVENTS = env_bool("WORKER_TASK_EVENTS", False)
 CELERY_TASK_SEND_SENT_EVENT = True
+# Celery's Django fixup closes the task's database connections before and after every task
+# unless this is set (then every this many tasks): a new Postgres connection per job, most of a
+# small job's cost. Connections are kept as in a web process instead (signals.py: CONN_MAX_AGE,
+# health checks between tasks).
+CELERY_DB_REUSE_MAX = 1000
 
 # --- Task control plane -------------------------------------------------------
 # How long a process trusts its cached copy of the task switches.

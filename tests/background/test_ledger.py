@@ -80,6 +80,57 @@ def test_a_finished_job_cannot_be_claimed(redis):
     assert not ledger.job_claim(job_id=row.id, lease_seconds=60)
 
 
+def test_claim_finish_and_result_are_one_statement_each_committed_without_waiting_for_the_flush(redis):
+    """A job's bookkeeping is three writes; each was four round trips (BEGIN, SET LOCAL or
+    SELECT, the write, COMMIT), the bulk of a small job's cost. Now one statement each, in
+    autocommit, that turns synchronous_commit off for its own transaction."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django_celery_results.models import TaskResult
+
+    from celeste.celery import app
+
+    row = job(published_at=ago(1))
+    ledger.worker_id_assign("a")
+    for write in (
+        lambda: ledger.job_claim(job_id=row.id, lease_seconds=60),
+        lambda: app.backend.mark_as_done(str(row.id), 42),
+        lambda: ledger.job_finish(job_id=row.id),
+    ):
+        with CaptureQueriesContext(connection) as queries:
+            write()
+        assert len(queries) == 1 and "set_config('synchronous_commit', 'off', true)" in queries[0]["sql"]
+
+    assert not OutboxMessage.objects.filter(id=row.id).exists()
+    stored = TaskResult.objects.get(task_id=str(row.id))
+    assert (stored.status, stored.result, stored.date_done is not None) == ("SUCCESS", "42", True)
+    app.backend.mark_as_failure(str(row.id), ValueError("again"))  # a second outcome updates the row
+    assert TaskResult.objects.get(task_id=str(row.id)).status == "FAILURE"
+
+
+def test_a_task_keeps_its_database_connection_for_the_next_one():
+    """Celery's Django fixup closed every connection before and after each task: a new
+    Postgres connection per job. With CELERY_DB_REUSE_MAX the worker keeps it, as a web
+    process does between requests (closed once older than CONN_MAX_AGE or broken)."""
+    from celery.fixups.django import DjangoWorkerFixup
+    from celery.signals import task_postrun, task_prerun
+    from django.db import connection
+
+    from celeste.background.tasks import ping
+    from celeste.celery import app
+
+    fixup = DjangoWorkerFixup(app)
+    OutboxMessage.objects.exists()
+    opened = connection.connection
+    for _ in range(5):
+        fixup.on_task_prerun(sender=ping)
+        task_prerun.send(sender=ping, task_id="t", task=ping, args=(), kwargs={})
+        OutboxMessage.objects.exists()
+        task_postrun.send(sender=ping, task_id="t", task=ping, args=(), kwargs={}, retval=None, state="SUCCESS")
+        fixup.on_task_postrun(sender=ping)
+    assert connection.connection is opened
+
+
 def test_a_retry_is_recorded_once_a_restarting_database_is_back(embedded_root):
     """Found by tests/faults/test_postgres_restart.py: a task failed on its connection while
     Postgres restarted, recording its retry failed too, and the job stayed claimed by the

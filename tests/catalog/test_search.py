@@ -70,6 +70,23 @@ def test_hits_carry_a_similarity_score_best_first(api_client, catalog):
     assert results[0]["product"]["embedding_status"] == "ready"
 
 
+def test_the_queries_of_a_search_do_not_grow_with_its_hits(api_client, catalog):
+    """Each hit shows its embedding's status: read for all hits at once, not one query per hit."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    api_client.get(URL, {"q": "milk", "limit": 1})  # the query's vector is cached from here on
+    counts = {}
+    for limit in (1, 6):
+        with CaptureQueriesContext(connection) as queries:
+            response = api_client.get(URL, {"q": "milk", "limit": limit})
+        assert {hit["product"]["embedding_status"] for hit in response.json()["results"]} == {"ready"}
+        counts[limit] = len(queries)
+
+    assert len(response.json()["results"]) == 6
+    assert counts[6] == counts[1]
+
+
 def test_limit_caps_the_results(api_client, catalog):
     assert len(names(api_client.get(URL, {"q": "milk", "limit": 2}))) == 2
 

@@ -103,12 +103,32 @@ def test_runall_starts_its_worker_niced_with_one_encoder_thread(monkeypatch):
     monkeypatch.delenv("WORKER_NICE", raising=False)
     monkeypatch.delenv("EMBEDDING_THREADS", raising=False)
     commands, envs = stack_commands(host="127.0.0.1", port=8000, stream_port=8001)
-    assert commands["worker"][:3] == ["nice", "-n", "10"]
+    assert commands["worker"][:4] == [sys.executable, "-m", "celeste.devserver.niceness", "19"]
     assert envs["worker"]["EMBEDDING_THREADS"] == "1"
     assert commands["web"][0] == sys.executable and "web" not in envs  # the web keeps its priority and threads
 
     monkeypatch.setenv("WORKER_NICE", "0")
     monkeypatch.setenv("EMBEDDING_THREADS", "2")
     commands, envs = stack_commands(host="127.0.0.1", port=8000, stream_port=8001)
-    assert commands["worker"][0] == sys.executable
+    assert commands["worker"][:3] == [sys.executable, "-m", "celery"]
     assert envs["worker"]["EMBEDDING_THREADS"] == "2"
+
+
+def test_the_niced_worker_yields_to_a_process_of_another_session():
+    """`nice -n 10` alone does not count against a process in another session where the kernel
+    schedules by autogroup (runall starts each process in its own session): the wrapper sets
+    the niceness of the process and of its session's autogroup, which its children inherit."""
+    probe = "import os, pathlib; print(os.getpriority(os.PRIO_PROCESS, 0)); p = pathlib.Path('/proc/self/autogroup')"
+    probe += "; print(p.read_text() if p.exists() else '')"
+    done = subprocess.run(
+        [sys.executable, "-m", "celeste.devserver.niceness", "7", sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=BASE_DIR,
+        start_new_session=True,  # as runall starts it: a session, hence an autogroup, of its own
+    )
+    niceness, autogroup = (done.stdout.splitlines() + [""])[:2]
+    assert niceness == "7", done.stderr
+    if os.path.exists("/proc/self/autogroup"):
+        assert autogroup.endswith("nice 7")

@@ -37,6 +37,9 @@ SMTP_DELAY_SECONDS = 0.1  # one worker: at most 10 emails/s
 SCALE_ENV = {
     "CAMPAIGN_CHUNK_SIZE": "10",
     "CAMPAIGN_MAX_CONCURRENT_CHUNKS": "3",  # one chunk per worker at once
+    # A pair pushed and then changed again waits its turn (default 300 s): the burst below must
+    # end within the minute it is given, whether or not a push happens between two changes.
+    "ODOO_INVENTORY_DEBOUNCE_SECONDS": "1",
     "LOG_LEVEL": "INFO",
     "LOG_FORMAT": "console",
 }

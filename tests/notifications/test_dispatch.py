@@ -27,8 +27,15 @@ def order():
     return place_order(user=UserFactory(email="ada@example.com", first_name="Ada"))
 
 
+def subscribed(user) -> PushSubscription:
+    return PushSubscription.objects.create(
+        user=user, endpoint="https://push.example.com/send/ada", p256dh="key", auth="secret"
+    )
+
+
 @pytest.mark.parametrize("status", ["paid", "confirmed", "shipped", "delivered", "cancelled"])
 def test_each_event_makes_one_notification_and_a_delivery_per_channel(order, status):
+    subscribed(order.user)
     notification = services.notification_dispatch_order_event(order_id=reach(order, status).id, status=status)
 
     assert notification.event == f"order.{status}"
@@ -98,6 +105,7 @@ def test_in_app_turned_off_keeps_it_out_of_the_notification_center(order):
 
 
 def test_switch_off_stops_one_channel_without_touching_the_others(order, set_switch):
+    subscribed(order.user)
     set_switch("notifications.send_email", "off")
 
     notification = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
@@ -258,6 +266,31 @@ def test_one_gone_subscription_does_not_stop_the_others(order, redis, push_recei
 
 def test_no_push_subscription_means_skipped(order, redis):
     notification = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
+
+    assert services.delivery_send(delivery_id=notification.deliveries.get(channel="push").id) == "skipped"
+
+
+def test_a_channel_with_nobody_to_send_to_is_skipped_at_dispatch_without_a_job(order, redis):
+    """Most customers have no push subscription: a send_push job per event found nothing to do
+    and cost the worker a job's bookkeeping all the same."""
+    services.preference_set(user_id=order.user.id, channel=Channel.EMAIL, enabled=False)
+
+    notification = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
+
+    assert deliveries(notification) == {"in_app": "sent", "email": "skipped", "push": "skipped"}
+    assert enqueued("notifications.send_email") == enqueued("notifications.send_push") == []
+    assert set(notification.deliveries.values_list("last_error", flat=True)) == {
+        "",
+        "The user turned this channel off.",
+        "The user has no active push subscription.",
+    }
+
+
+def test_a_push_queued_for_a_subscriber_who_unsubscribed_since_is_skipped_by_its_send(order, redis):
+    """The send re-checks what the dispatch checked."""
+    subscription = subscribed(order.user)
+    notification = services.notification_dispatch_order_event(order_id=reach(order, "paid").id, status="paid")
+    PushSubscription.objects.filter(id=subscription.id).update(active=False)
 
     assert services.delivery_send(delivery_id=notification.deliveries.get(channel="push").id) == "skipped"
 

@@ -83,7 +83,7 @@ class Command(BaseCommand):
 # The worker's share of the CPU while a burst of slow work (embeddings, images) runs: it runs
 # at this niceness, and its encoder on this many threads, so the web's requests keep their
 # core (the load bench's isolation figure measures it; docs/operations.md, "Isolation").
-WORKER_NICE_DEFAULT = "10"
+WORKER_NICE_DEFAULT = "19"
 WORKER_EMBEDDING_THREADS_DEFAULT = "1"
 
 
@@ -110,7 +110,9 @@ def stack_commands(*, host: str, port: int, stream_port: int) -> tuple[dict[str,
         # The live event stream: uvicorn, thousands of idle connections on one event loop.
         "stream": [python, "-m", "celeste.asgi_server", "--host", host, "--port", str(stream_port)],
         "worker": [
-            *(["nice", "-n", nice] if int(nice) else []),
+            # Niceness of the process and of its session's autogroup (a plain `nice` would not
+            # count against the web, which runs in a session of its own): see niceness.py.
+            *([python, "-m", "celeste.devserver.niceness", nice] if int(nice) else []),
             python,
             "-m",
             "celery",
