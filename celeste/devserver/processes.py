@@ -1,4 +1,4 @@
-"""Start real Celery workers as subprocesses (tests and benchmarks)."""
+"""Celery command lines (runall's too), and real Celery workers started as subprocesses (tests and benchmarks)."""
 
 import os
 import signal
@@ -60,6 +60,16 @@ class Worker:
                 self.kill()
 
 
+def celery_command(*args: str) -> list[str]:
+    """``celery -A celeste …`` with this interpreter: one spelling for runall, tests and benchmarks."""
+    return [sys.executable, "-m", "celery", "-A", "celeste", *args]
+
+
+def worker_command(*, queues: str, concurrency: int | str, extra: list[str] = ()) -> list[str]:
+    """A prefork ``celery worker`` (Celery's default pool) on ``queues``."""
+    return celery_command("worker", "-Q", queues, "--concurrency", str(concurrency), "-l", "info", *extra)
+
+
 # Tests start workers without the cluster features (gossip, mingle, heartbeat): they start faster.
 LEAN_WORKER_ARGS = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
 
@@ -82,24 +92,11 @@ def spawn_worker(
     child_env = child_environment(env)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "celeste",
-                "worker",
-                "-Q",
-                queues,
-                "--concurrency",
-                str(concurrency),
-                "--pool",
-                "prefork",
-                "-l",
-                "info",
-                *(["-n", node_name] if node_name else []),
-                *(LEAN_WORKER_ARGS if lean else []),
-            ],
+            worker_command(
+                queues=queues,
+                concurrency=concurrency,
+                extra=[*(["-n", node_name] if node_name else []), *(LEAN_WORKER_ARGS if lean else [])],
+            ),
             cwd=BASE_DIR,
             env=child_env,
             stdout=log,
@@ -154,28 +151,10 @@ def wait_until_ready(worker: Worker, timeout: float = 90) -> None:
 def celery_beat(*, env: dict | None = None, log_dir: Path):
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"beat-{time.time_ns()}.log"
-    child_env = {
-        **os.environ,
-        "DATABASE_URL": database_url_for_current_connection(),
-        "REDIS_URL": settings.REDIS_URL,
-        **(env or {}),
-    }
+    child_env = child_environment(env)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "celeste",
-                "beat",
-                "-l",
-                "info",
-                "--schedule",
-                str(log_dir / "beat-schedule"),
-                "--max-interval",
-                "1",
-            ],
+            celery_command("beat", "-l", "info", "--schedule", str(log_dir / "beat-schedule"), "--max-interval", "1"),
             cwd=BASE_DIR,
             env=child_env,
             stdout=log,

@@ -13,6 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from celeste import metrics
+from celeste.devserver.processes import celery_command, worker_command
 from celeste.flower import FlowerNotConfigured, flower_command
 
 COLORS = ["\033[36m", "\033[33m", "\033[35m", "\033[32m"]
@@ -113,20 +114,9 @@ def stack_commands(*, host: str, port: int, stream_port: int) -> tuple[dict[str,
             # Niceness of the process and of its session's autogroup (a plain `nice` would not
             # count against the web, which runs in a session of its own): see niceness.py.
             *([python, "-m", "celeste.devserver.niceness", nice] if int(nice) else []),
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "celeste",
-            "worker",
-            "-Q",
-            "slow,images,fast",
-            "--concurrency",
-            os.environ.get("WORKER_CONCURRENCY", "2"),
-            "-l",
-            "info",
+            *worker_command(queues="slow,images,fast", concurrency=os.environ.get("WORKER_CONCURRENCY", "2")),
         ],
-        "beat": [python, "-m", "celery", "-A", "celeste", "beat", "-l", "info"],
+        "beat": celery_command("beat", "-l", "info"),
     }
     threads = os.environ.get("EMBEDDING_THREADS") or WORKER_EMBEDDING_THREADS_DEFAULT
     envs = {"worker": {**os.environ, "EMBEDDING_THREADS": threads}}
