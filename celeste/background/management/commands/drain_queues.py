@@ -7,10 +7,10 @@ from celeste.background.metrics import queue_lengths, queue_names
 from celeste.celery import app
 
 
-def in_flight(queues: set[str], workers: list[str]) -> dict[str, list[dict]]:
+def in_flight(queues: set[str], workers: list[str], connection) -> dict[str, list[dict]]:
     """The tasks of ``queues`` that ``workers`` run or hold (prefetched), by worker."""
     # With the workers named, a reply from each ends the wait (else it lasts the whole timeout).
-    inspect = app.control.inspect(destination=workers, timeout=5, limit=len(workers))
+    inspect = app.control.inspect(destination=workers, timeout=5, limit=len(workers), connection=connection)
     active, reserved = inspect.active() or {}, inspect.reserved() or {}
     held = {
         worker: [
@@ -41,8 +41,16 @@ class Command(BaseCommand):
         unknown = set(queues) - set(known)
         if unknown:
             raise CommandError(f"Unknown queue(s): {', '.join(sorted(unknown))}. Queues: {', '.join(known)}.")
+        # A broker connection of its own, not one from the app's pool: a pooled one may have been
+        # broken by a Redis restart since this process took it (call_command in a long-lived process).
+        with app.connection_for_write() as connection:
+            self._control(queues, resume, timeout, connection)
+
+    def _control(self, queues: list[str], resume: bool, timeout: float, connection) -> None:
         control = app.control.add_consumer if resume else app.control.cancel_consumer
-        replies = [reply for name in queues for reply in control(name, reply=True, timeout=2) or []]
+        replies = [
+            reply for name in queues for reply in control(name, reply=True, timeout=2, connection=connection) or []
+        ]
         if not replies:
             self.stdout.write(self.style.WARNING("No worker answered: nothing to drain or resume."))
             return
@@ -51,11 +59,11 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(f"Consuming {', '.join(queues)} again: {', '.join(workers)}."))
             return
         self.stdout.write(f"{len(workers)} worker(s) stopped taking messages from {', '.join(queues)}.")
-        self._wait(set(queues), workers, timeout)
+        self._wait(set(queues), workers, timeout, connection)
 
-    def _wait(self, queues: set[str], workers: list[str], timeout: float) -> None:
+    def _wait(self, queues: set[str], workers: list[str], timeout: float, connection) -> None:
         deadline = time.monotonic() + timeout
-        held = in_flight(queues, workers)
+        held = in_flight(queues, workers, connection)
         total = sum(map(len, held.values()))
         with tqdm(total=total, unit="task", desc="draining", file=self.stderr._out, disable=total == 0) as bar:
             while held:
@@ -66,10 +74,11 @@ class Command(BaseCommand):
                     )
                     raise CommandError(f"Not drained after {timeout:g} s; still running or held:\n{left}", returncode=2)
                 time.sleep(0.5)
-                held = in_flight(queues, workers)
+                held = in_flight(queues, workers, connection)
                 bar.update(max(total - sum(map(len, held.values())) - bar.n, 0))
         waiting = {name: length for name, length in queue_lengths().items() if name in queues}
-        scheduled = app.control.inspect(destination=workers, timeout=5, limit=len(workers)).scheduled() or {}
+        inspect = app.control.inspect(destination=workers, timeout=5, limit=len(workers), connection=connection)
+        scheduled = inspect.scheduled() or {}
         retries = sum(map(len, scheduled.values()))
         self.stdout.write(
             self.style.SUCCESS("Drained: no task of these queues is running or held by a worker.")
