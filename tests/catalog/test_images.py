@@ -568,7 +568,11 @@ def test_uploads_and_urls_are_processed_by_a_real_worker_on_the_images_queue(
     assert ProductImageVariant.objects.filter(image_id__in=[uploaded, by_url.id]).count() == 18
     assert "HTTP 503" in ProductImage.objects.get(id=broken.id).error
     assert image_server.requests.count("/down.jpg") == 2  # TASK_MAX_RETRIES=1: two attempts
-    assert FailedTask.objects.filter(task_name=process_product_image.name, kwargs__image_id=broken.id).exists()
+    # The image is marked failed inside the task body; the failed-task record is written after it raises.
+    wait_for(
+        lambda: FailedTask.objects.filter(task_name=process_product_image.name, kwargs__image_id=broken.id).exists(),
+        message="failed task recorded",
+    )
     body = staff_client.get(f"/api/v1/products/{product.id}/").json()
     assert [image["status"] for image in body["images"]] == ["ready", "failed", "ready"]
 
