@@ -31,6 +31,12 @@ from .unsubscribe import unsubscribe_token_user
 
 logger = logging.getLogger(__name__)
 
+# Why a delivery was not sent (its last_error).
+SWITCHED_OFF = "The channel is switched off."
+TURNED_OFF = "The user turned this channel off."
+NO_SUBSCRIPTION = "The user has no active push subscription."
+RATE_LIMITED = "Over the per-user hourly limit."
+
 EVENT_FOR_STATUS = {
     "paid": NotificationEvent.ORDER_PAID,
     "confirmed": NotificationEvent.ORDER_CONFIRMED,
@@ -107,31 +113,76 @@ def notification_email(*, user_id: int, event: str, title: str, body: str, data:
 
 
 def _deliver(notification: Notification, channels_: list[str]) -> None:
-    """One delivery per channel, each sent on its own (in-app at once: the record is the message).
-    A channel with no one to send to (turned off by the user; push without a subscription, as for
-    most customers) is skipped here rather than by a job that would find nothing to do: such a job
-    costs the worker as much bookkeeping as one that sends. The send re-checks both."""
-    for channel in channels_:
-        delivery = Delivery.objects.create(notification=notification, channel=channel)
-        send = _send_task(channel)
-        if send is None:
-            delivery_send(delivery_id=delivery.id)  # the record itself is the in-app message
-        elif task_mode(send.name) == TaskMode.OFF:
-            _finish(delivery, DeliveryStatus.SKIPPED, "The channel is switched off.")
-        elif reason := _nobody_to_send_to(user_id=notification.user_id, channel=channel):
-            _finish(delivery, DeliveryStatus.SKIPPED, reason)
+    """One delivery per channel, each sent on its own. The deliveries are created in one
+    statement, those with no one to send to (the channel switched off or turned off by the
+    user; push without a subscription, as for most customers) already skipped, and the
+    in-app one is finished here (its record is the message): a job per channel that finds
+    nothing to do would cost the worker as much bookkeeping as one that sends. The send
+    jobs re-check all of it."""
+    closed = _closed_channels(user_id=notification.user_id, channels_=channels_)
+    deliveries = Delivery.objects.bulk_create(
+        Delivery(
+            notification=notification,
+            channel=channel,
+            status=DeliveryStatus.SKIPPED if channel in closed else DeliveryStatus.PENDING,
+            last_error=closed.get(channel, ""),
+        )
+        for channel in channels_
+    )
+    for delivery in deliveries:
+        send = _send_task(delivery.channel)
+        if delivery.status == DeliveryStatus.SKIPPED:
+            DELIVERIES.labels(channel=delivery.channel, outcome=DeliveryStatus.SKIPPED).inc()
+        elif send is None:
+            _in_app_deliver(delivery, notification)
         else:
             enqueue(send, delivery_id=delivery.id)
     logger.info("notification.dispatched", extra={"notification_id": notification.id, "event": notification.event})
 
 
+def _closed_channels(*, user_id: int, channels_: list[str]) -> dict[str, str]:
+    """Of ``channels_``, those with no one to send to for the user, each with the reason
+    (one query for the user's preferences, one for push subscriptions if push is open)."""
+    turned_off = set(
+        NotificationPreference.objects.filter(user_id=user_id, channel__in=channels_, enabled=False).values_list(
+            "channel", flat=True
+        )
+    )
+    closed = {}
+    for channel in channels_:
+        send = _send_task(channel)
+        if send is not None and task_mode(send.name) == TaskMode.OFF:
+            closed[channel] = SWITCHED_OFF
+        elif channel in turned_off:
+            closed[channel] = TURNED_OFF
+    if Channel.PUSH in channels_ and Channel.PUSH not in closed and not _has_push_subscription(user_id):
+        closed[Channel.PUSH] = NO_SUBSCRIPTION
+    return closed
+
+
 def _nobody_to_send_to(*, user_id: int, channel: str) -> str | None:
     """Why ``channel`` has no one to send to for the user (the delivery is skipped), or None."""
     if not channel_enabled(user_id=user_id, channel=channel):
-        return "The user turned this channel off."
-    if channel == Channel.PUSH and not PushSubscription.objects.filter(user_id=user_id, active=True).exists():
-        return "The user has no active push subscription."
+        return TURNED_OFF
+    if channel == Channel.PUSH and not _has_push_subscription(user_id):
+        return NO_SUBSCRIPTION
     return None
+
+
+def _has_push_subscription(user_id: int) -> bool:
+    return PushSubscription.objects.filter(user_id=user_id, active=True).exists()
+
+
+def _in_app_deliver(delivery: Delivery, notification: Notification) -> None:
+    """The in-app delivery: its record is the message, so it is sent once counted against
+    the rate limit, and the user's live streams are told (in the caller's transaction,
+    published after commit)."""
+    if not rate_limit_allow(user_id=notification.user_id, channel=Channel.IN_APP, delivery_id=delivery.id):
+        _finish(delivery, DeliveryStatus.RATE_LIMITED, RATE_LIMITED)
+        return
+    delivery.attempts += 1
+    _finish(delivery, DeliveryStatus.SENT)
+    stream_notification_append(notification)
 
 
 def _finish(delivery: Delivery, status: str, error: str = "") -> Delivery:
@@ -166,11 +217,14 @@ def delivery_send(*, delivery_id: int) -> str:
         notification, channel = delivery.notification, delivery.channel
         send = _send_task(channel)
         if send is not None and task_mode(send.name) == TaskMode.OFF:
-            return _finish(delivery, DeliveryStatus.SKIPPED, "The channel is switched off.").status
+            return _finish(delivery, DeliveryStatus.SKIPPED, SWITCHED_OFF).status
         if reason := _nobody_to_send_to(user_id=notification.user_id, channel=channel):
             return _finish(delivery, DeliveryStatus.SKIPPED, reason).status
+        if send is None:  # in-app: nothing to transmit
+            _in_app_deliver(delivery, notification)
+            return delivery.status
         if not rate_limit_allow(user_id=notification.user_id, channel=channel, delivery_id=delivery.id):
-            return _finish(delivery, DeliveryStatus.RATE_LIMITED, "Over the per-user hourly limit.").status
+            return _finish(delivery, DeliveryStatus.RATE_LIMITED, RATE_LIMITED).status
         delivery.attempts += 1
         delivery.save(update_fields=["attempts", "updated_at"])
     # Send outside the row lock: a slow SMTP or push server must not hold it.
@@ -204,18 +258,14 @@ def _send(*, delivery_id: int, channel: str, notification: Notification) -> None
     accepted = functools.partial(_mark_sent, delivery_id, channel)
     if channel == Channel.EMAIL:
         channels.email_send(notification, message_id=channels.delivery_message_id(delivery_id), accepted=accepted)
-    elif channel == Channel.PUSH:
+    else:
         _push_to_all(notification, accepted=accepted)
-    elif accepted():  # in-app: the notification row is the message; nothing to transmit
-        # It is in the notification center now: tell the user's live streams, in this
-        # transaction (the dispatch's), published after commit.
-        stream_notification_append(notification)
 
 
 def _push_to_all(notification: Notification, *, accepted) -> None:
     subscriptions = list(PushSubscription.objects.filter(user_id=notification.user_id, active=True))
     if not subscriptions:
-        raise channels.PermanentDeliveryError("The user has no active push subscription.")
+        raise channels.PermanentDeliveryError(NO_SUBSCRIPTION)
     payload = channels.push_payload(notification)
     outcomes: dict[int, Exception | None] = {}  # subscription id → its error, None if it took the message
     for subscription in subscriptions:

@@ -14,7 +14,7 @@ from celeste.api.schema import ErrorDetailSerializer
 
 from .. import services
 from ..cache import count_lookup, enriched_order_forget, enriched_order_get
-from ..models import Address
+from ..models import Address, Order
 from ..payments import (
     SIGNATURE_HEADER,
     EventError,
@@ -70,7 +70,13 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Crea
     search_fields = ["number"]
 
     def get_queryset(self):
-        orders = orders_with_relations()
+        # A transition only finds the order (one the user may see) and answers with it reloaded
+        # whole: loading its items, products and images first would be work thrown away.
+        orders = (
+            Order.objects.only("id", "user_id")
+            if self.action in services.TRANSITION_SERVICES
+            else orders_with_relations()
+        )
         if getattr(self, "swagger_fake_view", False):
             return orders.none()
         return orders if self.request.user.is_staff else orders.filter(user=self.request.user)
