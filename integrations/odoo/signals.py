@@ -1,4 +1,5 @@
-"""Receivers only enqueue: the work (and every Odoo call) happens in tasks."""
+"""Receivers only enqueue (or, with the integration off, record an order as skipped in
+its own transaction: order_sync_request): the work and every Odoo call happen in tasks."""
 
 from django.db.models.signals import post_save
 
@@ -6,7 +7,7 @@ from catalog.models import StockLevel
 from celeste.background.queue import enqueue
 from orders.models import Order, OrderStatus
 
-from . import tasks
+from . import services, tasks
 
 
 def stock_level_saved(sender, instance: StockLevel, **kwargs):
@@ -16,7 +17,7 @@ def stock_level_saved(sender, instance: StockLevel, **kwargs):
 
 def order_saved(sender, instance: Order, **kwargs):
     if getattr(instance, "status_transition", None) and instance.status == OrderStatus.PAID:
-        enqueue(tasks.odoo_sync_order, order_id=instance.id)
+        services.order_sync_request(order_id=instance.id)
 
 
 def connect():

@@ -36,7 +36,7 @@ def _no_push_flag(redis):
 
 
 @pytest.fixture
-def odoo_worker(start_worker, odoo):
+def odoo_worker(start_worker, odoo, odoo_settings):
     """A real worker configured for the fake server: short retries, 5 attempts, a
     1 s debounce (the tests that are about the debounce set their own)."""
 

@@ -211,3 +211,42 @@ def test_admin_lists_sync_records_and_the_store_location(odoo, odoo_settings, pl
     assert "Synced" in links.content.decode()
     assert "odoo_location_id" in store_form.content.decode()
     assert str(mapped_store.odoo_location_id) in stores.content.decode()
+
+
+@pytest.mark.django_db
+def test_with_odoo_off_paying_records_the_link_skipped_without_a_job(settings, odoo, odoo_settings, place):
+    """A job would only write "skipped": the payment's transaction does, and the admin's
+    "sync again" sends the order once Odoo is configured."""
+    from celeste.background.models import OutboxMessage
+    from integrations.odoo.client import OFF_MESSAGE
+
+    odoo_url = settings.ODOO_URL
+    settings.ODOO_URL = ""
+    order = place()
+    Order = type(order)
+    Order.objects.filter(id=order.id).update(status="pending")
+    order_services.order_mark_paid(order_id=order.id)
+
+    link = OdooOrderLink.objects.get(order=order)
+    assert (link.status, link.error) == (SyncStatus.SKIPPED, OFF_MESSAGE)
+    assert not OutboxMessage.objects.filter(task_name=odoo_sync_order.name).exists()
+
+    settings.ODOO_URL = odoo_url
+    from integrations.odoo import services as odoo_services
+
+    assert odoo_services.order_sync_requeue(order_ids=[order.id]) == 1
+    job = OutboxMessage.objects.get(task_name=odoo_sync_order.name)
+    assert odoo_sync_order(**job.kwargs) == SyncStatus.SYNCED
+    assert [o["client_order_ref"] for o in sale_orders(odoo)] == [order.number]
+
+
+@pytest.mark.django_db
+def test_with_odoo_on_paying_queues_the_sync(odoo, odoo_settings, place):
+    from celeste.background.models import OutboxMessage
+
+    order = place()
+    type(order).objects.filter(id=order.id).update(status="pending")
+    order_services.order_mark_paid(order_id=order.id)
+
+    assert OutboxMessage.objects.filter(task_name=odoo_sync_order.name, kwargs={"order_id": order.id}).exists()
+    assert not OdooOrderLink.objects.filter(order=order).exists()

@@ -17,7 +17,7 @@ from .inventory import (
     inventory_push_schedule,
     inventory_recover,
 )
-from .orders import order_link_reopen, order_sync, order_sync_requeue
+from .orders import order_link_reopen, order_sync, order_sync_request, order_sync_requeue
 from .reconcile import Drift, inventory_reconcile
 
 __all__ = [
@@ -36,5 +36,6 @@ __all__ = [
     "inventory_reconcile",
     "order_link_reopen",
     "order_sync",
+    "order_sync_request",
     "order_sync_requeue",
 ]

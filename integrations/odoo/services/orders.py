@@ -1,7 +1,7 @@
 """Paid orders become confirmed sale.orders in Odoo, once each.
 
 All writes to the order links happen here. The task (tasks.odoo_sync_order) is a
-thin wrapper taking the order id; the receiver (signals.py) only enqueues.
+thin wrapper taking the order id; the receiver (signals.py) calls order_sync_request.
 """
 
 import logging
@@ -121,6 +121,21 @@ def _partner_find_or_create(client: OdooClient, user) -> int:
             "ref": ref,
         },
     )
+
+
+def order_sync_request(*, order_id: int) -> None:
+    """The order was paid: sync it to Odoo in a job. With the integration off (no
+    ODOO_URL) the job would only record the link as skipped, so that is recorded here
+    instead, in the caller's transaction (one statement, where a job costs the worker a
+    whole run): the link is there to requeue from the admin once Odoo is configured,
+    just as one the job skipped."""
+    if odoo_enabled():
+        enqueue(tasks.odoo_sync_order, order_id=order_id)
+        return
+    OdooOrderLink.objects.bulk_create(
+        [OdooOrderLink(order_id=order_id, status=SyncStatus.SKIPPED, error=OFF_MESSAGE)], ignore_conflicts=True
+    )
+    logger.info("odoo.order_skipped", extra={"order_id": order_id})
 
 
 @transaction.atomic
