@@ -293,18 +293,30 @@ def _await_batch(batch_size: int, max_wait: float) -> None:
     142 calls for 200 products created through the API, 1.4 per call). Waits while the
     backlog still grows, at most ``max_wait`` seconds: a lone save waits one poll."""
     deadline = time.monotonic() + max_wait
-    seen = _pending_up_to(batch_size)
+    pending_count = _pending_counter(batch_size)
+    seen = pending_count()
     while 0 < seen < batch_size and time.monotonic() < deadline:
         time.sleep(BATCH_POLL_SECONDS)
-        now = _pending_up_to(batch_size)
+        now = pending_count()
         if now == seen:
             return  # nothing arrived since the last look: the burst is over
         seen = now
 
 
-def _pending_up_to(limit: int) -> int:
-    # Counts at most ``limit`` rows through the partial index: cheap however long the backlog.
-    return pending_embeddings().values("pk")[:limit].count()
+def _pending_counter(limit: int):
+    """A function counting at most ``limit`` pending embeddings (through the partial index:
+    cheap however long the backlog). Its SQL is compiled once per wait: the wait polls it ten
+    times a second, and compiling the ORM query each time was most of an embed job's CPU
+    while products are saved in a steady stream (measured in the load bench)."""
+    sql, params = pending_embeddings().values("pk")[:limit].query.sql_with_params()
+    sql = f"SELECT count(*) FROM ({sql}) AS pending"
+
+    def pending_count() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()[0]
+
+    return pending_count
 
 
 @transaction.atomic

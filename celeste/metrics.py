@@ -32,6 +32,7 @@ _collectors: list[Callable[[], Iterable]] = []
 # A Celery worker tags its processes' files, so its exporter serves only its own
 # (see worker_tag_set); web processes keep plain pid file names.
 _worker_tag = ""
+_identifier: str | None = None  # _process_identifier's answer in this process
 
 
 def enabled() -> bool:
@@ -60,8 +61,21 @@ def multiprocess_off() -> None:
 
 
 def _process_identifier() -> str:
-    pid = str(os.getpid())
-    return f"w{_worker_tag}p{pid}" if _worker_tag else pid
+    # prometheus-client asks on every counter increment (to notice a fork): worked out once
+    # per process and tag, not per increment (a few per request, dozens per job).
+    global _identifier
+    if _identifier is None:
+        pid = str(os.getpid())
+        _identifier = f"w{_worker_tag}p{pid}" if _worker_tag else pid
+    return _identifier
+
+
+def _identifier_forget() -> None:
+    global _identifier
+    _identifier = None
+
+
+os.register_at_fork(after_in_child=_identifier_forget)
 
 
 def worker_tag_set(tag: str) -> None:
@@ -69,6 +83,7 @@ def worker_tag_set(tag: str) -> None:
     on its own and its children's counters go to files named by ``tag``."""
     global _worker_tag
     _worker_tag = tag
+    _identifier_forget()
 
 
 def collector_register(collect: Callable[[], Iterable]) -> None:

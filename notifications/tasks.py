@@ -15,7 +15,10 @@ from .channels import TransientDeliveryError
 
 # Retry from the inbox redoes the work as is: the dispatch is one transaction, so
 # a failed run left nothing behind (no notification, no deliveries) to get in its way.
-@celeste_task("notifications.dispatch_order_event")
+# One per order event (and one send per delivery): their rows (notification, deliveries)
+# are the record, nobody reads a stored result, so none is written (a failure still
+# reaches the inbox).
+@celeste_task("notifications.dispatch_order_event", ignore_result=True)
 def dispatch_order_event(*, order_id: int, status: str) -> int | None:
     notification = services.notification_dispatch_order_event(order_id=order_id, status=status)
     return notification.id if notification else None
@@ -31,12 +34,22 @@ def _send(task, delivery_id: int) -> str:
 
 
 # Running out of retries marks the delivery failed; a retry from the inbox makes it pending again.
-@celeste_task("notifications.send_email", bind=True, on_inbox_retry=lambda **job: services.delivery_reopen(**job))
+@celeste_task(
+    "notifications.send_email",
+    bind=True,
+    ignore_result=True,
+    on_inbox_retry=lambda **job: services.delivery_reopen(**job),
+)
 def send_email(self, *, delivery_id: int) -> str:
     return _send(self, delivery_id)
 
 
-@celeste_task("notifications.send_push", bind=True, on_inbox_retry=lambda **job: services.delivery_reopen(**job))
+@celeste_task(
+    "notifications.send_push",
+    bind=True,
+    ignore_result=True,
+    on_inbox_retry=lambda **job: services.delivery_reopen(**job),
+)
 def send_push(self, *, delivery_id: int) -> str:
     return _send(self, delivery_id)
 

@@ -8,7 +8,7 @@ import traceback
 
 import redis
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -16,7 +16,7 @@ from celeste.celery import app as celery_app
 from celeste.logs import request_id
 
 from .backpressure import Overflow, over_limit
-from .ledger import JOB_HEADER, REQUEST_ID_HEADER, jobs_recover
+from .ledger import ASYNC_COMMIT, JOB_HEADER, REQUEST_ID_HEADER, jobs_recover
 from .metrics import OVERFLOW
 from .models import FailedTask, FailureGroup, OutboxMessage, TaskMode, TaskSwitch
 from .publisher import publisher
@@ -203,15 +203,28 @@ def publish_messages(messages: list[OutboxMessage]) -> int:
             )
             logger.warning("outbox.publish_failed", extra={"task_name": message.task_name, "error": repr(exc)})
             break
-    now = timezone.now()
     if sent:
-        # Only still-pending rows: a fast worker may have claimed (or finished) one already.
-        OutboxMessage.objects.filter(id__in=sent, published_at__isnull=True).update(
-            published_at=now, published_count=F("published_count") + 1, updated_at=now
-        )
+        _mark_published(sent)
     if dropped := [job_id for job_id in coalesced if job_id not in kept]:
         OutboxMessage.objects.filter(id__in=dropped).delete()
     return len(sent) + len(coalesced)
+
+
+_MARK_PUBLISHED_SQL = f"""
+UPDATE {OutboxMessage._meta.db_table}
+   SET published_at = %(now)s, published_count = published_count + 1, updated_at = %(now)s
+  FROM {ASYNC_COMMIT}
+ WHERE id = ANY(%(ids)s) AND published_at IS NULL
+"""
+
+
+def _mark_published(job_ids: list) -> None:
+    """Only still-pending rows: a fast worker may have claimed (or finished) one already.
+    One statement written out once (the web's publisher runs it after every commit that
+    enqueued), committed without waiting for the WAL flush: a crash that forgets the mark
+    makes the relay publish the job again, and the claim skips the second copy."""
+    with connection.cursor() as cursor:
+        cursor.execute(_MARK_PUBLISHED_SQL, {"now": timezone.now(), "ids": list(job_ids)})
 
 
 def outbox_relay(*, limit: int = 500, min_age_seconds: float | None = None) -> int:

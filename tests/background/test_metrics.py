@@ -234,3 +234,29 @@ def test_each_gunicorn_worker_counts_and_a_scrape_sees_the_sum(redis, settings, 
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_the_process_identifier_is_worked_out_once_and_again_after_a_fork_or_a_tag(monkeypatch):
+    # prometheus-client asks for it on every increment: cached, but never a parent's copy.
+    import multiprocessing
+
+    from celeste import metrics
+
+    monkeypatch.setattr(metrics, "_worker_tag", "")
+    metrics._identifier_forget()
+    assert metrics._process_identifier() == str(os.getpid())
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child_pid, child_identifier = pool.apply(_pid_and_identifier)
+    assert child_identifier == str(child_pid) != str(os.getpid())
+    metrics.worker_tag_set("celery@host")
+    try:
+        assert metrics._process_identifier() == f"wcelery@hostp{os.getpid()}"
+    finally:
+        metrics.worker_tag_set("")
+    assert metrics._process_identifier() == str(os.getpid())
+
+
+def _pid_and_identifier():
+    from celeste import metrics
+
+    return os.getpid(), metrics._process_identifier()

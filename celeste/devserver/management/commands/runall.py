@@ -86,6 +86,11 @@ class Command(BaseCommand):
 # core (the load bench's isolation figure measures it; docs/operations.md, "Isolation").
 WORKER_NICE_DEFAULT = "19"
 WORKER_EMBEDDING_THREADS_DEFAULT = "1"
+# Four processes on two cores: a job spends much of its time waiting on Postgres and Redis, and
+# an embedding job lets its batch fill for up to a second (EMBEDDING_BATCH_WAIT_SECONDS). With
+# two, one waiting embed job halved the processes left for the fast queue (load bench, web tier:
+# at 22 writes/s the backlog grew by 218 jobs over 20 s with 2 processes, by none with 4).
+WORKER_CONCURRENCY_DEFAULT = "4"
 
 
 def stack_commands(*, host: str, port: int, stream_port: int) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
@@ -114,7 +119,10 @@ def stack_commands(*, host: str, port: int, stream_port: int) -> tuple[dict[str,
             # Niceness of the process and of its session's autogroup (a plain `nice` would not
             # count against the web, which runs in a session of its own): see niceness.py.
             *([python, "-m", "celeste.devserver.niceness", nice] if int(nice) else []),
-            *worker_command(queues="slow,images,fast", concurrency=os.environ.get("WORKER_CONCURRENCY", "2")),
+            *worker_command(
+                queues="slow,images,fast",
+                concurrency=os.environ.get("WORKER_CONCURRENCY") or WORKER_CONCURRENCY_DEFAULT,
+            ),
         ],
         "beat": celery_command("beat", "-l", "info"),
     }
