@@ -86,11 +86,10 @@ class Command(BaseCommand):
 # core (the load bench's isolation figure measures it; docs/operations.md, "Isolation").
 WORKER_NICE_DEFAULT = "19"
 WORKER_EMBEDDING_THREADS_DEFAULT = "1"
-# Four processes on two cores: a job spends much of its time waiting on Postgres and Redis, and
-# an embedding job lets its batch fill for up to a second (EMBEDDING_BATCH_WAIT_SECONDS). With
-# two, one waiting embed job halved the processes left for the fast queue (load bench, web tier:
-# at 22 writes/s the backlog grew by 218 jobs over 20 s with 2 processes, by none with 4).
-WORKER_CONCURRENCY_DEFAULT = "4"
+# Two processes: one takes a fast job while the other runs (or waits to fill) an embedding batch.
+# Four kept the fast queue up at 22 writes/s on the load bench's web tier (two fell behind), but
+# ran four image renders at once: reads during the burst went from 1.28x to 1.7-2.1x their idle p95.
+WORKER_CONCURRENCY_DEFAULT = "2"
 
 
 def stack_commands(*, host: str, port: int, stream_port: int) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
