@@ -160,15 +160,6 @@ def _closed_channels(*, user_id: int, channels_: list[str]) -> dict[str, str]:
     return closed
 
 
-def _nobody_to_send_to(*, user_id: int, channel: str) -> str | None:
-    """Why ``channel`` has no one to send to for the user (the delivery is skipped), or None."""
-    if not channel_enabled(user_id=user_id, channel=channel):
-        return TURNED_OFF
-    if channel == Channel.PUSH and not _has_push_subscription(user_id):
-        return NO_SUBSCRIPTION
-    return None
-
-
 def _has_push_subscription(user_id: int) -> bool:
     return PushSubscription.objects.filter(user_id=user_id, active=True).exists()
 
@@ -215,12 +206,9 @@ def delivery_send(*, delivery_id: int) -> str:
         if delivery.status != DeliveryStatus.PENDING:
             return delivery.status
         notification, channel = delivery.notification, delivery.channel
-        send = _send_task(channel)
-        if send is not None and task_mode(send.name) == TaskMode.OFF:
-            return _finish(delivery, DeliveryStatus.SKIPPED, SWITCHED_OFF).status
-        if reason := _nobody_to_send_to(user_id=notification.user_id, channel=channel):
+        if reason := _closed_channels(user_id=notification.user_id, channels_=[channel]).get(channel):
             return _finish(delivery, DeliveryStatus.SKIPPED, reason).status
-        if send is None:  # in-app: nothing to transmit
+        if _send_task(channel) is None:  # in-app: nothing to transmit
             _in_app_deliver(delivery, notification)
             return delivery.status
         if not rate_limit_allow(user_id=notification.user_id, channel=channel, delivery_id=delivery.id):
