@@ -230,6 +230,15 @@ def odoo():
     server.stop()
 
 
+@pytest.fixture
+def odoo_configured(settings, odoo):
+    """This process configured for the fake Odoo, as web and worker are alike in a
+    deployment (a payment queues the Odoo sync only with the integration on)."""
+    for name, value in odoo.env().items():
+        setattr(settings, name, value)
+    return settings
+
+
 # --- S3: a real S3-protocol server (moto's server mode, a thread serving HTTP on loopback) ---
 
 BUCKET = "celeste-media"

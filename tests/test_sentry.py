@@ -49,7 +49,7 @@ def events_of(receiver, exception_type: str) -> list[dict]:
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_a_task_that_fails_for_good_reaches_sentry_once_with_its_name_and_nothing_personal(
-    start_worker, sentry_receiver, odoo, set_switch, settings
+    start_worker, sentry_receiver, odoo, odoo_configured, set_switch
 ):
     set_switch("catalog.embed_products", "off")  # products need no embeddings here (no model load)
     # A paid order whose customer has an email and a name, from a store and of a product Odoo knows…
@@ -62,8 +62,6 @@ def test_a_task_that_fails_for_good_reaches_sentry_once_with_its_name_and_nothin
     order = order_services.order_place(user=user, store=store, address=AddressFactory(user=user), items=[(product, 1)])
     # …while Odoo answers 503 when the sync looks the customer up by email: both runs fail.
     odoo.fail_next(2, "503", model="res.partner")
-    for name, value in odoo.env().items():  # this process pays: it queues the sync only with Odoo configured
-        setattr(settings, name, value)
     start_worker(
         SENTRY_DSN=sentry_receiver.dsn(),
         SENTRY_ENVIRONMENT="ci",

@@ -462,11 +462,9 @@ def _quiet_test_process_logs():
 
 
 @pytest.fixture
-def fault_env(settings, smtp_server, odoo) -> dict:
+def fault_env(odoo_configured, smtp_server, odoo) -> dict:
     """Worker settings: email to the loopback SMTP server, Odoo sync to the fake Odoo (this
-    process too, as web and worker are configured alike: its payments queue the Odoo sync)."""
-    for name, value in odoo.env().items():
-        setattr(settings, name, value)
+    process too: its payments queue the Odoo sync)."""
     return {
         "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
         "EMAIL_HOST": "127.0.0.1",

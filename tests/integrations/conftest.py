@@ -12,12 +12,9 @@ EMBED_TASK = "catalog.embed_products"
 
 
 @pytest.fixture
-def odoo_settings(settings, odoo):
+def odoo_settings(odoo_configured):
     """Point this process at the fake server (no in-call retries unless a test asks)."""
-    settings.ODOO_URL = odoo.url
-    settings.ODOO_DB = odoo.db
-    settings.ODOO_USER = odoo.user
-    settings.ODOO_API_KEY = odoo.api_key
+    settings = odoo_configured
     settings.ODOO_TIMEOUT_SECONDS = 5
     settings.ODOO_CALL_RETRIES = 0
     settings.ODOO_INVENTORY_BATCH_SIZE = 100
