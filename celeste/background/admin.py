@@ -152,6 +152,7 @@ class OutboxMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "task_name",
         "state",
         "worker_id",
+        "worker_pid",
         "runs",
         "published_count",
         "created_at",

@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import redis
 from django.conf import settings
@@ -113,9 +114,22 @@ ASYNC_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) AS async_
 
 
 def job_claim(*, job_id: str, lease_seconds: float) -> bool:
-    """Take the job for this worker. False if it is finished already or another
-    live worker holds it: then this copy of the message must not run."""
-    me = worker_id() or f"{socket.gethostname()}:{os.getpid()}"
+    """Take the job for this process of this worker. False if it is finished already or
+    another live process holds it: then this copy of the message must not run. A job held
+    by a sibling pool process that is gone (killed inside it; the worker replaced it) is
+    taken over at once: its message came back for that reason."""
+    me, pid = worker_id() or f"{socket.gethostname()}:{os.getpid()}", os.getpid()
+    if _claim(job_id=job_id, lease_seconds=lease_seconds, me=me, pids=[pid]):
+        return True
+    holder = OutboxMessage.objects.filter(id=job_id).values_list("worker_id", "worker_pid").first()
+    if holder and holder[0] == me and holder[1] and not _process_alive(holder[1]):
+        return _claim(job_id=job_id, lease_seconds=lease_seconds, me=me, pids=[pid, holder[1]])
+    return False
+
+
+def _claim(*, job_id: str, lease_seconds: float, me: str, pids: list[int]) -> bool:
+    """The claim's one statement: the job is nobody's, already this process's (or the gone
+    sibling's in ``pids``), its lease ran out, or its worker stopped beating."""
 
     def claim() -> bool:
         now = timezone.now()
@@ -124,17 +138,21 @@ def job_claim(*, job_id: str, lease_seconds: float) -> bool:
             cursor.execute(
                 f"""
                 UPDATE background_outboxmessage AS o
-                   SET worker_id = %(me)s, lease_until = %(lease)s, runs = o.runs + 1, updated_at = %(now)s,
+                   SET worker_id = %(me)s, worker_pid = %(pid)s, lease_until = %(lease)s, runs = o.runs + 1,
+                       updated_at = %(now)s,
                        -- its worker may start it before the publisher marked it published
                        published_at = COALESCE(o.published_at, %(now)s)
                   FROM {ASYNC_COMMIT}
                  WHERE o.id = %(id)s
-                   AND (o.worker_id IN ('', %(me)s) OR o.lease_until < %(now)s
+                   AND (o.worker_id = '' OR (o.worker_id = %(me)s AND o.worker_pid = ANY(%(pids)s))
+                        OR o.lease_until < %(now)s
                         OR NOT EXISTS (SELECT 1 FROM background_workerheartbeat AS h
                                         WHERE h.worker_id = o.worker_id AND h.last_seen_at >= %(alive_since)s))
                 """,
                 {
                     "me": me,
+                    "pid": pids[0],
+                    "pids": pids,
                     "id": job_id,
                     "now": now,
                     "lease": now + timezone.timedelta(seconds=lease_seconds),
@@ -144,6 +162,22 @@ def job_claim(*, job_id: str, lease_seconds: float) -> bool:
             return cursor.rowcount == 1
 
     return waiting_for_the_database(claim)
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` (a pool child of this worker, so on this host) still runs.
+    A killed child its parent has not reaped yet (a zombie) is gone too."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc to ask: it answered the signal, so it is there
+    return state not in ("Z", "X")
 
 
 def jobs_take_gathered(*, task, limit: int) -> list[dict]:
@@ -175,7 +209,9 @@ def job_retry_scheduled(*, job_id: str, at=None, countdown: float = 0) -> None:
         # The due time is taken when the write succeeds (it may have waited for the database).
         due = at or timezone.now() + timezone.timedelta(seconds=countdown)
         lease = due + timezone.timedelta(seconds=settings.JOB_UNCLAIMED_AFTER_SECONDS)
-        OutboxMessage.objects.filter(id=job_id).update(worker_id="", lease_until=lease, updated_at=timezone.now())
+        OutboxMessage.objects.filter(id=job_id).update(
+            worker_id="", worker_pid=None, lease_until=lease, updated_at=timezone.now()
+        )
 
     waiting_for_the_database(release)
 
@@ -319,6 +355,7 @@ def jobs_recover(*, send, limit: int = 500) -> int:
                 break
             OutboxMessage.objects.filter(id=job.id).update(
                 worker_id="",
+                worker_pid=None,
                 lease_until=None,
                 published_at=timezone.now(),
                 published_count=F("published_count") + 1,

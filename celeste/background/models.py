@@ -97,7 +97,7 @@ class OutboxMessage(models.Model):
     row whose job is neither running on a live worker nor waiting in the queue.
 
     States: pending (``published_at`` empty) → published → claimed by a worker
-    (``worker_id`` set, ``lease_until`` = when it must be done) → row deleted.
+    (``worker_id`` and ``worker_pid`` set, ``lease_until`` = when it must be done) → row deleted.
     A retry scheduled for later, or a job enqueued with a countdown, is unclaimed
     with ``lease_until`` = its ETA (+ JOB_UNCLAIMED_AFTER_SECONDS)."""
 
@@ -109,6 +109,11 @@ class OutboxMessage(models.Model):
     published_at = models.DateTimeField(null=True, blank=True)
     published_count = models.PositiveIntegerField(default=0, help_text="Times handed to the broker (>1: recovered).")
     worker_id = models.CharField(max_length=255, blank=True, help_text="The worker running it now.")
+    # The worker's pool processes share its id: the claim names the process too, so two copies
+    # of one message taken by two of them never both run.
+    worker_pid = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The process of that worker running it (its pool child)."
+    )
     lease_until = models.DateTimeField(null=True, blank=True)
     runs = models.PositiveIntegerField(default=0, help_text="Times a worker started it.")
     eta = models.DateTimeField(null=True, blank=True, help_text="Not to run before (enqueued with a countdown).")

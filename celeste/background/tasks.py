@@ -74,14 +74,14 @@ class CelesteTask(Task):
             request_id.set(self.request.get(REQUEST_ID_HEADER) or "")
         if self._is_job() and not job_claim(job_id=task_id, lease_seconds=self._lease_seconds()):
             # A second copy of the message (a recovered job meeting its original):
-            # the job is finished, or another live worker has it.
-            holder = OutboxMessage.objects.filter(id=task_id).values_list("worker_id", flat=True).first()
+            # the job is finished, or another live worker (or pool process) has it.
+            holder = OutboxMessage.objects.filter(id=task_id).values_list("worker_id", "worker_pid").first()
             logger.info(
                 "job.duplicate_skipped",
                 extra={
                     "job_id": task_id,
                     "task_name": self.name,
-                    "held_by": holder if holder is not None else "(finished)",
+                    "held_by": f"{holder[0]} pid {holder[1]}" if holder is not None else "(finished)",
                 },
             )
             DUPLICATES_SKIPPED.labels(name=self.name).inc()

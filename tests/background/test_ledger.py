@@ -4,6 +4,7 @@ and lost messages are republished; a second copy of a message never runs twice."
 import json
 import os
 import socket
+import subprocess
 import threading
 import time
 
@@ -13,7 +14,7 @@ from django.utils import timezone
 
 from celeste.background import ledger, main_process
 from celeste.background.models import OutboxMessage, WorkerHeartbeat
-from celeste.background.queue import coalesce_key, enqueue, outbox_relay, publish_messages
+from celeste.background.queue import _send, coalesce_key, enqueue, outbox_relay, publish_messages
 from celeste.devserver import embedded
 from integrations.odoo.tasks import odoo_inventory_changed
 from notifications.models import Channel, Delivery, DeliveryStatus, Notification, NotificationEvent
@@ -71,6 +72,35 @@ def test_a_job_held_by_a_dead_worker_can_be_claimed(redis, settings):
     ledger.worker_id_assign("b")
 
     assert ledger.job_claim(job_id=row.id, lease_seconds=60)
+
+
+def test_a_pool_process_cannot_claim_a_job_a_live_sibling_holds(redis):
+    """Two pool processes of one worker share its id: the claim also records the process,
+    so a second copy of the message meeting a sibling that runs the job is skipped."""
+    sibling = subprocess.Popen(["sleep", "60"])
+    try:
+        ledger.worker_id_assign("a")
+        beat(ledger.worker_id())
+        row = job(published_at=ago(1), worker_id=ledger.worker_id(), worker_pid=sibling.pid, lease_until=ago(-600))
+
+        assert not ledger.job_claim(job_id=row.id, lease_seconds=60)
+    finally:
+        sibling.kill()
+        sibling.wait()
+
+
+def test_a_pool_process_takes_over_the_job_of_a_sibling_that_is_gone(redis):
+    """A pool process killed inside a job (its worker lives on and replaced it): the job's
+    message comes back and a sibling runs it at once, without waiting for the lease."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    ledger.worker_id_assign("a")
+    beat(ledger.worker_id())
+    row = job(published_at=ago(1), worker_id=ledger.worker_id(), worker_pid=gone.pid, lease_until=ago(-600))
+
+    assert ledger.job_claim(job_id=row.id, lease_seconds=60)
+    row.refresh_from_db()
+    assert (row.worker_pid, row.runs) == (os.getpid(), 1)
 
 
 def test_a_finished_job_cannot_be_claimed(redis):
@@ -272,6 +302,25 @@ def test_a_lost_message_is_still_delivered(start_worker, channels_env, smtp_serv
     )
     assert smtp_server.recipients() == ["ada@example.com"]
     wait_for(lambda: not OutboxMessage.objects.exists(), timeout=10, message="the job finished in the ledger")
+
+
+@pytest.mark.worker
+def test_two_copies_of_a_job_reaching_one_worker_run_once(start_worker, channels_env, smtp_server, redis):
+    """Found in review: a job's claim named only the worker, which all its pool processes
+    share, so two copies of one message taken by two processes of one worker (a recovered
+    job meeting its original) both ran, and the customer got the email twice."""
+    smtp_server.delay_seconds = 3  # the first copy is still sending when the second arrives
+    worker = start_worker(**channels_env, concurrency=2)
+    delivery = email_delivery()
+    message = enqueue(send_email, delivery_id=delivery.id)
+    published()
+    wait_for(lambda: OutboxMessage.objects.filter(id=message.id, runs=1).exists(), message="the first copy running")
+    _send(OutboxMessage.objects.get(id=message.id))  # the second copy, to the other pool process
+
+    wait_for(lambda: "job.duplicate_skipped" in worker.log(), timeout=30, message="the second copy skipped")
+    wait_for(lambda: not OutboxMessage.objects.exists(), timeout=30, message="the job finished")
+    assert smtp_server.recipients() == ["ada@example.com"]
+    assert Delivery.objects.get(id=delivery.id).attempts == 1
 
 
 @pytest.fixture
