@@ -357,8 +357,9 @@ EMBEDDING_SWEEP_INTERVAL_SECONDS = env_int("EMBEDDING_SWEEP_INTERVAL_SECONDS", 1
 EMBEDDING_STALE_AFTER_SECONDS = env_int("EMBEDDING_STALE_AFTER_SECONDS", 300)
 EMBEDDING_WARM_ON_START = env_bool("EMBEDDING_WARM_ON_START", True)
 SEARCH_QUERY_CACHE_SIZE = env_int("SEARCH_QUERY_CACHE_SIZE", 1024)
-# hnsw.ef_search of semantic search (widened for filters); chosen with `python -m bench search`.
-SEARCH_EF_SEARCH = env_int("SEARCH_EF_SEARCH", 200)
+# hnsw.ef_search of semantic search (widened for filters); 0: sized with the index (200, or 300
+# from 500,000 products: catalog/selectors.py), as measured with `python -m bench search`.
+SEARCH_EF_SEARCH = env_int("SEARCH_EF_SEARCH", 0)
 # Semantic search with filters: the planner expects at most this many products to pass them ->
 # scan those exactly instead of the HNSW index.
 SEARCH_EXACT_MAX_ROWS = env_int("SEARCH_EXACT_MAX_ROWS", 10000)

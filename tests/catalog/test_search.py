@@ -7,6 +7,7 @@ from django.db import transaction
 
 from catalog import services
 from catalog.models import Product
+from catalog.selectors import ef_search_for_size, semantic_ef_search
 from catalog.services import embeddings_embed_stale
 
 from ..factories import ProductFactory, StockLevelFactory, StoreFactory
@@ -358,3 +359,16 @@ def test_hybrid_scores_are_fused_ranks_from_0_to_1(api_client, look_alikes):
     assert results[0]["product"]["name"] == "Oatly Oat Drink 1L"
     assert results[0]["score"] == pytest.approx(1.0)  # first in both arms
     assert [hit["score"] for hit in results] == sorted((hit["score"] for hit in results), reverse=True)
+
+
+def test_ef_search_is_sized_with_the_index_unless_set(settings, look_alikes):
+    """Measured with `python -m bench search`: 200 keeps recall@10 >= 0.95 at 100k products and
+    300 slows it past its target there; at 1M, 200 gave 0.938-0.948 and 300 0.954-0.966. One
+    fixed default missed one of the two sizes."""
+    assert [ef_search_for_size(rows) for rows in (-1, 100_000, 499_999, 500_000, 1_000_000)] == [200] * 3 + [300] * 2
+
+    settings.SEARCH_EF_SEARCH = 0  # the default: sized with this (small) catalog's index
+    assert semantic_ef_search(limit=20) == 200
+    assert semantic_ef_search(limit=250) == 250  # never fewer candidates than the hits asked for
+    settings.SEARCH_EF_SEARCH = 120  # set: used as is
+    assert semantic_ef_search(limit=20) == 120
