@@ -63,7 +63,7 @@ from pgvector.psycopg import register_vector
 from bench import Result, demo_products, p50, report, reset_catalog
 from catalog import embeddings, services
 from catalog.models import Store, embedding_text
-from catalog.selectors import ef_search_for_size, indexed_rows_estimate, product_search, semantic_ef_search
+from catalog.selectors import ef_search_configured, product_search, semantic_ef_search
 
 SEED = 20260101
 LIMIT = 10
@@ -390,8 +390,7 @@ def run(quick: bool, products: int | None = None) -> list[Result]:
     build = load_corpus(corpus)
     load_seconds = time.perf_counter() - start
     queries, warm = near_queries(corpus, query_count, rng), near_queries(corpus, warmup, rng)
-    # What search uses at this size: SEARCH_EF_SEARCH, or (0) the one sized with the index.
-    ef = settings.SEARCH_EF_SEARCH or ef_search_for_size(indexed_rows_estimate())
+    ef = ef_search_configured()  # what search uses at this size, read now (not a cached size)
     sweep = [ef, *(value for value in (100, 150, 200, 300, 400) if value != ef)]
     real = measure(queries, sweep, warm)
     filters = {

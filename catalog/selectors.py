@@ -200,14 +200,20 @@ def ef_search_for_size(indexed_rows: float) -> int:
     return EF_SEARCH_LARGE if indexed_rows >= LARGE_INDEX_ROWS else EF_SEARCH_SMALL
 
 
+def ef_search_configured() -> int:
+    """SEARCH_EF_SEARCH if set, else the ef_search for the index's current size (read now)."""
+    return settings.SEARCH_EF_SEARCH or ef_search_for_size(indexed_rows_estimate())
+
+
 def ef_search_base() -> int:
-    """SEARCH_EF_SEARCH if set, else the ef_search for the index's current size."""
+    """``ef_search_configured``, with the index's size read at most every INDEX_SIZE_TTL_SECONDS:
+    not a round trip per search."""
     global _index_size_read
     if settings.SEARCH_EF_SEARCH:
         return settings.SEARCH_EF_SEARCH
     expires, ef = _index_size_read
     if time.monotonic() >= expires:
-        ef = ef_search_for_size(indexed_rows_estimate())
+        ef = ef_search_configured()
         _index_size_read = (time.monotonic() + INDEX_SIZE_TTL_SECONDS, ef)
     return ef
 
