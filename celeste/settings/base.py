@@ -348,8 +348,10 @@ if EMBEDDING_BACKEND not in ("torch", "onnx", "onnx-int8"):
 EMBEDDING_CACHE_DIR = env_str("EMBEDDING_CACHE_DIR", "") or str(BASE_DIR / "var" / "models")
 EMBEDDING_DIMENSIONS = 384
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 64)
-# Threads of one model call (torch's and onnxruntime's intra-op pool); 0: the library's default,
-# one per core. `runall` gives its worker 1, so a burst of embeddings leaves the web a core.
+# Batches one embed job encodes at once, a thread each; 0: one per core (ONNX backends), 1 (torch).
+EMBEDDING_LANES = env_int("EMBEDDING_LANES", 0)
+# Threads of one model call (torch's and onnxruntime's intra-op pool); 0: the cores shared out
+# among the lanes. `runall` gives its worker 1 lane of 1 thread: a burst leaves the web a core.
 EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0)
 # The embed task waits up to this long for a growing burst to fill a batch (0: never waits).
 EMBEDDING_BATCH_WAIT_SECONDS = env_float("EMBEDDING_BATCH_WAIT_SECONDS", 1.0)

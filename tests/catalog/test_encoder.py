@@ -121,7 +121,24 @@ def test_embedding_threads_bound_the_onnx_session(settings):
     """EMBEDDING_THREADS is the intra-op pool of one model call (runall gives its worker 1)."""
     settings.EMBEDDING_THREADS = 1
     source = embeddings.model_dir()
-    encoder = embeddings.OnnxEncoder(source, embeddings.onnx_files(source)["onnx-int8"])
+    encoder = embeddings.OnnxEncoder(source, embeddings.onnx_files(source)["onnx-int8"], embeddings.threads())
 
     assert encoder.session.get_session_options().intra_op_num_threads == 1
     assert encoder.encode(["oat drink"]).shape == (1, settings.EMBEDDING_DIMENSIONS)
+
+
+def test_lanes_and_threads_share_out_the_cores(settings, monkeypatch):
+    """By default the ONNX backends run a lane per core of one thread each, torch one lane
+    on every core (its tokenizer must not be shared between threads); set values win."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    settings.EMBEDDING_LANES = settings.EMBEDDING_THREADS = 0
+
+    settings.EMBEDDING_BACKEND = "onnx-int8"
+    assert (embeddings.lanes(), embeddings.threads()) == (4, 1)
+    settings.EMBEDDING_BACKEND = "torch"
+    assert (embeddings.lanes(), embeddings.threads()) == (1, 4)
+    settings.EMBEDDING_BACKEND = "onnx"
+    settings.EMBEDDING_LANES = 2
+    assert (embeddings.lanes(), embeddings.threads()) == (2, 2)
+    settings.EMBEDDING_THREADS = 3
+    assert (embeddings.lanes(), embeddings.threads()) == (2, 3)

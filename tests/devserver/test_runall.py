@@ -96,15 +96,16 @@ def test_runall_serves_the_api_admin_docs_and_flower_and_ctrl_c_stops_everything
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def test_runall_starts_its_worker_niced_with_one_encoder_thread(monkeypatch):
+def test_runall_starts_its_worker_niced_with_one_encoder_lane_of_one_thread(monkeypatch):
     """The isolation settings (docs/operations.md): the web keeps a core during a burst of slow work."""
     from celeste.devserver.management.commands.runall import stack_commands
 
     monkeypatch.delenv("WORKER_NICE", raising=False)
     monkeypatch.delenv("EMBEDDING_THREADS", raising=False)
+    monkeypatch.delenv("EMBEDDING_LANES", raising=False)
     commands, envs = stack_commands(host="127.0.0.1", port=8000, stream_port=8001)
     assert commands["worker"][:4] == [sys.executable, "-m", "celeste.devserver.niceness", "19"]
-    assert envs["worker"]["EMBEDDING_THREADS"] == "1"
+    assert (envs["worker"]["EMBEDDING_LANES"], envs["worker"]["EMBEDDING_THREADS"]) == ("1", "1")
     assert commands["web"][0] == sys.executable and "web" not in envs  # the web keeps its priority and threads
 
     monkeypatch.setenv("WORKER_NICE", "0")

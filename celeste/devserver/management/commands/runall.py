@@ -82,9 +82,10 @@ class Command(BaseCommand):
 
 
 # The worker's share of the CPU while a burst of slow work (embeddings, images) runs: it runs
-# at this niceness, and its encoder on this many threads, so the web's requests keep their
-# core (the load bench's isolation figure measures it; docs/operations.md, "Isolation").
+# at this niceness, and its embed job in one lane of one thread, so the web's requests keep
+# their core (the load bench's isolation figure measures it; docs/operations.md, "Isolation").
 WORKER_NICE_DEFAULT = "19"
+WORKER_EMBEDDING_LANES_DEFAULT = "1"
 WORKER_EMBEDDING_THREADS_DEFAULT = "1"
 # Two processes: one takes a fast job while the other runs (or waits to fill) an embedding batch.
 # Four kept the fast queue up at 22 writes/s on the load bench's web tier (two fell behind), but
@@ -125,8 +126,13 @@ def stack_commands(*, host: str, port: int, stream_port: int) -> tuple[dict[str,
         ],
         "beat": celery_command("beat", "-l", "info"),
     }
-    threads = os.environ.get("EMBEDDING_THREADS") or WORKER_EMBEDDING_THREADS_DEFAULT
-    envs = {"worker": {**os.environ, "EMBEDDING_THREADS": threads}}
+    envs = {
+        "worker": {
+            **os.environ,
+            "EMBEDDING_LANES": os.environ.get("EMBEDDING_LANES") or WORKER_EMBEDDING_LANES_DEFAULT,
+            "EMBEDDING_THREADS": os.environ.get("EMBEDDING_THREADS") or WORKER_EMBEDDING_THREADS_DEFAULT,
+        }
+    }
     return commands, envs
 
 

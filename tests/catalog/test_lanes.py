@@ -1,0 +1,35 @@
+"""An embed job's lanes: threads that each claim and embed their own batches."""
+
+import logging
+
+import pytest
+from django.db import transaction
+
+from catalog.models import EmbeddingStatus, ProductEmbedding
+from catalog.services import embeddings_embed_pending
+
+from ..factories import ProductFactory
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lanes_share_a_backlog_and_embed_each_product_once(settings, caplog):
+    settings.EMBEDDING_LANES, settings.EMBEDDING_BATCH_SIZE, settings.EMBEDDING_BATCH_WAIT_SECONDS = 2, 8, 0
+    ProductFactory.create_batch(80)
+
+    with caplog.at_level(logging.INFO, logger="catalog.services"):
+        assert embeddings_embed_pending() == 80
+
+    rows = ProductEmbedding.objects.all()
+    assert {(row.status, row.attempts) for row in rows} == {(EmbeddingStatus.READY, 1)}  # none embedded twice
+    lanes = {r.threadName for r in caplog.records if r.getMessage() == "embedding.batch_done"}
+    assert len(lanes) == 2 and all(name.startswith("embed-lane") for name in lanes)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_inside_a_transaction_one_lane_embeds_what_it_has_not_committed(settings):
+    """Lanes on other connections would not see these rows and embed nothing."""
+    settings.EMBEDDING_LANES, settings.EMBEDDING_BATCH_WAIT_SECONDS = 2, 0
+    with transaction.atomic():
+        ProductFactory.create_batch(3)
+        assert embeddings_embed_pending() == 3
+    assert set(ProductEmbedding.objects.values_list("status", flat=True)) == {EmbeddingStatus.READY}
