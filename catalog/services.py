@@ -2,6 +2,7 @@
 
 import contextvars
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -280,34 +281,61 @@ def embeddings_embed_pending(*, budget_seconds: float = 60) -> int:
     Inside a transaction there is one lane, on this connection: the others could not
     see the rows it has not committed."""
     deadline = time.monotonic() + budget_seconds
-    lanes = embeddings.lanes()
-    if lanes == 1 or connection.in_atomic_block:
-        results = [_embed_lane(deadline)]
+    count = 1 if connection.in_atomic_block else embeddings.lanes()
+    group = LaneGroup(count)
+    if count == 1:
+        results = [_embed_lane(0, group, deadline)]
     else:
-        with ThreadPoolExecutor(lanes, thread_name_prefix="embed-lane") as pool:
+        with ThreadPoolExecutor(count, thread_name_prefix="embed-lane") as pool:
             # Each lane runs in a copy of this context: its log lines keep the job's request id.
-            futures = [pool.submit(contextvars.copy_context().run, _embed_lane_thread, deadline) for _ in range(lanes)]
+            futures = [
+                pool.submit(contextvars.copy_context().run, _embed_lane_thread, lane, group, deadline)
+                for lane in range(count)
+            ]
         results = [future.result() for future in futures]  # all lanes have stopped: raise the first failure
     if any(out_of_time for _, out_of_time in results):
         enqueue(tasks.embed_products)
     return sum(embedded for embedded, _ in results)
 
 
-def _embed_lane(deadline: float) -> tuple[int, bool]:
-    """Batches until nothing is pending (False) or the deadline passed (True); how many embedded."""
+class LaneGroup:
+    """The lanes of one embed job stop together, once none of them finds anything to claim.
+    A lane that stopped on its own while another still embedded, or that went on after the
+    others stopped, left the rest of a growing burst to one lane (measured: 80 instead of
+    150 products/s); the saves after the stop get a job of their own."""
+
+    def __init__(self, size: int):
+        self.size, self.idle, self.stopped, self.lock = size, set(), False, threading.Lock()
+
+    def found(self, lane: int, anything: bool) -> bool:
+        """Record whether ``lane`` found anything to claim; True once no lane did: all stop."""
+        with self.lock:
+            (self.idle.discard if anything else self.idle.add)(lane)
+            self.stopped = self.stopped or len(self.idle) == self.size
+            return self.stopped
+
+
+def _embed_lane(lane: int, group: LaneGroup, deadline: float) -> tuple[int, bool]:
+    """Batches until the lanes stop (False) or the deadline passed (True); returns how many
+    this lane embedded. A lane that finds nothing polls for what the others have not taken."""
     total = 0
-    while True:
-        _await_batch(settings.EMBEDDING_BATCH_SIZE, settings.EMBEDDING_BATCH_WAIT_SECONDS)
-        if not (embedded := embeddings_embed_stale()):
-            return total, False
-        total += embedded
-        if time.monotonic() > deadline:
-            return total, True
-
-
-def _embed_lane_thread(deadline: float) -> tuple[int, bool]:
     try:
-        return _embed_lane(deadline)
+        while not group.stopped:
+            if time.monotonic() > deadline:
+                return total, True
+            _await_batch(settings.EMBEDDING_BATCH_SIZE, settings.EMBEDDING_BATCH_WAIT_SECONDS)
+            embedded = embeddings_embed_stale()
+            total += embedded
+            if not group.found(lane, embedded > 0) and not embedded:
+                time.sleep(BATCH_POLL_SECONDS)
+        return total, False
+    finally:
+        group.found(lane, False)  # gone: the others must not wait for it
+
+
+def _embed_lane_thread(lane: int, group: LaneGroup, deadline: float) -> tuple[int, bool]:
+    try:
+        return _embed_lane(lane, group, deadline)
     finally:
         connection.close()  # the lane's own connection (Django's are per thread)
 

@@ -6,7 +6,7 @@ import pytest
 from django.db import transaction
 
 from catalog.models import EmbeddingStatus, ProductEmbedding
-from catalog.services import embeddings_embed_pending
+from catalog.services import LaneGroup, embeddings_embed_pending
 
 from ..factories import ProductFactory
 
@@ -33,3 +33,16 @@ def test_inside_a_transaction_one_lane_embeds_what_it_has_not_committed(settings
         ProductFactory.create_batch(3)
         assert embeddings_embed_pending() == 3
     assert set(ProductEmbedding.objects.values_list("status", flat=True)) == {EmbeddingStatus.READY}
+
+
+def test_lanes_stop_together_when_none_finds_anything():
+    """A lane that found nothing keeps polling while another still embeds, and once none found
+    anything all stop: a lane stopping on its own, or going on alone, left the rest of a
+    growing burst to one lane (80 instead of 150 products/s)."""
+    group = LaneGroup(2)
+    assert not group.found(0, True)
+    assert not group.found(1, False)  # lane 0 is still embedding: lane 1 polls on
+    assert not group.found(1, True)  # the burst grew: lane 1 embeds again
+    assert not group.found(0, False)
+    assert group.found(1, False)  # neither found anything: both stop
+    assert group.found(0, True) and group.stopped  # for good: later saves get a job of their own
