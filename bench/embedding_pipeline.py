@@ -6,7 +6,8 @@ embedding one query (distinct queries), raw throughput of
 vectors of 1,000 generated catalog texts, compared with torch's (mean cosine).
 
 Raw throughput is the better of two layouts: one loop whose model calls use every
-core, and one loop per core of one thread each (the embed job's lanes). The
+core, and one loop per lane of the embed job (by default one per core of one thread
+each; torch runs one lane). The
 pipeline is held to the best the model does on this machine.
 
 Pipeline, once with EMBEDDING_BACKEND=torch (today's: one lane whose model calls
@@ -100,8 +101,8 @@ def create(payloads: list[dict]) -> list[int]:
 def raw_encode_rate(texts: list[str]) -> dict:
     """Texts/s and CPU seconds per text of ``encode`` in batches of RAW_BATCH in this process
     (model loaded first), in the better of two layouts: one loop whose model calls use every
-    core, or one loop per core of one thread each."""
-    return max((_raw_rate(texts, loops) for loops in {1, embeddings.cores()}), key=lambda raw: raw["rate"])
+    core, or, for a backend that runs lanes, one loop per lane with its share of the cores."""
+    return max((_raw_rate(texts, loops) for loops in {1, embeddings.lanes()}), key=lambda raw: raw["rate"])
 
 
 def _raw_rate(texts: list[str], loops: int) -> dict:

@@ -63,8 +63,8 @@ def cores() -> int:
 
 def lanes() -> int:
     """How many batches an embed job encodes at once, each in a thread of its own
-    (``EMBEDDING_LANES``; 0: one per core for the ONNX backends, one for torch, whose
-    tokenizer must not be shared between threads)."""
+    (``EMBEDDING_LANES``; 0: one per core for the ONNX backends, one for torch, whose own
+    threads take every core and whose tokenizer is not safe to share between threads)."""
     if settings.EMBEDDING_LANES:
         return settings.EMBEDDING_LANES
     return 1 if settings.EMBEDDING_BACKEND == "torch" else cores()
@@ -80,25 +80,20 @@ def threads() -> int:
 
 class TorchEncoder:
     def __init__(self, model: str, threads: int):
+        import torch
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(model, device="cpu")
-        self.threads = threads
-        # One call at a time: the tokenizer changes its own settings on every call.
-        self.lock = threading.Lock()
+        torch.set_num_threads(threads)  # the process's pool: one torch encoder per process
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        import torch
-
-        with self.lock:
-            torch.set_num_threads(self.threads)  # torch's pool is the process's: another encoder may have resized it
-            return self.model.encode(
-                texts,
-                batch_size=max(len(texts), 1),
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+        return self.model.encode(
+            texts,
+            batch_size=max(len(texts), 1),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
 
 
 class OnnxEncoder:

@@ -271,17 +271,17 @@ def _register_halfvec_dumper(raw) -> None:
     raw.adapters.register_dumper(HalfVector, type("HalfVectorDumper", (HalfVectorBinaryDumper,), {"oid": info.oid}))
 
 
-def embeddings_embed_pending(*, budget_seconds: float = 60) -> int:
+def embeddings_embed_pending(*, budget_seconds: float = 60, lanes: int = 0) -> int:
     """Embed batch after batch until nothing is pending or the time budget is
     spent; then leave a follow-up message for the rest. Returns how many.
 
-    In ``embeddings.lanes()`` lanes at once: threads with a connection each, every one
-    claiming its own batches (SKIP LOCKED), so one lane encodes while Postgres stores
-    another's batch (its HNSW inserts were a fifth of a burst's time with one lane).
+    In ``lanes`` lanes at once (0: ``embeddings.lanes()``): threads with a connection each,
+    every one claiming its own batches (SKIP LOCKED), so one lane encodes while Postgres
+    stores another's batch (its HNSW inserts were a fifth of a burst's time with one lane).
     Inside a transaction there is one lane, on this connection: the others could not
     see the rows it has not committed."""
     deadline = time.monotonic() + budget_seconds
-    count = 1 if connection.in_atomic_block else embeddings.lanes()
+    count = 1 if connection.in_atomic_block else lanes or embeddings.lanes()
     group = LaneGroup(count)
     if count == 1:
         results = [_embed_lane(0, group, deadline)]

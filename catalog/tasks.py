@@ -2,6 +2,7 @@ from django.conf import settings
 
 from celeste.background.backpressure import Overflow
 from celeste.background.errors import TransientError
+from celeste.background.ledger import worker_id
 from celeste.background.tasks import celeste_task
 
 # services imports this module (to enqueue): read it only when a task runs.
@@ -24,7 +25,10 @@ from . import images, popularity, services
 def embed_products() -> int:
     """Embed whatever is pending when it runs, batch by batch. A burst of saves
     is coalesced into one queued message (see CelesteTask.coalesce_seconds)."""
-    return services.embeddings_embed_pending()
+    # Run inline (the sync switch: a web request, after its commit) it embeds that request's
+    # products in one lane, on the request's connection: lanes are for a worker's backlog,
+    # and their connections would cost a request more than they save.
+    return services.embeddings_embed_pending(lanes=0 if worker_id() else 1)
 
 
 # Re-runnable as is: it reconciles and enqueues from the current state.

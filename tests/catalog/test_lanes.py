@@ -5,6 +5,7 @@ import logging
 import pytest
 from django.db import transaction
 
+from catalog import tasks
 from catalog.models import EmbeddingStatus, ProductEmbedding
 from catalog.services import LaneGroup, embeddings_embed_pending
 
@@ -46,3 +47,16 @@ def test_lanes_stop_together_when_none_finds_anything():
     assert not group.found(0, False)
     assert group.found(1, False)  # neither found anything: both stop
     assert group.found(0, True) and group.stopped  # for good: later saves get a job of their own
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_inline_the_embed_job_takes_one_lane_on_the_callers_connection(settings, caplog):
+    """The sync switch runs the job in the web request (as ``run_inline`` does, by calling
+    it): lanes' connections would cost the request more than they save."""
+    settings.EMBEDDING_LANES, settings.EMBEDDING_BATCH_WAIT_SECONDS = 2, 0
+    ProductFactory.create_batch(3)
+
+    with caplog.at_level(logging.INFO, logger="catalog.services"):
+        assert tasks.embed_products() == 3
+
+    assert [r.threadName for r in caplog.records if r.getMessage() == "embedding.batch_done"] == ["MainThread"]
