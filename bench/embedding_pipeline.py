@@ -7,14 +7,14 @@ vectors of 1,000 generated catalog texts, compared with torch's (mean cosine).
 
 Raw throughput is the better of two layouts: one loop whose model calls use every
 core, and one loop per lane of the embed job (by default one per core of one thread
-each; torch runs one lane). The
-pipeline is held to the best the model does on this machine.
+each; torch runs one lane). The pipeline is held to the best the model does on this
+machine.
 
 Pipeline, once with EMBEDDING_BACKEND=torch (today's: one lane whose model calls
 use every core) and once with the default backend (its lanes and threads as
 configured, by default a lane per core): a real Celery worker (queues slow,fast,
-concurrency 1, model already warm) while this process creates N products in a loop through
-``product_create``, each in its own transaction as the API would (so each
+concurrency 1, model already warm) while this process creates N products in a
+loop through ``product_create``, each in its own transaction as the API would (so each
 enqueues). Timed from the first create until every embedding is ``ready`` with
 the product's current content_hash and the backend's model identity. The
 reference for the default backend is its raw throughput (before and after the
@@ -23,11 +23,12 @@ share the machine's 2 cores, as web and worker would on one box, so the
 creates compete with the encoding for CPU.
 
 Diagnostics without a target: the CPU time each product costs the creating
-process, the worker and Postgres, against the CPU time of encoding it raw; their
-ratio bounds pipeline / raw when every core is busy all the time. How long the worker takes to get through every
-message of the burst, and a drain-only run (the worker is paused with SIGSTOP
-while N more products are created, then resumed and timed), which shows the
-pipeline's own overhead without the creates competing for the cores.
+process, the worker and Postgres, against the CPU time of encoding it raw (their
+ratio bounds pipeline / raw when every core is busy all the time); how long the
+worker takes to get through every message of the burst, and a drain-only run
+(the worker is paused with SIGSTOP while N more products are created, then
+resumed and timed), which shows the pipeline's own overhead without the creates
+competing for the cores.
 """
 
 import functools
@@ -117,7 +118,7 @@ def _raw_rate(texts: list[str], loops: int) -> dict:
 
 def postgres_processes() -> list[psutil.Process]:
     """The embedded cluster's postmaster and its backends (the bench runs on the embedded servers)."""
-    postmaster = psutil.Process(int((embedded.var_dir() / "pg" / "postmaster.pid").read_text().split()[0]))
+    postmaster = psutil.Process(embedded.postmaster_pid())
     return [postmaster, *postmaster.children()]
 
 

@@ -230,6 +230,12 @@ def _postmaster_running(root: Path) -> bool:
     return _postmaster(root) is not None
 
 
+def postmaster_pid(root: Path | None = None) -> int | None:
+    """The running embedded server's postmaster (its backends are its children), or None."""
+    info = _postmaster(root or var_dir())
+    return info.pid if info is not None else None
+
+
 def postgres_socket_dir(root: Path | None = None) -> Path:
     info = _postmaster(root or var_dir())
     if info is None:

@@ -340,7 +340,8 @@ EMBEDDING_MODEL = env_str("EMBEDDING_MODEL", "") or _default_embedding_model()
 # Stored on every embedding row with the backend ("all-MiniLM-L6-v2@onnx-int8"); a change of
 # either re-embeds the catalog (the sweeper, or backfill_embeddings).
 EMBEDDING_MODEL_NAME = env_str("EMBEDDING_MODEL_NAME", "all-MiniLM-L6-v2")
-# torch | onnx | onnx-int8 (catalog/embeddings.py). int8: about 2x torch's batch throughput on 2 cores, cosine 0.99 with torch.
+# torch | onnx | onnx-int8 (catalog/embeddings.py). int8: about 2x torch's batch throughput on
+# 2 cores, cosine 0.99 with torch.
 EMBEDDING_BACKEND = env_str("EMBEDDING_BACKEND", "onnx-int8")
 if EMBEDDING_BACKEND not in ("torch", "onnx", "onnx-int8"):
     raise ImproperlyConfigured(f"EMBEDDING_BACKEND must be torch, onnx or onnx-int8, not {EMBEDDING_BACKEND!r}.")
