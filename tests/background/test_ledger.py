@@ -27,6 +27,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 SEND_EMAIL = "notifications.send_email"
 
 
+@pytest.fixture(autouse=True)
+def no_worker_id_afterwards(monkeypatch):
+    """These tests play workers in the test process: the id they assign must not outlive them
+    (code that runs differently in a worker, such as the embed job's lanes, reads it)."""
+    monkeypatch.setattr(ledger, "_worker_id", ledger.worker_id())
+
+
 def ago(seconds: float):
     return timezone.now() - timezone.timedelta(seconds=seconds)
 

@@ -8,6 +8,7 @@ from django.db import transaction
 from catalog import tasks
 from catalog.models import EmbeddingStatus, ProductEmbedding
 from catalog.services import LaneGroup, embeddings_embed_pending
+from celeste.background import ledger
 
 from ..factories import ProductFactory
 
@@ -50,9 +51,10 @@ def test_lanes_stop_together_when_none_finds_anything():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_run_inline_the_embed_job_takes_one_lane_on_the_callers_connection(settings, caplog):
+def test_run_inline_the_embed_job_takes_one_lane_on_the_callers_connection(settings, caplog, monkeypatch):
     """The sync switch runs the job in the web request (as ``run_inline`` does, by calling
     it): lanes' connections would cost the request more than they save."""
+    monkeypatch.setattr(ledger, "_worker_id", "")  # a web process, not a worker
     settings.EMBEDDING_LANES, settings.EMBEDDING_BATCH_WAIT_SECONDS = 2, 0
     ProductFactory.create_batch(3)
 

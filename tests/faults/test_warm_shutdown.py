@@ -30,9 +30,10 @@ EMBED_TASK = "catalog.embed_products"
 @pytest.mark.parametrize("target", ["main process", "process group"])
 def test_a_warm_shutdown_during_a_long_embedding_batch_loses_nothing(ledger, fault_worker, target):
     # Given a worker in the middle of a long embedding batch (512 products a model call: seconds
-    # even for the int8 encoder)
-    worker = fault_worker(EMBEDDING_BATCH_SIZE="512")
+    # even for the int8 encoder). The products are there before it starts: made while it runs,
+    # its lanes would embed them as they come, in small batches, before the signal.
     ledger.create(products=1024, orders=10, stock_changes=10)
+    worker = fault_worker(EMBEDDING_BATCH_SIZE="512")
     wait_for(lambda: WorkerHeartbeat.objects.filter(pid=worker.proc.pid).exists(), timeout=10, message="its heartbeat")
     wait_for(lambda: "embedding.model_loaded" in worker.log(), timeout=60, message="the model loaded")
     time.sleep(1)  # well inside the first model call
