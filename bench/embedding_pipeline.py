@@ -194,7 +194,7 @@ def pipeline(backend: str, payloads: dict[str, list[dict]], *, drain_only: bool)
         figures["done"] = wait_until(all_embedded(ids), 300, worker, "burst") - start
         groups["Postgres"] = postgres_processes()  # with the backends opened meanwhile
         figures["cpu"] = {
-            name: (cpu_seconds(processes) - cpu_before.get(name, 0)) / len(ids) for name, processes in groups.items()
+            name: (cpu_seconds(processes) - cpu_before[name]) / len(ids) for name, processes in groups.items()
         }
         figures["calls"] = metrics.sample_value("celeste_embedding_encode_calls_total") - calls_before
         figures["drained"] = wait_until(queue_empty, 300, worker, "leftover messages") - start
