@@ -1,8 +1,8 @@
 """HTTP load test (Locust) of the stack `make run` starts: capacity at p95 <= 300 ms, background vs sync, isolation.
 
-The stack is ``runall``'s own processes (``stack_commands``: gunicorn, the Celery worker at its
-niceness and encoder threads, beat) on the bench's database and Redis, on loopback; the load is
-Locust (``bench/load_users.py``) in a subprocess, headless, each step bounded in time. Every step
+The stack is ``runall``'s own processes (``stack_commands``: gunicorn, the Celery workers (fast;
+slow and images) at their niceness and encoder threads, beat) on the bench's database and Redis, on
+loopback; the load is Locust (``bench/load_users.py``) in a subprocess, headless, each step bounded in time. Every step
 offers a constant rate (users × ``constant_throughput``) for a fixed time and prints, per
 endpoint, requests/s and p50/p95/p99. While it runs the bench samples the backlog (outbox jobs
 not finished plus embeddings pending); after it, it waits until the backlog is empty (the drain).
@@ -14,12 +14,13 @@ last pass and the first miss; falling to 0.5 req/s at most while the first step 
 at least 20 requests' time). Task switches pick the mode: ``background`` (as shipped) or
 ``sync`` (every task run inside the request, the plan's "before").
 
-- Web tier: web pinned to core 0 and worker + beat to core 1 (``taskset``); Postgres, Redis and
+- Web tier: web pinned to core 0 and the workers + beat to core 1 (``taskset``); Postgres, Redis and
   Locust are not pinned (they share both cores), so the split is of Celeste's processes only.
 - Whole box: nothing pinned; the figure is the sustained rate, requests / (run + drain).
 - Isolation: reads at a fixed rate with the worker idle, then during a burst of 5,000 product
   embeddings and product images (the switch of the embed task goes off -> background, which
-  enqueues every stale product at once; the images are uploaded as the step starts).
+  enqueues every stale product at once; the images are uploaded as the step starts). The burst's
+  products are saved (pending) before the idle step: both steps read the same catalog.
 """
 
 import csv
@@ -153,10 +154,10 @@ class Stack:
             # Every customer places orders step after step: the limit would refuse them.
             "ORDER_MAX_OPEN_UNPAID": "1000000",
         }
-        cores = {"web": "0", "worker": "1", "beat": "1"} if pinned else {}
+        cores = {"web": "0", "worker": "1", "worker-slow": "1", "beat": "1"} if pinned else {}
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.procs, self.logs = {}, {}
-        for role in ("web", "worker", "beat"):
+        for role in ("web", "worker", "worker-slow", "beat"):
             child_env = {**(envs.get(role) or os.environ), **env}
             # The processes read switches through the per-process cache, as deployed (2 s).
             child_env.pop("TASK_SWITCH_CACHE_SECONDS", None)
@@ -181,8 +182,8 @@ class Stack:
     def _wait_ready(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         # A search embeds its query: 200 once the web's model is loaded.
-        while (
-            not self._answers("/api/v1/products/search?q=warm+up") or " ready." not in self.logs["worker"].read_text()
+        while not self._answers("/api/v1/products/search?q=warm+up") or any(
+            " ready." not in self.logs[role].read_text() for role in ("worker", "worker-slow")
         ):
             for role, proc in self.procs.items():
                 if proc.poll() is not None:
@@ -497,17 +498,22 @@ def image_bytes(i: int) -> bytes:
 
 
 def isolation(data: Data, stack: Stack, *, products: int, images: int, rate: float, seconds: float) -> list[Result]:
-    data.switches("background")
+    # Both plans first: making one sets every switch (the embed one included) to background.
+    plans = [data.plan(weights=READS, rate=rate, seconds=seconds, mode="background") for _ in range(2)]
     time.sleep(2.5)
     drain()
-    idle = step(data, stack, label="reads, worker idle", weights=READS, mode="background", rate=rate, seconds=seconds)
-    plan = data.plan(weights=READS, rate=rate, seconds=seconds, mode="background")
     # The burst: products saved while the embed switch is off stay pending; switching it back
     # enqueues them all at once (its on_switch_back), as an import or a model change would.
+    # They are saved before the idle step, so both steps read the same catalog: the figure is
+    # the burst's work, not lists and keyword searches over 5,000 more products.
     set_switch("catalog.embed_products", "off")
     time.sleep(2.5)
     for spec in product_payloads(products, prefix="BURST"):
         catalog_services.product_create(**spec)
+    stats, samples = locust(stack, plans[0], rate=rate, seconds=seconds, name="reads-idle")
+    idle = Step("reads, worker idle", rate, seconds, stats, samples)
+    idle.print()
+    plan = plans[1]
     pictures = [image_bytes(i) for i in range(images)]
     task_switch_set(task_name="catalog.embed_products", mode="background", by="bench.load")
     for i, content in enumerate(pictures):

@@ -94,8 +94,10 @@ def start_worker(transactional_db, redis):
     """Start workers on demand (for tests that kill or restart them)."""
     started = []
 
-    def start(*, lean: bool = True, concurrency: int = 1, **env):
-        context = celery_worker(env={**WORKER_ENV, **env}, log_dir=LOG_DIR, lean=lean, concurrency=concurrency)
+    def start(*, lean: bool = True, concurrency: int = 1, nice: int = 0, **env):
+        context = celery_worker(
+            env={**WORKER_ENV, **env}, log_dir=LOG_DIR, lean=lean, concurrency=concurrency, nice=nice
+        )
         running = context.__enter__()
         started.append(context)
         return running

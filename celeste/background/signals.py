@@ -2,10 +2,11 @@ import logging
 
 from celery.signals import celeryd_init, task_postrun, worker_init, worker_ready, worker_shutdown
 from django.db import close_old_connections, connections
+from django.db.backends.signals import connection_created
 
 from celeste.logs import request_id
 
-from . import ledger, main_process, metrics, startup
+from . import ledger, main_process, metrics, priority, startup
 
 logger = logging.getLogger(__name__)
 
@@ -16,6 +17,11 @@ def _assign_worker_id(sender=None, **_):
     # celeryd_init runs in the main process before the pool forks: children inherit the id.
     worker_id = ledger.worker_id_assign(str(sender))
     metrics.worker_identify(hostname=str(sender), worker_id=worker_id)
+
+
+def _share_niceness_with_backends(**_):
+    # Before the pool forks, in a worker only (the web's connections keep the database's priority).
+    connection_created.connect(priority.backend_share_niceness, dispatch_uid="background.backend_niceness")
 
 
 def _track_periodic_starts(**_):
@@ -78,3 +84,4 @@ def connect_worker_signals():
     worker_shutdown.connect(_sign_off, dispatch_uid="background.sign_off", weak=False)
     task_postrun.connect(_forget_request_id, dispatch_uid="background.forget_request_id", weak=False)
     task_postrun.connect(_recycle_connections, dispatch_uid="background.recycle_connections", weak=False)
+    celeryd_init.connect(_share_niceness_with_backends, dispatch_uid="background.share_niceness", weak=False)

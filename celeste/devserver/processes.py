@@ -65,9 +65,12 @@ def celery_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "celeste", *args]
 
 
-def worker_command(*, queues: str, concurrency: int | str, extra: list[str] = ()) -> list[str]:
-    """A prefork ``celery worker`` (Celery's default pool) on ``queues``."""
-    return celery_command("worker", "-Q", queues, "--concurrency", str(concurrency), "-l", "info", *extra)
+def worker_command(*, queues: str, concurrency: int | str, extra: list[str] = (), nice: int = 0) -> list[str]:
+    """A prefork ``celery worker`` (Celery's default pool) on ``queues``; at niceness ``nice`` (of
+    the process and of its session's autogroup: a plain ``nice`` would not count against a process
+    of another session, see niceness.py)."""
+    niced = [sys.executable, "-m", "celeste.devserver.niceness", str(nice)] if nice else []
+    return [*niced, *celery_command("worker", "-Q", queues, "--concurrency", str(concurrency), "-l", "info", *extra)]
 
 
 # Tests start workers without the cluster features (gossip, mingle, heartbeat): they start faster.
@@ -82,6 +85,7 @@ def spawn_worker(
     log_dir: Path,
     lean: bool = True,
     node_name: str | None = None,
+    nice: int = 0,
 ) -> Worker:
     """Start ``celery worker`` against this process's database and broker; returns at once
     (``wait_until_ready`` waits for it). ``node_name`` (``-n``, e.g. ``w1@%h``) must differ
@@ -96,6 +100,7 @@ def spawn_worker(
                 queues=queues,
                 concurrency=concurrency,
                 extra=[*(["-n", node_name] if node_name else []), *(LEAN_WORKER_ARGS if lean else [])],
+                nice=nice,
             ),
             cwd=BASE_DIR,
             env=child_env,

@@ -3,6 +3,7 @@
 
 import base64
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,7 +43,7 @@ def test_runall_serves_the_api_admin_docs_and_flower_and_ctrl_c_stops_everything
         "REDIS_URL": settings.REDIS_URL,
         "CELESTE_ADMIN_PASSWORD": "a-long-test-password",
         "WEB_CONCURRENCY": "1",
-        "WORKER_CONCURRENCY": "1",
+        "WORKER_FAST_CONCURRENCY": "1",
         # runall empties its metrics directory at start: not the one this suite writes to.
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
         "FLOWER_BASIC_AUTH": "ops:a-long-flower-password",
@@ -70,18 +71,17 @@ def test_runall_serves_the_api_admin_docs_and_flower_and_ctrl_c_stops_everything
         stream = f"http://127.0.0.1:{stream_port}/api/v1/notifications/stream"
         assert stream in output
         wait_for(lambda: http_status(stream) == 401, timeout=60, message="the stream process")  # no credentials
-        wait_for(
-            lambda: "worker |" in log_path.read_text() and " ready." in log_path.read_text(),
-            timeout=60,
-            message="the worker",
-        )
-        wait_for(lambda: "beat   |" in log_path.read_text(), timeout=60, message="beat")
+        for name in ("worker", "worker-slow"):  # the fast queue's and the slow and images queues'
+            wait_for(
+                lambda n=name: re.search(rf"{n}\s+\|[^\n]* ready\.", log_path.read_text()), timeout=60, message=name
+            )
+        wait_for(lambda: re.search(r"beat\s+\|", log_path.read_text()), timeout=60, message="beat")
         flower = f"http://127.0.0.1:{flower_port}"
         assert f"{flower}/" in output and "a-long-flower-password" not in output
         wait_for(lambda: http_status(f"{flower}/healthcheck") == 200, timeout=60, message="Flower")
         assert http_status(f"{flower}/api/workers") == 401
         assert http_status(f"{flower}/api/workers", "ops:a-long-flower-password") == 200
-        assert "flower |" in log_path.read_text()
+        assert re.search(r"flower\s+\|", log_path.read_text())
 
         os.kill(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=60) == 0
@@ -96,23 +96,42 @@ def test_runall_serves_the_api_admin_docs_and_flower_and_ctrl_c_stops_everything
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def test_runall_starts_its_worker_niced_with_one_encoder_lane_of_one_thread(monkeypatch):
-    """The isolation settings (docs/operations.md): the web keeps a core during a burst of slow work."""
+def test_runall_starts_a_fast_worker_and_a_slow_one_niced_with_one_encoder_lane_of_one_thread(monkeypatch):
+    """The isolation settings (docs/operations.md): the web keeps a core during a burst of slow work,
+    and the fast queue has processes of its own while an embedding batch or an image render runs."""
     from celeste.devserver.management.commands.runall import stack_commands
 
-    monkeypatch.delenv("WORKER_NICE", raising=False)
-    monkeypatch.delenv("EMBEDDING_THREADS", raising=False)
-    monkeypatch.delenv("EMBEDDING_LANES", raising=False)
+    for name in (
+        "WORKER_NICE",
+        "EMBEDDING_THREADS",
+        "EMBEDDING_LANES",
+        "WORKER_FAST_CONCURRENCY",
+        "WORKER_SLOW_CONCURRENCY",
+    ):
+        monkeypatch.delenv(name, raising=False)
     commands, envs = stack_commands(host="127.0.0.1", port=8000, stream_port=8001)
-    assert commands["worker"][:4] == [sys.executable, "-m", "celeste.devserver.niceness", "19"]
-    assert (envs["worker"]["EMBEDDING_LANES"], envs["worker"]["EMBEDDING_THREADS"]) == ("1", "1")
+
+    def option(command, flag):
+        return command[command.index(flag) + 1]
+
+    for name, queues, concurrency, node in (
+        ("worker", "fast", "4", "fast@%h"),
+        ("worker-slow", "slow,images", "1", "slow@%h"),
+    ):
+        assert commands[name][:4] == [sys.executable, "-m", "celeste.devserver.niceness", "19"], name
+        assert (option(commands[name], "-Q"), option(commands[name], "--concurrency")) == (queues, concurrency)
+        assert option(commands[name], "-n") == node
+    assert (envs["worker-slow"]["EMBEDDING_LANES"], envs["worker-slow"]["EMBEDDING_THREADS"]) == ("1", "1")
+    assert "worker" not in envs  # the fast worker never encodes
     assert commands["web"][0] == sys.executable and "web" not in envs  # the web keeps its priority and threads
 
     monkeypatch.setenv("WORKER_NICE", "0")
     monkeypatch.setenv("EMBEDDING_THREADS", "2")
+    monkeypatch.setenv("WORKER_SLOW_CONCURRENCY", "2")
     commands, envs = stack_commands(host="127.0.0.1", port=8000, stream_port=8001)
-    assert commands["worker"][:3] == [sys.executable, "-m", "celery"]
-    assert envs["worker"]["EMBEDDING_THREADS"] == "2"
+    assert commands["worker"][:3] == commands["worker-slow"][:3] == [sys.executable, "-m", "celery"]
+    assert envs["worker-slow"]["EMBEDDING_THREADS"] == "2"
+    assert option(commands["worker-slow"], "--concurrency") == "2"
 
 
 def test_the_niced_worker_yields_to_a_process_of_another_session():

@@ -1,4 +1,4 @@
-"""Run web, the stream process, worker and beat (and, with ``--flower``, Flower) as one
+"""Run web, the stream process, the workers (fast; slow and images) and beat (and, with ``--flower``, Flower) as one
 process group with prefixed logs (``make run``)."""
 
 import os
@@ -16,13 +16,14 @@ from celeste import metrics
 from celeste.devserver.processes import celery_command, worker_command
 from celeste.flower import FlowerNotConfigured, flower_command
 
-COLORS = ["\033[36m", "\033[33m", "\033[35m", "\033[32m"]
+COLORS = ["\033[36m", "\033[33m", "\033[35m", "\033[32m", "\033[34m", "\033[31m"]
 RESET = "\033[0m"
 
 
 class Command(BaseCommand):
     help = (
-        "Set up (bootstrap) and run the web server, the stream (ASGI) server, a Celery worker and Celery beat "
+        "Set up (bootstrap) and run the web server, the stream (ASGI) server, Celery workers (fast; slow and images) "
+        "and Celery beat "
         "(and Flower) until Ctrl-C."
     )
 
@@ -81,23 +82,26 @@ class Command(BaseCommand):
         sys.exit(group.wait())
 
 
-# The worker's share of the CPU while a burst of slow work (embeddings, images) runs: it runs
-# at this niceness, and its embed job in one lane of one thread, so the web's requests keep
-# their core (the load bench's isolation figure measures it; docs/operations.md, "Isolation").
+# The workers' share of the CPU while a burst of slow work (embeddings, images) runs: they run at
+# this niceness, and the embed job in one lane of one thread, so the web's requests keep their
+# core (the load bench's isolation figure measures it; docs/operations.md, "Isolation").
 WORKER_NICE_DEFAULT = "19"
 WORKER_EMBEDDING_LANES_DEFAULT = "1"
 WORKER_EMBEDDING_THREADS_DEFAULT = "1"
-# Two processes: one takes a fast job while the other runs (or waits to fill) an embedding batch.
-# Four kept the fast queue up at 22 writes/s on the load bench's web tier (two fell behind), but
-# ran four image renders at once: reads during the burst went from 1.28x to 1.7-2.1x their idle p95.
-WORKER_CONCURRENCY_DEFAULT = "2"
+# Two workers, as compose's services are split. The fast queue's jobs (notifications, the order
+# cache, Odoo) mostly wait on Postgres, Redis and the outside services: four processes keep it up
+# with the write rate (two, sharing one worker with the slow queue, fell behind at 15 writes/s on
+# the load bench's web tier). The slow work (embedding batches, image renders) is CPU-bound: one
+# process, so a burst of it takes one core at most, and waits its turn without delaying a fast job.
+WORKER_FAST_CONCURRENCY_DEFAULT = "4"
+WORKER_SLOW_CONCURRENCY_DEFAULT = "1"
 
 
 def stack_commands(*, host: str, port: int, stream_port: int) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
     """The processes ``runall`` starts, by name, and the environment of those that do not
     simply inherit ours (the load bench starts the same ones)."""
     python = sys.executable
-    nice = os.environ.get("WORKER_NICE") or WORKER_NICE_DEFAULT
+    nice = int(os.environ.get("WORKER_NICE") or WORKER_NICE_DEFAULT)
     commands = {
         "web": [
             python,
@@ -115,19 +119,23 @@ def stack_commands(*, host: str, port: int, stream_port: int) -> tuple[dict[str,
         ],
         # The live event stream: uvicorn, thousands of idle connections on one event loop.
         "stream": [python, "-m", "celeste.asgi_server", "--host", host, "--port", str(stream_port)],
-        "worker": [
-            # Niceness of the process and of its session's autogroup (a plain `nice` would not
-            # count against the web, which runs in a session of its own): see niceness.py.
-            *([python, "-m", "celeste.devserver.niceness", nice] if int(nice) else []),
-            *worker_command(
-                queues="slow,images,fast",
-                concurrency=os.environ.get("WORKER_CONCURRENCY") or WORKER_CONCURRENCY_DEFAULT,
-            ),
-        ],
+        # Node names as compose's (<queue>@<host>): two workers on one host need distinct ones.
+        "worker": worker_command(
+            queues="fast",
+            concurrency=os.environ.get("WORKER_FAST_CONCURRENCY") or WORKER_FAST_CONCURRENCY_DEFAULT,
+            extra=["-n", "fast@%h"],
+            nice=nice,
+        ),
+        "worker-slow": worker_command(
+            queues="slow,images",
+            concurrency=os.environ.get("WORKER_SLOW_CONCURRENCY") or WORKER_SLOW_CONCURRENCY_DEFAULT,
+            extra=["-n", "slow@%h"],
+            nice=nice,
+        ),
         "beat": celery_command("beat", "-l", "info"),
     }
     envs = {
-        "worker": {
+        "worker-slow": {
             **os.environ,
             "EMBEDDING_LANES": os.environ.get("EMBEDDING_LANES") or WORKER_EMBEDDING_LANES_DEFAULT,
             "EMBEDDING_THREADS": os.environ.get("EMBEDDING_THREADS") or WORKER_EMBEDDING_THREADS_DEFAULT,
@@ -199,7 +207,7 @@ class ProcessGroup:
         # As long as a task may run (its hard time limit): a warm shutdown finishes them.
         timeout = timeout if timeout is not None else settings.CELERY_TASK_TIME_LIMIT
         print(
-            "Stopping web, stream, worker and beat (the worker finishes its running tasks; Ctrl-C again to kill)…",
+            "Stopping web, stream, workers and beat (the workers finish their running tasks; Ctrl-C again to kill)…",
             flush=True,
         )
         for proc in self.procs.values():
