@@ -116,7 +116,7 @@ def test_runall_starts_a_fast_worker_and_a_slow_one_niced_with_one_encoder_lane_
 
     for name, queues, concurrency, node in (
         ("worker", "fast", "4", "fast@%h"),
-        ("worker-slow", "slow,images", "1", "slow@%h"),
+        ("worker-slow", "slow,images", "2", "slow@%h"),
     ):
         assert commands[name][:4] == [sys.executable, "-m", "celeste.devserver.niceness", "19"], name
         assert (option(commands[name], "-Q"), option(commands[name], "--concurrency")) == (queues, concurrency)
@@ -127,11 +127,11 @@ def test_runall_starts_a_fast_worker_and_a_slow_one_niced_with_one_encoder_lane_
 
     monkeypatch.setenv("WORKER_NICE", "0")
     monkeypatch.setenv("EMBEDDING_THREADS", "2")
-    monkeypatch.setenv("WORKER_SLOW_CONCURRENCY", "2")
+    monkeypatch.setenv("WORKER_SLOW_CONCURRENCY", "1")
     commands, envs = stack_commands(host="127.0.0.1", port=8000, stream_port=8001)
     assert commands["worker"][:3] == commands["worker-slow"][:3] == [sys.executable, "-m", "celery"]
     assert envs["worker-slow"]["EMBEDDING_THREADS"] == "2"
-    assert option(commands["worker-slow"], "--concurrency") == "2"
+    assert option(commands["worker-slow"], "--concurrency") == "1"
 
 
 def test_the_niced_worker_yields_to_a_process_of_another_session():

@@ -91,10 +91,11 @@ WORKER_EMBEDDING_THREADS_DEFAULT = "1"
 # Two workers, as compose's services are split. The fast queue's jobs (notifications, the order
 # cache, Odoo) mostly wait on Postgres, Redis and the outside services: four processes keep it up
 # with the write rate (two, sharing one worker with the slow queue, fell behind at 15 writes/s on
-# the load bench's web tier). The slow work (embedding batches, image renders) is CPU-bound: one
-# process, so a burst of it takes one core at most, and waits its turn without delaying a fast job.
+# the load bench's web tier). The slow work (embedding batches, image renders) is CPU-bound: two
+# processes, so an image renders while a long embedding burst runs (with one, the images of the
+# isolation step waited for the whole burst), each on one core at the workers' niceness.
 WORKER_FAST_CONCURRENCY_DEFAULT = "4"
-WORKER_SLOW_CONCURRENCY_DEFAULT = "1"
+WORKER_SLOW_CONCURRENCY_DEFAULT = "2"
 
 
 def stack_commands(*, host: str, port: int, stream_port: int) -> tuple[dict[str, list[str]], dict[str, dict[str, str]]]:
