@@ -237,25 +237,39 @@ def _store_vectors(rows: list[ProductEmbedding], vectors: np.ndarray) -> None:
     """One UPDATE for the whole batch (64 single-row saves cost a third of the encode), with
     the vectors sent in binary: formatting 64 x 384 floats as text and parsing them again
     cost about a third of an int8 encode. Django's cursor binds client-side (text only), so
-    this uses psycopg's own cursor on the same connection, in the same transaction."""
+    this uses psycopg's own cursor on the same connection, in the same transaction.
+
+    A vector is ready only if its product's text is still the one encoded. A text change
+    marks the embedding pending only where it is not pending already (Product.save), so one
+    made during the batch left no mark, and a ready vector of the old text would hide it from
+    every later claim until the sweeper. Here the product rows are read as they are now, and
+    one locked by a write still in flight (SKIP LOCKED: never a wait) counts as changed: the
+    row stays pending and the next claim, this job's own next batch, embeds the new text."""
     raw = connection.connection
     _register_halfvec_dumper(raw)
     with psycopg.Cursor(raw) as cursor:  # not raw.cursor(): Django makes that a ClientCursor
         cursor.execute(
             """
+            WITH settled AS (
+                SELECT id, content_hash FROM catalog_product WHERE id = ANY(%s::bigint[]) FOR SHARE SKIP LOCKED
+            )
             UPDATE catalog_productembedding AS e
-               SET vector = v.vector, content_hash = v.hash, model_name = %s, status = %s,
+               SET vector = v.vector, content_hash = v.hash, model_name = %s,
+                   status = CASE WHEN settled.content_hash = v.hash THEN %s ELSE %s END,
                    error = '', embedded_at = clock_timestamp(), updated_at = clock_timestamp(),
                    attempts = e.attempts + 1
               FROM unnest(%s::bigint[], %b::halfvec[], %s::text[]) AS v(product_id, vector, hash)
+              LEFT JOIN settled ON settled.id = v.product_id
              WHERE e.product_id = v.product_id
             """,
             [
+                [row.product_id for row in rows],
                 embeddings.model_identity(),
                 EmbeddingStatus.READY,
+                EmbeddingStatus.PENDING,
                 [row.product_id for row in rows],
                 [HalfVector(vector) for vector in vectors],
-                # The hash read with the claim: if the text changed since, the row is pending again.
+                # The hash read with the claim: the text that was encoded.
                 [row.product.content_hash for row in rows],
             ],
         )
