@@ -2,9 +2,9 @@
 
 The stack is ``runall``'s own processes (``stack_commands``: gunicorn, the Celery workers (fast;
 slow and images) at their niceness and encoder threads, beat) on the bench's database and Redis, on
-loopback; the load is Locust (``bench/load_users.py``) in a subprocess, headless, each step bounded in time. Every step
-offers a constant rate (users × ``constant_throughput``) for a fixed time and prints, per
-endpoint, requests/s and p50/p95/p99. While it runs the bench samples the backlog (outbox jobs
+loopback; the load is Locust (``bench/load_users.py``) in a subprocess, headless, each step
+bounded in time. Every step offers a constant rate (users × ``constant_throughput``) for a fixed
+time and prints, per endpoint, requests/s and p50/p95/p99. While it runs the bench samples the backlog (outbox jobs
 not finished plus embeddings pending); after it, it waits until the backlog is empty (the drain).
 
 A rate passes when nothing failed, the offered rate was reached (90 %), p95 <= 300 ms and the

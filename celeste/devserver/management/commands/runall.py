@@ -1,5 +1,5 @@
-"""Run web, the stream process, the workers (fast; slow and images) and beat (and, with ``--flower``, Flower) as one
-process group with prefixed logs (``make run``)."""
+"""Run web, the stream process, the workers (fast; slow and images) and beat (and, with
+``--flower``, Flower) as one process group with prefixed logs (``make run``)."""
 
 import os
 import signal
@@ -23,8 +23,7 @@ RESET = "\033[0m"
 class Command(BaseCommand):
     help = (
         "Set up (bootstrap) and run the web server, the stream (ASGI) server, Celery workers (fast; slow and images) "
-        "and Celery beat "
-        "(and Flower) until Ctrl-C."
+        "and Celery beat (and Flower) until Ctrl-C."
     )
 
     def add_arguments(self, parser):
