@@ -247,6 +247,7 @@ def _store_vectors(rows: list[ProductEmbedding], vectors: np.ndarray) -> None:
     row stays pending and the next claim, this job's own next batch, embeds the new text."""
     raw = connection.connection
     _register_halfvec_dumper(raw)
+    product_ids = [row.product_id for row in rows]
     with psycopg.Cursor(raw) as cursor:  # not raw.cursor(): Django makes that a ClientCursor
         cursor.execute(
             """
@@ -263,11 +264,11 @@ def _store_vectors(rows: list[ProductEmbedding], vectors: np.ndarray) -> None:
              WHERE e.product_id = v.product_id
             """,
             [
-                [row.product_id for row in rows],
+                product_ids,
                 embeddings.model_identity(),
                 EmbeddingStatus.READY,
                 EmbeddingStatus.PENDING,
-                [row.product_id for row in rows],
+                product_ids,
                 [HalfVector(vector) for vector in vectors],
                 # The hash read with the claim: the text that was encoded.
                 [row.product.content_hash for row in rows],

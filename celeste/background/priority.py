@@ -20,10 +20,9 @@ logger = logging.getLogger(__name__)
 LOCAL_HOSTS = {"", "localhost", "127.0.0.1", "::1"}
 
 
-def _local_postgres(connection, pid: int) -> bool:
+def _local_postgres(host: str, pid: int) -> bool:
     # The pid is the server's: only where the server is this host's does it name a local process
     # (and then a Postgres one). Whether we may renice it is the kernel's call (setpriority).
-    host = connection.settings_dict.get("HOST") or ""
     if not (host in LOCAL_HOSTS or host.startswith("/")):
         return False
     try:
@@ -37,10 +36,11 @@ def backend_share_niceness(sender=None, connection=None, **_):
     niceness = os.getpriority(os.PRIO_PROCESS, 0)
     if niceness <= 0 or connection.vendor != "postgresql":
         return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (pid,) = cursor.fetchone()
-    if not _local_postgres(connection, pid):
+    # psycopg knows the backend's pid and the host it reached (a socket directory for a unix
+    # socket) from the connection's start: no round trip.
+    info = connection.connection.info
+    pid = info.backend_pid
+    if not _local_postgres(info.host or "", pid):
         return
     try:
         if os.getpriority(os.PRIO_PROCESS, pid) < niceness:

@@ -54,13 +54,8 @@ def test_a_niced_workers_backends_take_its_niceness_and_the_others_keep_theirs(s
 @pytest.mark.django_db
 def test_a_database_elsewhere_is_left_alone():
     """A pid from a server on another host names no process here, whatever runs under that number."""
-
-    class Remote:
-        settings_dict = {"HOST": "db.internal"}
-
-    assert not _local_postgres(Remote(), os.getpid())
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (pid,) = cursor.fetchone()
-    assert _local_postgres(connection, pid)  # the test database is this host's
-    assert not _local_postgres(connection, os.getpid())  # this process is no Postgres
+    assert not _local_postgres("db.internal", os.getpid())
+    connection.ensure_connection()
+    info = connection.connection.info
+    assert _local_postgres(info.host, info.backend_pid)  # the test database is this host's
+    assert not _local_postgres(info.host, os.getpid())  # this process is no Postgres
